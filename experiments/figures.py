@@ -1,0 +1,316 @@
+"""Figures that judge an autoencoder by eye, built from plain numpy arrays.
+
+Every function returns a ``matplotlib.figure.Figure`` made with the object-oriented API
+(no pyplot): no global state, so figures can be drawn from worker threads without a
+display backend. Saving or logging the figure is the caller's job.
+
+Images are MNIST digits: flattened 784-vectors (or 28 x 28 arrays) with values in [0, 1].
+Digits always get the same tab10 colour, so scatter plots and the occupancy map agree.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import matplotlib
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from sklearn.manifold import TSNE
+
+if TYPE_CHECKING:
+    from experiments.occupancy import Occupancy
+
+SIDE = 28  # MNIST images are SIDE x SIDE pixels
+DIGITS = 10
+DIGIT_COLORS = np.array(matplotlib.colormaps["tab10"].colors)  # (10, 3), row d = digit d
+DPI = 100
+
+Decoder = Callable[[np.ndarray], np.ndarray]
+
+
+def check_digit_labels(labels) -> np.ndarray:
+    """Return ``labels`` as a 1-D int array, raising ValueError unless every label is 0..9."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array of digits, got shape {labels.shape}")
+    labels = labels.astype(int)
+    if labels.size and (labels.min() < 0 or labels.max() >= DIGITS):
+        raise ValueError(f"labels must be digits 0..9, got values in "
+                         f"[{labels.min()}, {labels.max()}]")
+    return labels
+
+
+def latent_grid(n: int, limit: float) -> np.ndarray:
+    """The (n*n, 2) float32 points of an n x n grid over [-limit, limit]^2, in display order.
+
+    Row-major as drawn: the first row is the top of the picture (z[1] = +limit), each row
+    runs left to right (z[0] from -limit to +limit), so decoded images tile directly.
+    """
+    axis = np.linspace(-limit, limit, n, dtype=np.float32)
+    z0, z1 = np.meshgrid(axis, axis[::-1])
+    return np.stack([z0.ravel(), z1.ravel()], axis=1)
+
+
+def _grid_extent(n: int, limit: float) -> tuple[float, float, float, float]:
+    # Each grid point is the centre of its pixel, so the picture reaches half a step beyond.
+    half = limit / (n - 1) if n > 1 else limit
+    return (-limit - half, limit + half, -limit - half, limit + half)
+
+
+def _images(x) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    return x.reshape(len(x), SIDE, SIDE)
+
+
+def _tile(images, rows: int, cols: int) -> np.ndarray:
+    """Lay ``rows * cols`` images out row-major as one (rows*28, cols*28) picture."""
+    images = _images(images)
+    return (images.reshape(rows, cols, SIDE, SIDE)
+            .transpose(0, 2, 1, 3)
+            .reshape(rows * SIDE, cols * SIDE))
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _show_gray(ax, picture: np.ndarray, **kwargs) -> None:
+    ax.imshow(picture, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", **kwargs)
+
+
+def _check_codes_labels(codes, labels) -> tuple[np.ndarray, np.ndarray]:
+    codes = np.asarray(codes, dtype=float)
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be a 2-D array (samples, dims), got shape {codes.shape}")
+    labels = check_digit_labels(labels)
+    if len(codes) != len(labels):
+        raise ValueError(f"codes and labels differ in length: {len(codes)} codes, "
+                         f"{len(labels)} labels")
+    return codes, labels
+
+
+def _scatter_by_digit(ax, points: np.ndarray, labels: np.ndarray) -> None:
+    # One scatter call in data order, so no digit is systematically drawn over the others.
+    ax.scatter(points[:, 0], points[:, 1], c=DIGIT_COLORS[labels], s=6, alpha=0.7,
+               linewidths=0)
+    handles = [Line2D([], [], marker="o", linestyle="", color=DIGIT_COLORS[d], label=str(d))
+               for d in np.unique(labels)]
+    ax.legend(handles=handles, title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+
+def reconstruction_grid(x, x_hat, n: int = 10) -> Figure:
+    """The first ``n`` digits of ``x`` on the top row, their reconstructions ``x_hat`` below."""
+    x, x_hat = _images(x), _images(x_hat)
+    if x.shape != x_hat.shape:
+        raise ValueError(f"x and x_hat differ in shape: {x.shape} vs {x_hat.shape}")
+    if not 0 < n <= len(x):
+        raise ValueError(f"n must be in 1..{len(x)}, got {n}")
+    width = min(max(n, 6), 12)
+    # Fit the height to the 2 x n picture (the row labels take about an inch of width).
+    fig = _figure(width, 2 * (width - 1.1) / n + 0.45)
+    ax = fig.add_subplot()
+    _show_gray(ax, _tile(np.concatenate([x[:n], x_hat[:n]]), 2, n))
+    ax.set_xticks([])
+    ax.set_yticks([SIDE / 2, 3 * SIDE / 2], ["original", "reconstruction"])
+    ax.tick_params(length=0)
+    ax.set_title(f"{n} test digits and their reconstructions")
+    return fig
+
+
+def latent_scatter(codes, labels, dims: tuple[int, int] = (0, 1),
+                   title: str = "Latent codes of test digits",
+                   axis_label: str = "z[{}]") -> Figure:
+    """Scatter two code dimensions of the test codes, coloured by digit.
+
+    ``axis_label`` is formatted with each dimension's index ("z[{}]" or "unit {}").
+    """
+    codes, labels = _check_codes_labels(codes, labels)
+    if codes.shape[1] < 2:
+        raise ValueError(f"latent_scatter needs codes with at least 2 dimensions, "
+                         f"got {codes.shape[1]}")
+    if len(dims) != 2 or not all(0 <= d < codes.shape[1] for d in dims):
+        raise ValueError(f"dims must be two indices in 0..{codes.shape[1] - 1}, got {dims}")
+    fig = _figure(8, 6.5)
+    ax = fig.add_subplot()
+    _scatter_by_digit(ax, codes[:, list(dims)], labels)
+    ax.set_xlabel(axis_label.format(dims[0]))
+    ax.set_ylabel(axis_label.format(dims[1]))
+    ax.set_title(title)
+    return fig
+
+
+def latent_sweep(decode: Decoder, n: int = 20, limit: float = 3.0) -> Figure:
+    """Decode an n x n grid over the 2-D latent square [-limit, limit]^2 as one picture.
+
+    ``decode`` maps an (m, 2) float32 array to (m, 784) images. z[0] runs left to right,
+    z[1] bottom to top, and the axes are in latent units.
+    """
+    picture = _tile(decode(latent_grid(n, limit)), n, n)
+    fig = _figure(8, 8)
+    ax = fig.add_subplot()
+    _show_gray(ax, picture, extent=_grid_extent(n, limit))
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    ax.set_title(f"Decoded {n} x {n} grid over the latent square [-{limit:g}, {limit:g}]²")
+    return fig
+
+
+def code_interpolation(decode: Decoder, corners, n: int = 8) -> Figure:
+    """Decode a bilinear interpolation between four codes, tiled as an n x n picture.
+
+    ``corners`` is a (4, d) array: top-left, top-right, bottom-left, bottom-right code;
+    ``decode`` maps (m, d) float32 codes to (m, 784) images.
+    """
+    corners = np.asarray(corners, dtype=np.float32)
+    if corners.ndim != 2 or len(corners) != 4:
+        raise ValueError(f"corners must be a (4, d) array, got shape {corners.shape}")
+    top_left, top_right, bottom_left, bottom_right = corners
+    s = np.linspace(0, 1, n, dtype=np.float32)[None, :, None]  # left -> right
+    t = np.linspace(0, 1, n, dtype=np.float32)[:, None, None]  # top -> bottom
+    codes = ((1 - t) * ((1 - s) * top_left + s * top_right)
+             + t * ((1 - s) * bottom_left + s * bottom_right))
+    picture = _tile(decode(codes.reshape(n * n, -1)), n, n)
+    fig = _figure(7, 7.3)
+    ax = fig.add_subplot()
+    _show_gray(ax, picture)
+    ax.set_axis_off()
+    ax.set_title(f"Decoded bilinear interpolation between four test codes "
+                 f"({corners.shape[1]}-d)")
+    return fig
+
+
+def tsne(codes, labels, seed: int = 0, max_points: int = 1000,
+         title: str = "t-SNE of latent codes") -> Figure:
+    """Embed the codes in 2-D with t-SNE (PCA init) and scatter them coloured by digit.
+
+    At most ``max_points`` codes are used, drawn without replacement with ``seed``.
+    """
+    codes, labels = _check_codes_labels(codes, labels)
+    if len(codes) > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(len(codes), max_points,
+                                                          replace=False))
+        codes, labels = codes[keep], labels[keep]
+    # TSNE rejects a perplexity at or above the sample count; only tiny inputs hit this.
+    perplexity = min(30.0, (len(codes) - 1) / 3)
+    embedded = TSNE(n_components=2, init="pca", perplexity=perplexity,
+                    random_state=seed).fit_transform(codes)
+    fig = _figure(8, 6.5)
+    ax = fig.add_subplot()
+    _scatter_by_digit(ax, embedded, labels)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("t-SNE 1")
+    ax.set_ylabel("t-SNE 2")
+    ax.set_title(f"{title} ({len(codes)} points)")
+    return fig
+
+
+def receptive_fields(kernel, max_units: int = 64) -> Figure:
+    """Show each encoder unit's input weights (a column of the (784, units) kernel) as a tile.
+
+    Each tile is scaled to its own largest |weight|, red positive and blue negative, so
+    weak units stay readable; only the first ``max_units`` units are drawn.
+    """
+    kernel = np.asarray(kernel, dtype=float)
+    if kernel.ndim != 2 or kernel.shape[0] != SIDE * SIDE:
+        raise ValueError(f"kernel must have shape (784, units), got {kernel.shape}")
+    units = min(kernel.shape[1], max_units)
+    cols = int(np.ceil(np.sqrt(units)))
+    rows = int(np.ceil(units / cols))
+    fig = _figure(8, 8 * rows / cols + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for unit, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if unit >= units:
+            continue
+        weights = kernel[:, unit].reshape(SIDE, SIDE)
+        scale = np.abs(weights).max() or 1.0  # a dead all-zero unit would divide by zero
+        ax.imshow(weights, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+        ax.set_title(str(unit), fontsize=7, pad=2)
+    shown = f"first {units} of {kernel.shape[1]}" if units < kernel.shape[1] else f"{units}"
+    fig.suptitle(f"Encoder weights of {shown} code units "
+                 "(each tile scaled to its own max |w|; red +, blue −)")
+    return fig
+
+
+def activation_histogram(codes) -> Figure:
+    """Histogram of all code activations and each unit's mean activation, sorted."""
+    codes = np.asarray(codes, dtype=float)
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be a 2-D array (samples, units), got shape {codes.shape}")
+    fig = _figure(10, 4.2)
+    hist_ax, mean_ax = fig.subplots(1, 2, width_ratios=(1, 1.3))
+
+    hist_ax.hist(codes.ravel(), bins=50, color="0.35")
+    hist_ax.set_yscale("log")  # the spike at zero would otherwise flatten the tail
+    hist_ax.set_xlabel("activation")
+    hist_ax.set_ylabel("count (log scale)")
+    hist_ax.set_title(f"All activations ({(codes == 0).mean():.0%} exactly zero)")
+
+    means = codes.mean(axis=0)
+    order = np.argsort(means)[::-1]
+    positions = np.arange(len(order))
+    mean_ax.bar(positions, means[order], color="0.35")
+    mean_ax.set_xticks(positions, [str(u) for u in order], fontsize=6, rotation=90)
+    overall = codes.mean()
+    mean_ax.axhline(overall, color="tab:red", linestyle="--",
+                    label=f"overall mean {overall:.3g}")
+    mean_ax.legend()
+    mean_ax.set_xlabel("unit (sorted by mean activation)")
+    mean_ax.set_ylabel("mean activation")
+    mean_ax.set_title("Mean activation per unit")
+    fig.suptitle(f"Code activations of {codes.shape[0]} digits, {codes.shape[1]} units")
+    return fig
+
+
+def digit_counts(labels, title: str = "Digits in the training set") -> Figure:
+    """Bar chart of how often each digit 0..9 occurs, with the counts on the bars."""
+    counts = np.bincount(check_digit_labels(labels), minlength=DIGITS)
+    fig = _figure(7, 4)
+    ax = fig.add_subplot()
+    bars = ax.bar(np.arange(DIGITS), counts, color=DIGIT_COLORS)
+    ax.bar_label(bars, fontsize=8)
+    ax.set_xticks(np.arange(DIGITS))
+    ax.set_xlabel("digit")
+    ax.set_ylabel("count")
+    ax.set_title(f"{title} (n = {counts.sum()})")
+    return fig
+
+
+def occupancy_map(occ: Occupancy, train_labels) -> Figure:
+    """The decoded digit over the VAE's latent square, and each digit's share of it.
+
+    Left: ``occ.label_map`` in digit colours. Right: per digit, its share of the grid, its
+    share weighted by the N(0, I) prior, and its share of the training set.
+    """
+    fig = _figure(10, 4.6)
+    map_ax, share_ax = fig.subplots(1, 2, width_ratios=(1, 1.2))
+
+    map_ax.imshow(occ.label_map, cmap=ListedColormap(DIGIT_COLORS), vmin=-0.5,
+                  vmax=DIGITS - 0.5, extent=_grid_extent(len(occ.label_map), occ.limit),
+                  interpolation="nearest")
+    map_ax.set_xlabel("z[0]")
+    map_ax.set_ylabel("z[1]")
+    map_ax.set_title("Classified digit of each decoded grid point")
+    map_ax.legend(handles=[Patch(color=DIGIT_COLORS[d], label=str(d)) for d in range(DIGITS)],
+                  title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+
+    rows = occ.table(train_labels)
+    series = [("latent_share", "latent grid", "0.2"),
+              ("prior_weighted_share", "prior-weighted grid", "0.55"),
+              ("train_share", "training set", "0.85")]
+    width = 0.27
+    for i, (key, label, color) in enumerate(series):
+        share_ax.bar(np.arange(DIGITS) + (i - 1) * width, [row[key] for row in rows],
+                     width, label=label, color=color, edgecolor="black", linewidth=0.5)
+    share_ax.set_xticks(np.arange(DIGITS))
+    share_ax.set_xlabel("digit")
+    share_ax.set_ylabel("share")
+    share_ax.set_title("Share of latent space vs. training set")
+    share_ax.legend(fontsize=8)
+    fig.suptitle(f"How much of the latent square [-{occ.limit:g}, {occ.limit:g}]² "
+                 "each digit occupies")
+    return fig

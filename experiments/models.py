@@ -1,0 +1,188 @@
+"""The seed's autoencoders, built from a plain config: ``build(cfg) -> keras.Model`` (compiled).
+
+Every model holds two named sub-models, ``encoder`` and ``decoder``, so codes can be drawn
+and decoded on their own (``encode``/``decode``/``reconstruct`` below). Metric names are the
+contract that callbacks, pruning and tracking read: every model reports ``loss`` and ``mse``
+(per-pixel reconstruction MSE), the VAE also ``reconstruction_loss`` and ``kl_loss``.
+
+Model code uses ``keras.ops`` only, so it runs on TensorFlow, JAX and PyTorch.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from experiments.config import ExperimentConfig
+from experiments.regularizers import ActivityPenalty, NonNegativity, WeightDecay
+
+PIXELS = 784  # 28 x 28, flattened
+
+
+def _optimizer(cfg: ExperimentConfig) -> keras.optimizers.Optimizer:
+    if cfg.train.optimizer == "adadelta":
+        return keras.optimizers.Adadelta(learning_rate=cfg.train.learning_rate)
+    return keras.optimizers.Adam(learning_rate=cfg.train.learning_rate)
+
+
+def _kernel_penalty(cfg: ExperimentConfig):
+    m = cfg.model
+    if m.family == "ncae" and m.alpha > 0:
+        return NonNegativity(m.alpha)
+    if m.weight_decay > 0:
+        return WeightDecay(m.weight_decay)
+    return None
+
+
+def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
+    m = cfg.model
+    penalty = _kernel_penalty(cfg)
+    pixels = keras.Input((PIXELS,), name="pixels")
+    code = keras.layers.Dense(m.latent, activation=m.activation, kernel_regularizer=penalty,
+                              name="code")(pixels)  # (batch, latent)
+    code = ActivityPenalty(l1=m.l1, beta=m.beta, p=m.p, reduction=m.kl_reduction,
+                           name="sparsity")(code)
+    encoder = keras.Model(pixels, code, name="encoder")
+
+    latent = keras.Input((m.latent,), name="latent")
+    decoded = keras.layers.Dense(PIXELS, activation="sigmoid", name="reconstruction",
+                                 kernel_regularizer=penalty if m.penalty_layers == "both" else None
+                                 )(latent)
+    decoder = keras.Model(latent, decoded, name="decoder")
+
+    model = keras.Model(pixels, decoder(encoder(pixels)), name=m.family)
+    loss = (keras.losses.BinaryCrossentropy() if cfg.train.loss == "bce"
+            else keras.losses.MeanSquaredError())
+    model.compile(optimizer=_optimizer(cfg), loss=loss,
+                  metrics=[keras.metrics.MeanSquaredError(name="mse")])
+    return model
+
+
+@keras.saving.register_keras_serializable(package="sae")
+class Sampling(keras.layers.Layer):
+    """z = mean + exp(log_variance / 2) · eps: the seed's fix of the blog's log_sigma confusion."""
+
+    def __init__(self, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs):
+        z_mean, z_log_variance = inputs
+        eps = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        return z_mean + ops.exp(z_log_variance / 2) * eps
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="sae")
+class VAE(keras.Model):
+    """The Keras blog VAE as the seed adapted it.
+
+    loss = BCE summed over the 784 pixels + KL(q(z|x) ‖ N(0, I)) summed over latent dims,
+    averaged over the batch. Loss and metrics are computed in ``compute_loss`` and
+    ``compute_metrics`` rather than a custom ``train_step``: Keras 3 calls both from every
+    backend's own train and test steps, so the one implementation serves TF, JAX and PyTorch.
+    """
+
+    def __init__(self, encoder, decoder, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder, self.decoder, self.seed = encoder, decoder, seed
+        self.sampling = Sampling(seed=seed, name="sampling")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_tracker = keras.metrics.Mean(name="kl_loss")
+        self.mse_tracker = keras.metrics.Mean(name="mse")
+
+    def call(self, x, training=False):
+        z_mean, z_log_variance = self.encoder(x, training=training)
+        z = self.sampling([z_mean, z_log_variance])
+        return self.decoder(z, training=training), z_mean, z_log_variance
+
+    @staticmethod
+    def _terms(x, y_pred):
+        x_hat, z_mean, z_log_variance = y_pred
+        x_hat = ops.clip(x_hat, 1e-7, 1 - 1e-7)
+        bce = -(x * ops.log(x_hat) + (1 - x) * ops.log(1 - x_hat))  # (batch, 784)
+        reconstruction = ops.mean(ops.sum(bce, axis=-1))  # = mean BCE x original_dim
+        kl = ops.mean(-0.5 * ops.sum(
+            1 + z_log_variance - ops.square(z_mean) - ops.exp(z_log_variance), axis=-1))
+        mse = ops.mean(ops.square(x - y_pred[0]))
+        return reconstruction, kl, mse
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        reconstruction, kl, _ = self._terms(x, y_pred)
+        total = reconstruction + kl
+        if self.losses:
+            total = total + ops.sum(self.losses)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        reconstruction, kl, mse = self._terms(x, y_pred)
+        self.reconstruction_tracker.update_state(reconstruction)
+        self.kl_tracker.update_state(kl)
+        self.mse_tracker.update_state(mse)
+        return self.get_metrics_result()
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed,
+                "encoder": keras.saving.serialize_keras_object(self.encoder),
+                "decoder": keras.saving.serialize_keras_object(self.decoder)}
+
+    @classmethod
+    def from_config(cls, config):
+        encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
+        decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
+        return cls(encoder, decoder, **config)
+
+
+def _build_vae(cfg: ExperimentConfig) -> keras.Model:
+    m = cfg.model
+    pixels = keras.Input((PIXELS,), name="pixels")
+    h = keras.layers.Dense(m.hidden, activation="relu", name="hidden")(pixels)
+    z_mean = keras.layers.Dense(m.latent, name="z_mean")(h)
+    z_log_variance = keras.layers.Dense(m.latent, name="z_log_variance")(h)
+    encoder = keras.Model(pixels, [z_mean, z_log_variance], name="encoder")
+
+    latent = keras.Input((m.latent,), name="latent")
+    h = keras.layers.Dense(m.hidden, activation="relu", name="hidden")(latent)
+    decoded = keras.layers.Dense(PIXELS, activation="sigmoid", name="reconstruction")(h)
+    decoder = keras.Model(latent, decoded, name="decoder")
+
+    model = VAE(encoder, decoder, seed=cfg.train.seed, name="vae")
+    model.compile(optimizer=_optimizer(cfg))
+    model(np.zeros((1, PIXELS), "float32"))  # build the weights now, under the caller's seed
+    return model
+
+
+def build(cfg: ExperimentConfig) -> keras.Model:
+    """A compiled model for ``cfg``; weights depend only on ``cfg.train.seed``."""
+    keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.model.family == "vae":
+        return _build_vae(cfg)
+    return _build_autoencoder(cfg)
+
+
+def _submodel(model: keras.Model, name: str) -> keras.Model:
+    return model.encoder if isinstance(model, VAE) and name == "encoder" else (
+        model.decoder if isinstance(model, VAE) else model.get_layer(name))
+
+
+def encode(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Codes (n, latent); for the VAE the posterior mean."""
+    codes = _submodel(model, "encoder").predict(x, batch_size=batch_size, verbose=0)
+    return np.asarray(codes[0] if isinstance(codes, (list, tuple)) else codes)
+
+
+def decode(model: keras.Model, z: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Images (n, 784) from codes (n, latent)."""
+    return np.asarray(_submodel(model, "decoder").predict(
+        np.asarray(z, "float32"), batch_size=batch_size, verbose=0))
+
+
+def encoder_kernel(model: keras.Model) -> np.ndarray:
+    """The first encoder layer's weights (784, units): the receptive fields."""
+    encoder = _submodel(model, "encoder")
+    dense = next(layer for layer in encoder.layers if isinstance(layer, keras.layers.Dense))
+    return np.asarray(dense.kernel)

@@ -1,0 +1,125 @@
+"""One experiment end to end: build, fit, evaluate, draw, record.
+
+The steps are separate functions so a study can reuse them around its own training call.
+Recording goes to any object with ``log_metrics``, ``log_figure``, ``log_dict``, ``log_text``
+and ``log_file`` (``tracking.runs.Run`` is one); this module never imports MLflow.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import keras
+import numpy as np
+from matplotlib.figure import Figure
+
+from experiments import figures, models, occupancy
+from experiments.config import ExperimentConfig
+from experiments.data import Dataset
+from experiments.train import evaluate_split, fit, history_csv
+
+
+class Recorder(Protocol):
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
+    def log_figure(self, figure: Figure, path: str) -> None: ...
+    def log_dict(self, data: dict, path: str) -> None: ...
+    def log_text(self, text: str, path: str) -> None: ...
+    def log_file(self, local_path: str | Path, artifact_dir: str | None = None) -> None: ...
+
+
+@dataclass
+class Result:
+    model: keras.Model
+    history: dict[str, list[float]]
+    final: dict[str, float]  # last epoch's val_* and the test_* measures
+    seconds: float  # training time
+
+
+def describe(cfg: ExperimentConfig, data: Dataset) -> dict[str, str]:
+    """Tags every run carries: dataset identity and split sizes, family, Keras backend."""
+    return {
+        "family": cfg.model.family,
+        "backend": keras.backend.backend(),
+        **{f"data.{k}": str(v) for k, v in data.describe().items()},
+    }
+
+
+def draw(model: keras.Model, data: Dataset, cfg: ExperimentConfig) -> dict[str, Figure]:
+    """The seed notebooks' presentations, as figures keyed by a file-friendly name."""
+    codes = models.encode(model, data.x_test)  # (n_test, latent)
+    x_hat = models.decode(model, codes)
+    out = {
+        "reconstruction": figures.reconstruction_grid(data.x_test, x_hat),
+        "receptive_fields": figures.receptive_fields(models.encoder_kernel(model)),
+        "digit_counts": figures.digit_counts(data.y_train, title="training-set digit counts"),
+    }
+    if cfg.model.latent >= 2:
+        out["latent_scatter"] = figures.latent_scatter(codes, data.y_test)
+    decode = lambda z: models.decode(model, z)  # noqa: E731
+    if cfg.model.family == "vae" and cfg.model.latent == 2:
+        out["latent_sweep"] = figures.latent_sweep(decode)
+    else:
+        # four test digits of different classes as the corners
+        corners = [int(np.flatnonzero(data.y_test == d)[0]) for d in (0, 1, 7, 8)
+                   if np.any(data.y_test == d)]
+        if len(corners) == 4:
+            out["interpolation"] = figures.code_interpolation(decode, codes[corners])
+        if cfg.model.latent > 2:
+            out["tsne"] = figures.tsne(codes, data.y_test, seed=cfg.train.seed)
+    if cfg.model.family != "vae":
+        out["activations"] = figures.activation_histogram(codes)
+    return out
+
+
+def latent_occupancy(model: keras.Model, data: Dataset, cfg: ExperimentConfig):
+    """The share of the VAE's 2-D latent square each digit's decodings take (seed question)."""
+    classify = occupancy.train_digit_classifier(data.x_train, data.y_train, seed=cfg.train.seed)
+    return occupancy.latent_occupancy(lambda z: models.decode(model, z), classify)
+
+
+def record_artifacts(recorder: Recorder, result: Result, data: Dataset,
+                     cfg: ExperimentConfig) -> None:
+    """Figures, model, config and history of a finished run."""
+    for name, fig in draw(result.model, data, cfg).items():
+        recorder.log_figure(fig, f"figures/{name}.png")
+    if cfg.model.family == "vae" and cfg.model.latent == 2:
+        occ = latent_occupancy(result.model, data, cfg)
+        recorder.log_figure(figures.occupancy_map(occ, data.y_train), "figures/occupancy.png")
+        recorder.log_dict({"rows": occ.table(data.y_train)}, "occupancy.json")
+    recorder.log_dict(cfg.flat(), "config.json")
+    recorder.log_text(history_csv(result.history), "history.csv")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "model.keras")
+        result.model.save(path)
+        recorder.log_file(path, "model")
+
+
+def train_and_evaluate(cfg: ExperimentConfig, data: Dataset, recorder: Recorder | None = None,
+                       on_epoch=()) -> Result:
+    """Build and fit ``cfg``; per-epoch metrics go to ``recorder`` and ``on_epoch`` hooks."""
+    hooks = list(on_epoch)
+    if recorder is not None:
+        hooks.insert(0, lambda epoch, values: recorder.log_metrics(values, step=epoch))
+    model = models.build(cfg)
+    start = time.perf_counter()
+    history = fit(model, data, cfg, on_epoch=hooks)
+    seconds = time.perf_counter() - start
+    final = {k: v[-1] for k, v in history.items() if k.startswith("val_")}
+    final.update(evaluate_split(model, data.x_test, "test"))
+    final["train_seconds"] = seconds
+    if recorder is not None:
+        recorder.log_metrics({k: v for k, v in final.items() if not k.startswith("val_")},
+                             step=cfg.train.epochs)
+    return Result(model, history, final, seconds)
+
+
+def run(cfg: ExperimentConfig, data: Dataset, recorder: Recorder | None = None) -> Result:
+    """Train, evaluate and record one experiment."""
+    result = train_and_evaluate(cfg, data, recorder)
+    if recorder is not None:
+        record_artifacts(recorder, result, data, cfg)
+    return result

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny dataset, a tiny config and a temporary tracking store."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out
+
+import numpy as np
+import pytest
+
+from experiments import data as data_module
+from experiments.presets import PRESETS
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> data_module.Dataset:
+    """A few hundred real MNIST-5k digits: 300 train, 100 val, 200 test."""
+    full = data_module.load("mnist-5k")
+    return data_module.Dataset(
+        "mnist-5k-tiny", full.x_train[:300], full.y_train[:300], full.x_val[:100],
+        full.y_val[:100], full.x_test[:200], full.y_test[:200], content_hash="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_npz(tmp_path_factory, tiny_data) -> str:
+    """The tiny dataset as an ``npz:PATH`` source, for the command line."""
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    to_uint8 = lambda x: np.round(x * 255).astype(np.uint8).reshape(-1, 28, 28)  # noqa: E731
+    np.savez(path, x_train=to_uint8(np.concatenate([tiny_data.x_train, tiny_data.x_val])),
+             y_train=np.concatenate([tiny_data.y_train, tiny_data.y_val]),
+             x_test=to_uint8(tiny_data.x_test), y_test=tiny_data.y_test)
+    return f"npz:{path}"
+
+
+def tiny(name: str, **flat):
+    """A preset shrunk to a test budget: 2 epochs, batch 64, plus ``flat`` overrides."""
+    return PRESETS[name].replace(**{"train.epochs": 2, "train.batch_size": 64, **flat})
+
+
+@pytest.fixture
+def tracking_uri(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite tracking store under tmp_path, also set as $MLFLOW_TRACKING_URI."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri

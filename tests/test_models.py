@@ -1,0 +1,66 @@
+"""Models: every family trains, reports the metric contract, repeats under a seed, reloads."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from experiments import models
+from experiments.runner import train_and_evaluate
+from tests.conftest import tiny
+
+FAMILIES = ["vae", "ae", "sparse_l1", "sparse_kl", "ncae"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_trains_and_reports_per_epoch_metrics(name, tiny_data):
+    seen = []
+    result = train_and_evaluate(tiny(name), tiny_data, on_epoch=[lambda e, m: seen.append(e)])
+    assert seen == [1, 2]
+    expected = {"loss", "mse", "val_mse", "val_mean_activation", "val_active_fraction",
+                "val_hoyer", "val_dead_units", "val_bce"}
+    if name == "vae":
+        expected |= {"reconstruction_loss", "kl_loss"}
+    assert expected <= set(result.history)
+    assert all(len(v) == 2 for v in result.history.values())
+    assert {"test_mse", "test_mean_activation", "val_mse", "train_seconds"} <= set(result.final)
+    assert 0 < result.final["test_mse"] < 0.3
+
+
+def test_same_seed_same_run_different_seed_different_run(tiny_data):
+    a = train_and_evaluate(tiny("sparse_kl"), tiny_data)
+    b = train_and_evaluate(tiny("sparse_kl"), tiny_data)
+    c = train_and_evaluate(tiny("sparse_kl", **{"train.seed": 1}), tiny_data)
+    assert a.history["val_mse"] == b.history["val_mse"]
+    assert a.history["val_mse"] != c.history["val_mse"]
+
+
+def test_vae_loss_is_summed_bce_plus_summed_kl():
+    model = models.build(tiny("vae"))
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 784)).astype("float32")
+    x_hat = rng.uniform(0.1, 0.9, (3, 784)).astype("float32")
+    mean, log_var = rng.normal(size=(3, 2)).astype("float32"), rng.normal(size=(3, 2)).astype("float32")
+    bce = -(x * np.log(x_hat) + (1 - x) * np.log(1 - x_hat)).sum(axis=1).mean()
+    kl = (-0.5 * (1 + log_var - mean ** 2 - np.exp(log_var)).sum(axis=1)).mean()
+    got = float(ops.convert_to_numpy(model.compute_loss(x=x, y_pred=(x_hat, mean, log_var))))
+    assert got == pytest.approx(bce + kl, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["vae", "sparse_kl_wd", "ncae"])
+def test_saved_model_reloads_in_safe_mode(name, tmp_path):
+    model = models.build(tiny(name))
+    x = np.random.default_rng(0).random((5, 784)).astype("float32")
+    path = tmp_path / "m.keras"
+    model.save(path)
+    again = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(models.encode(again, x), models.encode(model, x), rtol=1e-6)
+    np.testing.assert_allclose(models.decode(again, models.encode(again, x)),
+                               models.decode(model, models.encode(model, x)), rtol=1e-6)
+
+
+def test_diverging_training_raises(tiny_data):
+    from experiments.train import TrainingDiverged
+    cfg = tiny("sparse_kl_wd", **{"train.learning_rate": 1e20})  # weight decay overflows
+    with pytest.raises(TrainingDiverged, match="became"):
+        train_and_evaluate(cfg, tiny_data)

@@ -1,0 +1,142 @@
+"""MLflow runs from plain values: params, metric dicts, matplotlib figures, files.
+
+Everything goes through an explicit ``MlflowClient`` and run id, never MLflow's fluent
+"active run" state, so several runs can be logged from several threads at once and nothing
+is shared between them. Nested runs (a study's trials) carry MLflow's ``mlflow.parentRunId`` tag.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH
+
+DEFAULT_URI = "sqlite:///mlflow.db"  # MLflow 3's own default: one file in the working directory
+PARENT_TAG = "mlflow.parentRunId"
+STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+def tracking_uri(override: str | None = None) -> str:
+    """``override``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` (absolute)."""
+    uri = override or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    return _absolute_sqlite(uri)
+
+
+def _absolute_sqlite(uri: str) -> str:
+    # a relative sqlite path would follow the working directory of whoever opens it (the UI)
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    # MLflow puts a SQLite store's artefacts under ./mlruns of the current directory; keep them
+    # beside the database instead, so the store is one folder wherever it is opened from
+    if not uri.startswith("sqlite:///"):
+        return None  # a tracking server knows its own artefact root
+    root = Path(urlparse(uri).path).parent / "mlartifacts"
+    return (root / re.sub(r"[^A-Za-z0-9._-]+", "_", experiment)).as_uri()
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The current commit (with ``-dirty`` if the tree has changes), or ``unknown``."""
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                                  check=True, timeout=10).stdout.strip()
+        commit = git("rev-parse", "--short=12", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Tracker:
+    """One MLflow experiment in one tracking store."""
+
+    def __init__(self, experiment: str, uri: str | None = None):
+        self.uri = tracking_uri(uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, artifact_location=_artifact_location(self.uri, experiment))
+
+    def start_run(self, name: str, params: dict[str, object] | None = None,
+                  tags: dict[str, object] | None = None, parent: "Run | None" = None) -> "Run":
+        """Create a run (nested under ``parent`` if given) with its params and tags."""
+        all_tags = {k: str(v) for k, v in (tags or {}).items()}
+        if parent is not None:
+            all_tags[PARENT_TAG] = parent.run_id
+        info = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info
+        run = Run(self.client, info.run_id)
+        if params:
+            run.log_params(params)
+        return run
+
+
+class Run:
+    """One MLflow run; a context manager that marks it FAILED if the block raises."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    def log_params(self, params: dict[str, object]) -> None:
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS_TAGS_PER_BATCH])
+
+    def set_tags(self, tags: dict[str, object]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Log numbers at ``step``; NaN and inf are kept, so a diverging run shows where."""
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def log_figure(self, figure, path: str) -> None:
+        """Save a matplotlib figure as a PNG artefact at ``path`` (e.g. ``figures/x.png``)."""
+        self.client.log_figure(self.run_id, figure, path)
+
+    def log_dict(self, data: dict, path: str) -> None:
+        self.client.log_dict(self.run_id, data, path)
+
+    def log_text(self, text: str, path: str) -> None:
+        self.client.log_text(self.run_id, text, path)
+
+    def log_file(self, local_path: str | Path, artifact_dir: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
+
+    def log_files(self, files: dict[str, bytes]) -> None:
+        """Write ``{artifact_path: bytes}`` through a temporary folder and upload it."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for rel, data in files.items():
+                target = Path(tmp, rel)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            self.client.log_artifacts(self.run_id, tmp)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        self.client.set_terminated(self.run_id, status)
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.finish("FINISHED")
+            return
+        reason = f"{exc_type.__name__}: {exc}".splitlines()[0][:500] if exc else exc_type.__name__
+        self.set_tags({"error": reason})
+        self.finish("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
