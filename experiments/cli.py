@@ -93,10 +93,11 @@ def _run(args: argparse.Namespace) -> None:
         with tracker.start_run(cfg.name, params=cfg.flat(), tags=tags) as run:
             result = runner.run(cfg, data, run)
         f = result.final
+        sparsity = ("" if cfg.model.family == "vae" else  # its codes are Gaussian means
+                    f"mean_activation={f['test_mean_activation']:.3f} "
+                    f"active={f['test_active_fraction']:.2f} ")
         print(f"{cfg.name}: val_mse={f['val_mse']:.4f} test_mse={f['test_mse']:.4f} "
-              f"mean_activation={f['test_mean_activation']:.3f} "
-              f"active={f['test_active_fraction']:.2f} ({result.seconds:.0f} s) "
-              f"run {run.run_id}", flush=True)
+              f"{sparsity}({result.seconds:.0f} s) run {run.run_id}", flush=True)
     print(f"tracking store: {tracker.uri}; browse it with `make ui`")
 
 

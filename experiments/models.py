@@ -20,6 +20,16 @@ from experiments.regularizers import ActivityPenalty, NonNegativity, WeightDecay
 PIXELS = 784  # 28 x 28, flattened
 
 
+@keras.saving.register_keras_serializable(package="sae")
+def half_sse(x, x_hat):
+    """½ · Σ over pixels of (x̂ − x)², per sample: J_E of Ng's sparse autoencoder notes."""
+    return 0.5 * ops.sum(ops.square(x - x_hat), axis=-1)
+
+
+LOSS_FUNCTIONS = {"mse": keras.losses.MeanSquaredError, "bce": keras.losses.BinaryCrossentropy,
+                  "half_sse": lambda: half_sse}
+
+
 def _optimizer(cfg: ExperimentConfig) -> keras.optimizers.Optimizer:
     if cfg.train.optimizer == "adadelta":
         return keras.optimizers.Adadelta(learning_rate=cfg.train.learning_rate)
@@ -52,9 +62,7 @@ def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
     decoder = keras.Model(latent, decoded, name="decoder")
 
     model = keras.Model(pixels, decoder(encoder(pixels)), name=m.family)
-    loss = (keras.losses.BinaryCrossentropy() if cfg.train.loss == "bce"
-            else keras.losses.MeanSquaredError())
-    model.compile(optimizer=_optimizer(cfg), loss=loss,
+    model.compile(optimizer=_optimizer(cfg), loss=LOSS_FUNCTIONS[cfg.train.loss](),
                   metrics=[keras.metrics.MeanSquaredError(name="mse")])
     return model
 

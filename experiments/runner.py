@@ -58,7 +58,8 @@ def draw(model: keras.Model, data: Dataset, cfg: ExperimentConfig) -> dict[str, 
         "digit_counts": figures.digit_counts(data.y_train, title="training-set digit counts"),
     }
     if cfg.model.latent >= 2:
-        out["latent_scatter"] = figures.latent_scatter(codes, data.y_test)
+        out["latent_scatter"] = figures.latent_scatter(
+            codes, data.y_test, axis_label="z[{}]" if cfg.model.family == "vae" else "unit {}")
     decode = lambda z: models.decode(model, z)  # noqa: E731
     if cfg.model.family == "vae" and cfg.model.latent == 2:
         out["latent_sweep"] = figures.latent_sweep(decode)

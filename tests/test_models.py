@@ -64,3 +64,11 @@ def test_diverging_training_raises(tiny_data):
     cfg = tiny("sparse_kl_wd", **{"train.learning_rate": 1e20})  # weight decay overflows
     with pytest.raises(TrainingDiverged, match="became"):
         train_and_evaluate(cfg, tiny_data)
+
+
+def test_half_sse_is_ngs_reconstruction_term():
+    model = models.build(tiny("sparse_kl", **{"train.loss": "half_sse"}))
+    rng = np.random.default_rng(0)
+    x, x_hat = rng.random((4, 784)).astype("float32"), rng.random((4, 784)).astype("float32")
+    got = float(np.mean(ops.convert_to_numpy(model.loss(x, x_hat))))  # per sample, then Keras averages
+    assert got == pytest.approx(0.5 * np.square(x - x_hat).sum(axis=1).mean(), rel=1e-5)

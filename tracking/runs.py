@@ -10,10 +10,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -43,7 +41,7 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     # beside the database instead, so the store is one folder wherever it is opened from
     if not uri.startswith("sqlite:///"):
         return None  # a tracking server knows its own artefact root
-    root = Path(urlparse(uri).path).parent / "mlartifacts"
+    root = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
     return (root / re.sub(r"[^A-Za-z0-9._-]+", "_", experiment)).as_uri()
 
 
@@ -115,15 +113,6 @@ class Run:
 
     def log_file(self, local_path: str | Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
-
-    def log_files(self, files: dict[str, bytes]) -> None:
-        """Write ``{artifact_path: bytes}`` through a temporary folder and upload it."""
-        with tempfile.TemporaryDirectory() as tmp:
-            for rel, data in files.items():
-                target = Path(tmp, rel)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-            self.client.log_artifacts(self.run_id, tmp)
 
     def finish(self, status: str = "FINISHED") -> None:
         if status not in STATUSES:

@@ -9,6 +9,9 @@ landing page for an experiment is its GenAI view, which is of no use here.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -45,7 +48,18 @@ def serve(uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:
     for name, link in experiment_links(uri, base):
         print(f"  {name}: {link}")
     print("Ctrl-C stops it.", flush=True)
+    # the server runs uvicorn in processes of its own: give them a process group, and stop the
+    # whole group on Ctrl-C or SIGTERM so no server outlives this command
+    proc = subprocess.Popen(server_command(uri, host, port), start_new_session=True)
+
+    def stop(*_):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
-        return subprocess.call(server_command(uri, host, port))
+        return proc.wait()
     except KeyboardInterrupt:
+        stop()
+        proc.wait()
         return 0

@@ -1,0 +1,40 @@
+# Targets that need Python create the virtual environment .venv on first use.
+# `make help` lists the targets.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+# options passed through to the commands (empty means the command's own default)
+DATA ?=
+EPOCHS ?=
+PORT ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help install test experiments ui clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(STAMP) ## create .venv and install the project with its test dependencies
+
+test: $(STAMP) ## run the test suite (what CI runs)
+	$(PY) -m pytest
+
+experiments: $(STAMP) ## run the seed notebooks' six experiments as MLflow runs (DATA=, EPOCHS=)
+	$(PY) -m experiments run --all $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))
+
+ui: $(STAMP) ## serve the MLflow UI on 127.0.0.1 (PORT=5000) and print links per experiment
+	$(PY) -m tracking ui --port $(PORT)
+
+clean: ## remove the virtual environment, caches and the local stores (mlflow.db, mlartifacts)
+	rm -rf $(VENV) .pytest_cache *.egg-info mlflow.db mlartifacts mlruns
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,57 @@
+"""tracking.runs: plain values in, what MLflow stored out."""
+
+import pytest
+from mlflow import MlflowClient
+
+from tracking.runs import PARENT_TAG, Tracker, tracking_uri
+
+
+def test_uri_resolution(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rel.db")
+    assert tracking_uri() == f"sqlite:///{tmp_path / 'rel.db'}"
+    assert tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_artifacts_live_beside_the_sqlite_store(tracking_uri, tmp_path):
+    tracker = Tracker("beside")
+    with tracker.start_run("r") as run:
+        run.log_text("hello", "note.txt")
+    assert (tmp_path / "mlartifacts" / "beside" / run.run_id / "artifacts" / "note.txt").exists()
+
+
+def test_params_metrics_tags_and_nesting(tracking_uri):
+    tracker = Tracker("nest")
+    params = {f"p{i:03d}": i for i in range(250)}  # more than one MLflow batch
+    with tracker.start_run("parent", tags={"study": "s"}) as parent:
+        with tracker.start_run("0", params=params, parent=parent) as child:
+            child.log_metrics({"val_mse": 0.5, "nan": float("nan")}, step=1)
+            child.log_metrics({"val_mse": 0.25}, step=2)
+    client = MlflowClient(tracking_uri)
+    stored = client.get_run(child.run_id)
+    assert stored.data.tags[PARENT_TAG] == parent.run_id
+    assert stored.data.params == {k: str(v) for k, v in params.items()}
+    assert [(m.step, m.value) for m in client.get_metric_history(child.run_id, "val_mse")] == [
+        (1, 0.5), (2, 0.25)]
+    assert client.get_run(parent.run_id).data.tags["study"] == "s"
+
+
+@pytest.mark.parametrize("exc, status", [(ValueError("bad\nthing"), "FAILED"),
+                                         (KeyboardInterrupt(), "KILLED")])
+def test_run_ends_failed_or_killed_with_the_reason(exc, status, tracking_uri):
+    tracker = Tracker("faults")
+    with pytest.raises(type(exc)):
+        with tracker.start_run("r") as run:
+            raise exc
+    stored = MlflowClient(tracking_uri).get_run(run.run_id)
+    assert stored.info.status == status
+    assert stored.data.tags["error"].startswith(type(exc).__name__)
+    assert "\n" not in stored.data.tags["error"]
+
+
+def test_unknown_status_is_refused(tracking_uri):
+    run = Tracker("s").start_run("r")
+    with pytest.raises(ValueError, match="status must be one of"):
+        run.finish("DONE")
