@@ -11,9 +11,19 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 DATA ?=
 EPOCHS ?=
 PORT ?= 5000
+# make study: FAMILY=sparse_kl,ncae TRIALS=100 TARGET=0.05 TIMEOUT=780 PRUNER=median STUDY=name
+FAMILY ?=
+TRIALS ?= 150
+TIMEOUT ?= 780
+TARGET ?=
+PRUNER ?=
+STUDY ?=
+STORAGE ?=
+SEED ?=
+comma := ,
 
 .DEFAULT_GOAL := help
-.PHONY: help install test experiments ui clean
+.PHONY: help install test experiments study ui clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,9 +42,16 @@ test: $(STAMP) ## run the test suite (what CI runs)
 experiments: $(STAMP) ## run the seed notebooks' six experiments as MLflow runs (DATA=, EPOCHS=)
 	$(PY) -m experiments run --all $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))
 
+study: $(STAMP) ## Optuna study of the sparse AEs, ~13 min (FAMILY= TRIALS= TARGET= DATA= EPOCHS= TIMEOUT=)
+	$(PY) -m study run --n-trials $(TRIALS) $(if $(TIMEOUT),--timeout $(TIMEOUT)) \
+		$(if $(FAMILY),--family $(subst $(comma), ,$(FAMILY))) $(if $(TARGET),--target $(TARGET)) \
+		$(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+		$(if $(PRUNER),--pruner $(PRUNER)) $(if $(STUDY),--study-name $(STUDY)) \
+		$(if $(STORAGE),--storage $(STORAGE)) $(if $(SEED),--seed $(SEED))
+
 ui: $(STAMP) ## serve the MLflow UI on 127.0.0.1 (PORT=5000) and print links per experiment
 	$(PY) -m tracking ui --port $(PORT)
 
-clean: ## remove the virtual environment, caches and the local stores (mlflow.db, mlartifacts)
-	rm -rf $(VENV) .pytest_cache *.egg-info mlflow.db mlartifacts mlruns
+clean: ## remove the virtual environment, caches and the local stores (mlflow.db, mlartifacts, studies)
+	rm -rf $(VENV) .pytest_cache *.egg-info mlflow.db mlartifacts mlruns studies
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -23,14 +23,14 @@ from experiments.data import SOURCES, DataError
 EXPERIMENT = "seed-experiments"
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message):  # argparse's usage errors also exit 2, in one line
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m experiments", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="python -m experiments", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     sub.add_parser("list", help="list the named experiments and their settings")
     run = sub.add_parser("run", help="run experiments as tracked MLflow runs")
     run.add_argument("names", nargs="*", metavar="NAME", help=f"one of: {', '.join(presets.PRESETS)}")

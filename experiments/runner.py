@@ -48,32 +48,34 @@ def describe(cfg: ExperimentConfig, data: Dataset) -> dict[str, str]:
     }
 
 
-def draw(model: keras.Model, data: Dataset, cfg: ExperimentConfig) -> dict[str, Figure]:
-    """The seed notebooks' presentations, as figures keyed by a file-friendly name."""
+def draw(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
+         names: tuple[str, ...] | None = None) -> dict[str, Figure]:
+    """The seed notebooks' presentations that apply to ``cfg`` (all, or those in ``names``),
+    as figures keyed by a file-friendly name."""
     codes = models.encode(model, data.x_test)  # (n_test, latent)
-    x_hat = models.decode(model, codes)
-    out = {
-        "reconstruction": figures.reconstruction_grid(data.x_test, x_hat),
-        "receptive_fields": figures.receptive_fields(models.encoder_kernel(model)),
-        "digit_counts": figures.digit_counts(data.y_train, title="training-set digit counts"),
-    }
-    if cfg.model.latent >= 2:
-        out["latent_scatter"] = figures.latent_scatter(
-            codes, data.y_test, axis_label="z[{}]" if cfg.model.family == "vae" else "unit {}")
     decode = lambda z: models.decode(model, z)  # noqa: E731
-    if cfg.model.family == "vae" and cfg.model.latent == 2:
-        out["latent_sweep"] = figures.latent_sweep(decode)
-    else:
-        # four test digits of different classes as the corners
-        corners = [int(np.flatnonzero(data.y_test == d)[0]) for d in (0, 1, 7, 8)
-                   if np.any(data.y_test == d)]
-        if len(corners) == 4:
-            out["interpolation"] = figures.code_interpolation(decode, codes[corners])
-        if cfg.model.latent > 2:
-            out["tsne"] = figures.tsne(codes, data.y_test, seed=cfg.train.seed)
-    if cfg.model.family != "vae":
-        out["activations"] = figures.activation_histogram(codes)
-    return out
+    vae, latent = cfg.model.family == "vae", cfg.model.latent
+    # four test digits of different classes as the interpolation's corners
+    corners = [int(np.flatnonzero(data.y_test == d)[0]) for d in (0, 1, 7, 8)
+               if np.any(data.y_test == d)]
+    makers = {
+        "reconstruction": lambda: figures.reconstruction_grid(data.x_test, decode(codes)),
+        "receptive_fields": lambda: figures.receptive_fields(models.encoder_kernel(model)),
+        "digit_counts": lambda: figures.digit_counts(data.y_train,
+                                                     title="training-set digit counts"),
+    }
+    if latent >= 2:
+        makers["latent_scatter"] = lambda: figures.latent_scatter(
+            codes, data.y_test, axis_label="z[{}]" if vae else "unit {}")
+    if vae and latent == 2:
+        makers["latent_sweep"] = lambda: figures.latent_sweep(decode)
+    elif len(corners) == 4:
+        makers["interpolation"] = lambda: figures.code_interpolation(decode, codes[corners])
+    if latent > 2:
+        makers["tsne"] = lambda: figures.tsne(codes, data.y_test, seed=cfg.train.seed)
+    if not vae:
+        makers["activations"] = lambda: figures.activation_histogram(codes)
+    return {name: make() for name, make in makers.items() if names is None or name in names}
 
 
 def latent_occupancy(model: keras.Model, data: Dataset, cfg: ExperimentConfig):
@@ -82,12 +84,12 @@ def latent_occupancy(model: keras.Model, data: Dataset, cfg: ExperimentConfig):
     return occupancy.latent_occupancy(lambda z: models.decode(model, z), classify)
 
 
-def record_artifacts(recorder: Recorder, result: Result, data: Dataset,
-                     cfg: ExperimentConfig) -> None:
-    """Figures, model, config and history of a finished run."""
-    for name, fig in draw(result.model, data, cfg).items():
+def record_artifacts(recorder: Recorder, result: Result, data: Dataset, cfg: ExperimentConfig,
+                     figure_names: tuple[str, ...] | None = None) -> None:
+    """Figures (all that apply, or those named), model, config and history of a finished run."""
+    for name, fig in draw(result.model, data, cfg, figure_names).items():
         recorder.log_figure(fig, f"figures/{name}.png")
-    if cfg.model.family == "vae" and cfg.model.latent == 2:
+    if cfg.model.family == "vae" and cfg.model.latent == 2 and figure_names is None:
         occ = latent_occupancy(result.model, data, cfg)
         recorder.log_figure(figures.occupancy_map(occ, data.y_train), "figures/occupancy.png")
         recorder.log_dict({"rows": occ.table(data.y_train)}, "occupancy.json")

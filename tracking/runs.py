@@ -67,6 +67,16 @@ class Tracker:
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(
             experiment, artifact_location=_artifact_location(self.uri, experiment))
 
+    def run(self, run_id: str) -> "Run":
+        """An existing run of this store, to log more to it or end it."""
+        return Run(self.client, run_id)
+
+    def running_run_ids(self) -> set[str]:
+        """Ids of this experiment's runs whose status is still RUNNING."""
+        runs = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
+                                       max_results=50000)
+        return {r.info.run_id for r in runs}
+
     def start_run(self, name: str, params: dict[str, object] | None = None,
                   tags: dict[str, object] | None = None, parent: "Run | None" = None) -> "Run":
         """Create a run (nested under ``parent`` if given) with its params and tags."""
@@ -113,6 +123,15 @@ class Run:
 
     def log_file(self, local_path: str | Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
+
+    @property
+    def status(self) -> str:
+        """RUNNING, FINISHED, FAILED or KILLED, as stored now."""
+        return self.client.get_run(self.run_id).info.status
+
+    def reopen(self) -> None:
+        """Mark an ended run RUNNING again (a study resumed in its parent run)."""
+        self.client.update_run(self.run_id, status="RUNNING")
 
     def finish(self, status: str = "FINISHED") -> None:
         if status not in STATUSES:

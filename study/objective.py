@@ -1,0 +1,124 @@
+"""The objective: one trial = suggest, train, evaluate, track, finish.
+
+Minimise the validation reconstruction MSE subject to the validation mean code activation being at
+most the target, recorded with ``trial.set_constraint`` (feasible when ``value - target <= 0``).
+The steps around training (``begin``, ``complete``, ``abort``) are separate methods so that a
+caller that trains several trials at once can drive them through Optuna's ask/tell interface.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import optuna
+
+from experiments.config import ExperimentConfig
+from experiments.data import Dataset
+from experiments.runner import Result, record_artifacts, train_and_evaluate
+from experiments.train import TrainingDiverged
+from study import space
+from study.storage import worker_id
+from study.tracking import StudyTracking
+
+OBJECTIVE = "val_mse"  # returned: minimised; every epoch, pruning compares it plus the violation
+CONSTRAINT = "val_mean_activation"  # must end at or below the study's target
+CONSTRAINT_KEY = "mean_activation"  # the name under which Optuna stores the constraint
+TRIAL_FIGURES = ("reconstruction", "receptive_fields", "activations", "latent_scatter")
+CATCH = (TrainingDiverged,)  # fails that trial, the study goes on
+
+
+class MissingMetric(RuntimeError):
+    """The monitored metric is absent from an epoch's values: pruning would silently stop."""
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What defines a study; stored with it, and checked again when it is resumed."""
+
+    name: str
+    families: tuple[str, ...]
+    target: float  # the largest acceptable mean code activation
+    base: ExperimentConfig  # data, latent size, batch size, epochs, seed: fixed budget
+    pruner: str
+
+    def describe(self) -> dict[str, str]:
+        b = self.base
+        return {"study": self.name, "families": ",".join(self.families),
+                "target": repr(self.target), "pruner": self.pruner, "sampler": "TPE",
+                "data": b.data.name, "epochs": str(b.train.epochs),
+                "latent": str(b.model.latent), "activation": b.model.activation,
+                "penalty_layers": b.model.penalty_layers, "loss": b.train.loss,
+                "seed": str(b.train.seed)}
+
+
+class Objective:
+    """Callable for ``study.optimize``; tracking is optional (``None`` runs without MLflow)."""
+
+    def __init__(self, spec: StudySpec, data: Dataset, tracking: StudyTracking | None = None):
+        self.spec, self.data, self.tracking = spec, data, tracking
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        cfg, run = self.begin(trial)
+        try:
+            result = train_and_evaluate(cfg, self.data, run, on_epoch=[self._pruning(trial)])
+        except optuna.TrialPruned as pruned:
+            self.abort(run, "PRUNED", str(pruned))
+            raise
+        except BaseException as err:
+            self.abort(run, "FAIL", f"{type(err).__name__}: {err}")
+            raise
+        return self.complete(trial, cfg, run, result)
+
+    def begin(self, trial: optuna.Trial):
+        """Suggest the config and open the trial's run; returns ``(cfg, run or None)``."""
+        cfg = space.suggest(trial, self.spec.base, self.spec.families)
+        trial.set_user_attr("config", cfg.flat())
+        trial.set_user_attr("worker", worker_id())
+        run = self.tracking.start_trial(trial.number, cfg) if self.tracking else None
+        if run is not None:
+            trial.set_user_attr("mlflow_run_id", run.run_id)
+        return cfg, run
+
+    def _pruning(self, trial: optuna.Trial):
+        def report(epoch: int, values: dict[str, float]) -> None:
+            if OBJECTIVE not in values or CONSTRAINT not in values:
+                raise MissingMetric(f"the study monitors {OBJECTIVE!r} and {CONSTRAINT!r}, "
+                                    f"but epoch {epoch} reported only {sorted(values)}")
+            if not math.isfinite(values[OBJECTIVE]):
+                return  # training raises TrainingDiverged right after the hooks
+            trial.report(self.pruning_value(values), epoch)
+            if trial.should_prune():
+                # a pruned trial still tells the sampler how sparse it was
+                self._constrain(trial, values[CONSTRAINT])
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}: "
+                                         f"{OBJECTIVE}={values[OBJECTIVE]:.4g}")
+        return report
+
+    def pruning_value(self, values: dict[str, float]) -> float:
+        """What the pruner compares across trials at an epoch: the validation MSE plus how far
+        the mean activation is above the target. On the MSE alone, dense (infeasible) trials
+        reconstruct best and get feasible ones pruned."""
+        return values[OBJECTIVE] + max(0.0, values[CONSTRAINT] - self.spec.target)
+
+    def _constrain(self, trial: optuna.Trial, mean_activation: float) -> float:
+        violation = mean_activation - self.spec.target
+        trial.set_constraint(CONSTRAINT_KEY, violation)
+        return violation
+
+    def complete(self, trial: optuna.Trial, cfg: ExperimentConfig, run, result: Result) -> float:
+        """Store the measures, set the constraint, record the artefacts; the objective value."""
+        final = result.final
+        for key, value in final.items():
+            trial.set_user_attr(key, value)
+        violation = self._constrain(trial, final[CONSTRAINT])
+        if run is not None:
+            record_artifacts(run, result, self.data, cfg, figure_names=TRIAL_FIGURES)
+            run.log_metrics({"constraint": violation}, step=cfg.train.epochs)
+            self.tracking.end_trial(run, "COMPLETE", feasible=violation <= 0)
+        return final[OBJECTIVE]
+
+    def abort(self, run, state: str, reason: str) -> None:
+        """End the trial's run as PRUNED or FAIL, with the reason."""
+        if run is not None:
+            self.tracking.end_trial(run, state, reason=reason)

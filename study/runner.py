@@ -1,0 +1,188 @@
+"""Create or resume a study in its storage and run trials.
+
+A study is found by name in its storage; running the same command again continues it (the trial
+numbering goes on, finished trials stay). Trials left RUNNING by a dead worker are failed when the
+study is next opened, and their MLflow runs ended.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
+
+from experiments.data import Dataset
+from study.objective import CATCH, CONSTRAINT, CONSTRAINT_KEY, OBJECTIVE, Objective, StudySpec
+from study.storage import mask, open_storage, worker_alive
+from study.tracking import StudyTracking
+
+PRUNERS = ("hyperband", "median", "none")
+SPEC_ATTR = "spec"  # study user attr: the StudySpec description it was created with
+
+
+class StudyError(ValueError):
+    """A study that cannot be run as asked (e.g. resumed with a different definition)."""
+
+
+def make_sampler(seed: int) -> optuna.samplers.BaseSampler:
+    # multivariate + group model the families' conditional spaces jointly; constant_liar keeps
+    # parallel workers from sampling the same point
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                      constant_liar=True, n_startup_trials=10)
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "hyperband":  # Optuna's benchmarks favour it with TPE
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, epochs // 10),
+                                              max_resource=epochs, reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 5))
+    return optuna.pruners.NopPruner()
+
+
+def open_study(spec: StudySpec, storage_url: str) -> optuna.Study:
+    """Create the study, or load it and check it is the same study."""
+    storage = open_storage(storage_url)
+    study = optuna.create_study(
+        study_name=spec.name, storage=storage, direction="minimize", load_if_exists=True,
+        sampler=make_sampler(spec.base.train.seed),
+        pruner=make_pruner(spec.pruner, spec.base.train.epochs))
+    wanted = spec.describe()
+    stored = study.user_attrs.get(SPEC_ATTR)
+    if stored is None:
+        study.set_user_attr(SPEC_ATTR, wanted)
+        study.set_user_attr("base_config", spec.base.flat())
+    else:
+        differ = [k for k in wanted if k != "pruner" and stored.get(k) != wanted[k]]
+        if differ:
+            k = differ[0]
+            raise StudyError(f"study {spec.name!r} exists with {k}={stored.get(k)}, not "
+                             f"{wanted[k]}; resume it with the same settings or pick a new "
+                             f"--study-name")
+    return study
+
+
+def fail_dead_trials(study: optuna.Study) -> int:
+    """Fail trials whose worker is gone: by heartbeat on RDB storages, by process id for
+    workers of this machine on a journal. Returns how many it failed."""
+    before = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    optuna.storages.fail_stale_trials(study)  # a no-op without heartbeats
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if worker_alive(t.user_attrs.get("worker", "")) is False:
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    return before - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def feasible(t: FrozenTrial) -> bool:
+    return bool(t.constraints) and all(v <= 0 for v in t.constraints.values())
+
+
+def best_feasible(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    done = [t for t in trials if t.state == TrialState.COMPLETE and feasible(t)]
+    return min(done, key=lambda t: t.value) if done else None
+
+
+def closest_infeasible(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The completed trial that came nearest the sparsity target."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.constraints]
+    return min(done, key=lambda t: max(t.constraints.values())) if done else None
+
+
+class _BalanceFamilies:
+    """Study callback: queue the least-tried family next, so every family gets its share of
+    the budget (TPE would otherwise settle on whichever family looked best early) while TPE
+    still chooses every other value. Optuna runs queued trials first."""
+
+    def __init__(self, study: optuna.Study, families: tuple[str, ...], n_trials: int):
+        self.families, self.left = families, n_trials
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            self.enqueue(study)
+
+    def enqueue(self, study: optuna.Study) -> None:
+        tried = [t.params.get("model.family") for t in study.get_trials(deepcopy=False)]
+        family = min(self.families, key=lambda f: (tried.count(f), self.families.index(f)))
+        study.enqueue_trial({"model.family": family})
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.left -= 1
+        if self.left > 0:
+            self.enqueue(study)
+
+
+class _Progress:
+    """Study callback: a progress bar with the best feasible value so far, and a line per trial."""
+
+    def __init__(self, total: int | None, study: optuna.Study, tracking: StudyTracking | None):
+        self.bar = tqdm(total=total, unit="trial", dynamic_ncols=True, leave=True)
+        self.tracking = tracking
+        self.best = best_feasible(study.get_trials(deepcopy=False))
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.bar.update(1)
+        family = trial.user_attrs.get("config", {}).get("model.family", "?")
+        line = f"trial {trial.number:4d} {family:9s} {trial.state.name:8s}"
+        if trial.state == TrialState.COMPLETE:
+            act = trial.user_attrs.get(CONSTRAINT, math.nan)
+            line += (f" {OBJECTIVE}={trial.value:.4f} mean_act={act:.3f}"
+                     f"{' feasible' if feasible(trial) else ''}")
+            if feasible(trial) and (self.best is None or trial.value < self.best.value):
+                self.best = trial
+        elif trial.state == TrialState.PRUNED:
+            line += f" at epoch {trial.last_step}"
+        self.bar.write(line)
+        if self.best is not None:
+            self.bar.set_postfix_str(f"best feasible {OBJECTIVE}={self.best.value:.4f} "
+                                     f"(trial {self.best.number})")
+            if self.tracking is not None:
+                self.tracking.parent.log_metrics({f"best_feasible_{OBJECTIVE}": self.best.value},
+                                                 step=trial.number)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@dataclass
+class Outcome:
+    study: optuna.Study
+    trials: list[FrozenTrial]
+    reconciled: int  # runs of dead trials ended (or dead trials failed, without tracking)
+    tracking: StudyTracking | None
+
+    def counts(self) -> dict[str, int]:
+        out = {s: sum(t.state.name == s for t in self.trials)
+               for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
+        out["feasible"] = sum(t.state == TrialState.COMPLETE and feasible(t) for t in self.trials)
+        return out
+
+
+def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
+              timeout: float | None = None, tracking_uri: str | None = None,
+              tracking: bool = True, progress: bool = True) -> Outcome:
+    """Open (or resume) the study and run ``n_trials`` more trials (or until ``timeout``)."""
+    study = open_study(spec, storage_url)
+    dead = fail_dead_trials(study)
+    track = (StudyTracking.open(study, spec.describe() | {"storage": mask(storage_url)},
+                                tracking_uri) if tracking else None)
+    reconciled = track.reconcile(study.get_trials(deepcopy=False)) if track else dead
+    bar = _Progress(n_trials, study, track) if progress else None
+    callbacks = [c for c in (bar,) if c]
+    if len(spec.families) > 1:
+        callbacks.append(_BalanceFamilies(study, spec.families, n_trials))
+    status = "FAILED"
+    try:
+        study.optimize(Objective(spec, data, track), n_trials=n_trials, timeout=timeout,
+                       catch=CATCH, callbacks=callbacks, gc_after_trial=True)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if bar:
+            bar.close()
+        if track:
+            track.close(status)
+    return Outcome(study, study.get_trials(), reconciled, track)

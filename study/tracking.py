@@ -1,0 +1,72 @@
+"""A study in MLflow: one experiment named after the study, one parent run for the study, and
+one child run per trial named by the trial number.
+
+The trial's Optuna state is mirrored as a tag and as the run status (COMPLETE → FINISHED,
+PRUNED → KILLED, FAIL → FAILED). The Optuna trial stores its run id (user attr
+``mlflow_run_id``); the run stores the study name and trial number. Each trial logs through its
+own run id, so parallel trials never wait on each other.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+
+from experiments.config import ExperimentConfig
+from tracking.runs import Run, Tracker
+
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+PARENT_ATTR = "mlflow_parent_run_id"  # study user attr: the study's parent run
+
+
+class StudyTracking:
+    def __init__(self, tracker: Tracker, study_name: str, parent: Run):
+        self.tracker, self.study_name, self.parent = tracker, study_name, parent
+
+    @classmethod
+    def open(cls, study: optuna.Study, tags: dict[str, str], uri: str | None = None
+             ) -> "StudyTracking":
+        """Open the study's parent run (creating it on first use) and mark it RUNNING."""
+        tracker = Tracker(study.study_name, uri)
+        run_id = study.user_attrs.get(PARENT_ATTR)
+        if run_id is None:
+            parent = tracker.start_run(f"study {study.study_name}", tags=tags)
+            study.set_user_attr(PARENT_ATTR, parent.run_id)
+        else:
+            parent = tracker.run(run_id)
+            parent.reopen()
+            parent.set_tags(tags)
+        return cls(tracker, study.study_name, parent)
+
+    def start_trial(self, number: int, cfg: ExperimentConfig) -> Run:
+        return self.tracker.start_run(
+            str(number), params=cfg.flat(), parent=self.parent,
+            tags={"study": self.study_name, "trial": number, "family": cfg.model.family,
+                  "state": "RUNNING"})
+
+    def end_trial(self, run: Run, state: str, reason: str | None = None,
+                  feasible: bool | None = None) -> None:
+        tags: dict[str, object] = {"state": state}
+        if reason:
+            tags["reason"] = reason.splitlines()[0][:500]
+        if feasible is not None:
+            tags["feasible"] = str(feasible).lower()
+        run.set_tags(tags)
+        run.finish(RUN_STATUS[state])
+
+    def reconcile(self, trials: list[optuna.trial.FrozenTrial]) -> int:
+        """End every trial run still RUNNING whose Optuna trial has ended (a killed worker);
+        returns how many were fixed."""
+        running = self.tracker.running_run_ids()
+        fixed = 0
+        for t in trials:
+            run_id = t.user_attrs.get("mlflow_run_id")
+            if run_id in running and t.state != TrialState.RUNNING:
+                self.end_trial(self.tracker.run(run_id),
+                               t.state.name if t.state.name in RUN_STATUS else "FAIL",
+                               reason="worker stopped before it could end this run")
+                fixed += 1
+        return fixed
+
+    def close(self, status: str = "FINISHED") -> None:
+        self.parent.finish(status)

@@ -1,0 +1,232 @@
+"""The study: what Optuna and MLflow stored for small studies on tiny data."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from experiments.presets import DEFAULT
+from study import space
+from study.cli import main
+from study.objective import MissingMetric, Objective, StudySpec
+from study.runner import StudyError, best_feasible, open_study, run_study
+from study.storage import mask
+
+
+def spec(name="s", families=("sparse_kl",), target=0.05, epochs=2, pruner="none"):
+    base = DEFAULT.replace(**{"name": "study", "train.epochs": epochs, "train.batch_size": 64})
+    return StudySpec(name=name, families=families, target=target, base=base, pruner=pruner)
+
+
+def child_runs(uri, study_name):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(study_name)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {int(r.data.tags["trial"]): r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    return client, parents, children
+
+
+def test_study_stores_trials_constraints_and_nested_runs(tiny_data, tracking_uri, tmp_path):
+    storage = f"journal:{tmp_path / 'j.log'}"
+    out = run_study(spec(families=("sparse_l1", "ncae")), tiny_data, storage, n_trials=3,
+                    progress=False)
+    trials = out.study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    for t in trials:
+        act = t.user_attrs["val_mean_activation"]
+        assert t.constraints == {"mean_activation": pytest.approx(act - 0.05)}
+        assert t.value == pytest.approx(t.user_attrs["val_mse"])
+        assert set(t.params) == {"model.family", *space.FAMILY_PARAMS[t.params["model.family"]]}
+        assert {"test_mse", "val_active_fraction", "val_hoyer", "val_dead_units",
+                "train_seconds", "mlflow_run_id", "config"} <= set(t.user_attrs)
+    client, parents, children = child_runs(tracking_uri, "s")
+    assert len(parents) == 1 and sorted(children) == [0, 1, 2]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["families"] == "sparse_l1,ncae" and parent.data.tags["target"] == "0.05"
+    assert parent.data.tags["storage"] == storage and parent.data.tags["pruner"] == "none"
+    for number, run in children.items():
+        t = trials[number]
+        assert run.info.run_name == str(number) and run.info.status == "FINISHED"
+        assert run.info.run_id == t.user_attrs["mlflow_run_id"]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["state"] == "COMPLETE" and run.data.tags["study"] == "s"
+        assert run.data.tags["feasible"] == str(t.constraints["mean_activation"] <= 0).lower()
+        assert run.data.params["model.family"] == t.params["model.family"]
+        assert float(run.data.params["train.learning_rate"]) == pytest.approx(
+            t.params["train.learning_rate"])
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_mse")] == [1, 2]
+        assert run.data.metrics["constraint"] == pytest.approx(t.constraints["mean_activation"])
+        files = {f.path for f in client.list_artifacts(run.info.run_id, "figures")}
+        assert files == {f"figures/{n}.png" for n in
+                         ("reconstruction", "receptive_fields", "activations", "latent_scatter")}
+        top = {f.path for f in client.list_artifacts(run.info.run_id)}
+        assert {"config.json", "history.csv", "model"} <= top
+
+
+def test_pruned_and_failed_trials_and_the_study_goes_on(tiny_data, tracking_uri, tmp_path,
+                                                       monkeypatch):
+    # trial 1 is pruned by the pruner's verdict; trial 2 diverges for real (a huge step makes
+    # the weight decay overflow); trial 3 still runs
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 1)
+    real_suggest = space.suggest
+
+    def suggest(trial, base, families):
+        cfg = real_suggest(trial, base, families)
+        return cfg.replace(**{"train.learning_rate": 1e25}) if trial.number == 2 else cfg
+
+    monkeypatch.setattr(space, "suggest", suggest)
+    out = run_study(spec(), tiny_data, f"journal:{tmp_path / 'j.log'}", n_trials=4,
+                    progress=False)
+    states = [t.state for t in out.study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
+                      TrialState.COMPLETE]
+    assert out.study.trials[1].last_step == 1 and "mean_activation" in out.study.trials[1].constraints
+    _, _, children = child_runs(tracking_uri, "s")
+    assert (children[1].info.status, children[1].data.tags["state"]) == ("KILLED", "PRUNED")
+    assert (children[2].info.status, children[2].data.tags["state"]) == ("FAILED", "FAIL")
+    assert "TrainingDiverged" in children[2].data.tags["reason"]
+    assert out.counts() == {"COMPLETE": 2, "PRUNED": 1, "FAIL": 1, "RUNNING": 0,
+                            "feasible": sum(t.constraints.get("mean_activation", 1) <= 0
+                                            for t in out.study.trials
+                                            if t.state == TrialState.COMPLETE)}
+
+
+def test_resume_continues_numbering_in_the_same_parent_run(tiny_data, tracking_uri, tmp_path):
+    storage = f"journal:{tmp_path / 'j.log'}"
+    run_study(spec(), tiny_data, storage, n_trials=2, progress=False)
+    out = run_study(spec(), tiny_data, storage, n_trials=2, progress=False)
+    assert [t.number for t in out.study.trials] == [0, 1, 2, 3]
+    _, parents, children = child_runs(tracking_uri, "s")
+    assert len(parents) == 1 and sorted(children) == [0, 1, 2, 3]
+    with pytest.raises(StudyError, match="exists with target=0.05, not 0.1"):
+        open_study(spec(target=0.1), storage)
+
+
+def test_without_tracking_nothing_is_written_to_mlflow(tiny_data, tracking_uri, tmp_path):
+    out = run_study(spec(), tiny_data, f"sqlite:///{tmp_path / 'o.db'}", n_trials=1,
+                    tracking=False, progress=False)
+    assert out.study.trials[0].state == TrialState.COMPLETE
+    assert "mlflow_run_id" not in out.study.trials[0].user_attrs
+    assert not Path(tracking_uri.removeprefix("sqlite:///")).exists()
+
+
+def test_missing_monitored_metric_is_an_error(tiny_data):
+    study = optuna.create_study()
+    trial = study.ask()
+    hook = Objective(spec(), tiny_data)._pruning(trial)
+    with pytest.raises(MissingMetric, match="val_mse"):
+        hook(1, {"loss": 0.1})
+
+
+def test_best_feasible_ignores_infeasible_trials():
+    study = optuna.create_study()
+    for value, violation in [(0.01, 0.5), (0.03, -0.01), (0.02, 0.0)]:
+        t = study.ask()
+        t.set_constraint("mean_activation", violation)
+        study.tell(t, value)
+    assert best_feasible(study.trials).value == 0.02
+
+
+def test_near_edge_and_ranges_contain_published_settings():
+    assert space.near_edge("model.beta", 1e-3) == "low"
+    assert space.near_edge("model.beta", 9.9) == "high"
+    assert space.near_edge("model.beta", 3.0) is None
+    published = {"model.beta": 3.0, "model.p": 0.05, "model.weight_decay": 0.006,
+                 "model.alpha": 0.003, "model.l1": 1e-7}
+    for key, value in published.items():
+        assert space.RANGES[key].low < value < space.RANGES[key].high
+
+
+def test_storage_password_is_masked():
+    assert mask("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert mask("journal:studies/x.log") == "journal:studies/x.log"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--family", "vae"], "unknown family 'vae'"),
+    (["--pruner", "asha"], "unknown pruner 'asha'"),
+    (["--data", "cifar"], "unknown dataset"),
+    (["--target", "0"], "--target must be > 0"),
+    (["--target", "-0.1"], "--target must be > 0"),
+    (["--n-trials", "0"], "--n-trials must be >= 1"),
+    (["--timeout", "-5"], "--timeout must be > 0"),
+    (["--epochs", "0"], "train.epochs must be >= 1"),
+    (["--storage", "mongodb://x/y"], "neither journal:PATH nor a database URL"),
+    (["--storage", "sqlite:////nonexistent/dir/o.db"], "does not exist"),
+    (["--storage", "journal:"], "journal storage needs a path"),
+    (["--set", "model.beta=3"], "model.beta is searched by the study"),
+    (["--set", "model.activation=tanh"], "model.activation must be one of"),
+])
+def test_bad_input_exits_2_and_touches_no_store(args, message, tracking_uri, tmp_path,
+                                                monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no journal, no studies/, no mlflow.db
+
+
+@pytest.mark.slow
+def test_killed_worker_is_reconciled_and_numbering_continues(tiny_npz, tracking_uri, tmp_path):
+    journal = tmp_path / "j.log"
+    cmd = [sys.executable, "-m", "study", "run", "--family", "sparse_kl", "--data", tiny_npz,
+           "--epochs", "400", "--pruner", "none", "--n-trials", "5", "--study-name", "k",
+           "--storage", f"journal:{journal}", "--set", "train.batch_size=64"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:  # wait until a trial is training
+            study = _load("k", journal)
+            if study and any(t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
+                             for t in study.trials):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the study never started a trial")
+        time.sleep(1.0)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    dead = _load("k", journal).trials[-1]
+    assert dead.state == TrialState.RUNNING
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(dead.user_attrs["mlflow_run_id"]).info.status == "RUNNING"
+    assert main(["run", "--family", "sparse_kl", "--data", tiny_npz, "--epochs", "400",
+                 "--pruner", "none", "--n-trials", "1", "--study-name", "k",
+                 "--storage", f"journal:{journal}", "--set", "train.batch_size=64",
+                 "--timeout", "1"]) == 0
+    study = _load("k", journal)
+    assert study.trials[dead.number].state == TrialState.FAIL
+    assert study.trials[-1].number == dead.number + 1
+    killed = client.get_run(dead.user_attrs["mlflow_run_id"])
+    assert killed.info.status == "FAILED" and killed.data.tags["state"] == "FAIL"
+
+
+def _load(name, journal):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    if not journal.exists():
+        return None
+    try:
+        return optuna.load_study(study_name=name,
+                                 storage=JournalStorage(JournalFileBackend(str(journal))))
+    except KeyError:
+        return None
+
+
+def test_families_share_the_budget(tiny_data, tmp_path):
+    out = run_study(spec(families=("sparse_l1", "sparse_kl", "ncae"), epochs=1), tiny_data,
+                    f"journal:{tmp_path / 'j.log'}", n_trials=6, tracking=False, progress=False)
+    families = [t.params["model.family"] for t in out.study.trials]
+    assert sorted(families) == ["ncae", "ncae", "sparse_kl", "sparse_kl", "sparse_l1", "sparse_l1"]
+    assert not out.study.get_trials(states=(TrialState.WAITING,))  # nothing left queued
