@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import warnings
 import re
+import subprocess
 import sys
 import time
 
@@ -53,7 +54,25 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
                                             "or sqlite:///mlflow.db)")
     run.add_argument("--no-tracking", action="store_true", help="run without MLflow")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="worker processes sharing the study's storage (default 1)")
+    run.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # helper index
     return parser
+
+
+def helper_commands(args: argparse.Namespace, name: str) -> list[list[str]]:
+    """The commands of the ``--jobs`` - 1 helper processes, splitting --n-trials between all."""
+    shares = [args.n_trials // args.jobs + (i < args.n_trials % args.jobs)
+              for i in range(args.jobs)]
+    common = ["--family", *args.family, "--target", repr(args.target), "--epochs",
+              str(args.epochs), "--data", args.data, "--pruner", args.pruner, "--seed",
+              str(args.seed), "--study-name", name, "--storage", args.storage]
+    common += [x for s in args.set for x in ("--set", s)]
+    common += ["--timeout", repr(args.timeout)] if args.timeout else []
+    common += ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
+    common += ["--no-tracking"] if args.no_tracking else []
+    return [[sys.executable, "-m", "study", "run", *common, "--n-trials", str(n),
+             "--worker", str(i)] for i, n in enumerate(shares) if i > 0 and n > 0]
 
 
 def default_name(families, data: str, target: float, epochs: int) -> str:
@@ -74,6 +93,8 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
         raise ConfigError(f"--target must be > 0, got {args.target!r}")
     if args.n_trials < 1:
         raise ConfigError(f"--n-trials must be >= 1, got {args.n_trials}")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     if args.timeout is not None and not args.timeout > 0:
         raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout!r}")
     check_url(args.storage)
@@ -124,7 +145,9 @@ def _summary(outcome, spec: StudySpec, seconds: float, tracking) -> None:
         print(f"  {key} = {a['config'][key]:.4g}")
     if tracking and "mlflow_run_id" in a:
         artifacts = tracking.tracker.client.get_run(a["mlflow_run_id"]).info.artifact_uri
-        print(f"figures: {artifacts.removeprefix('file://')}/figures/")
+        where = artifacts.removeprefix("file://")
+        print(f"figures: {where}/figures/")
+        print(f"retrain it as a tracked run: python -m experiments run --config {where}/config.json")
         print("browse every trial: make ui")
 
 
@@ -141,8 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         data = data_module.load(spec.base.data.name, spec.base.data.val_fraction,
                                 spec.base.data.seed)
         start = time.perf_counter()
-        outcome = run_study(spec, data, args.storage, args.n_trials, args.timeout,
-                            args.tracking_uri, tracking=not args.no_tracking)
+        commands = helper_commands(args, spec.name)
+        own = args.n_trials - sum(int(c[c.index("--n-trials") + 1]) for c in commands)
+        outcome = run_study(spec, data, args.storage, own, args.timeout, args.tracking_uri,
+                            tracking=not args.no_tracking, progress=args.worker == 0,
+                            worker=args.worker,
+                            helpers=lambda: [subprocess.Popen(c) for c in commands])
     except (ConfigError, DataError, StorageError, StudyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -150,5 +177,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: the study is saved; run the same command to resume it",
               file=sys.stderr)
         return 130
-    _summary(outcome, spec, time.perf_counter() - start, outcome.tracking)
+    if args.worker == 0:
+        _summary(outcome, spec, time.perf_counter() - start, outcome.tracking)
     return 0

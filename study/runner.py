@@ -8,6 +8,8 @@ study is next opened, and their MLflow runs ended.
 from __future__ import annotations
 
 import math
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
@@ -43,12 +45,13 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(spec: StudySpec, storage_url: str) -> optuna.Study:
-    """Create the study, or load it and check it is the same study."""
+def open_study(spec: StudySpec, storage_url: str, worker: int = 0) -> optuna.Study:
+    """Create the study, or load it and check it is the same study. Each parallel ``worker``
+    samples with its own seed, so workers do not propose the same points."""
     storage = open_storage(storage_url)
     study = optuna.create_study(
         study_name=spec.name, storage=storage, direction="minimize", load_if_exists=True,
-        sampler=make_sampler(spec.base.train.seed),
+        sampler=make_sampler(spec.base.train.seed + worker),
         pruner=make_pruner(spec.pruner, spec.base.train.epochs))
     wanted = spec.describe()
     stored = study.user_attrs.get(SPEC_ATTR)
@@ -161,13 +164,20 @@ class Outcome:
 
 def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
               timeout: float | None = None, tracking_uri: str | None = None,
-              tracking: bool = True, progress: bool = True) -> Outcome:
-    """Open (or resume) the study and run ``n_trials`` more trials (or until ``timeout``)."""
-    study = open_study(spec, storage_url)
+              tracking: bool = True, progress: bool = True, worker: int = 0,
+              helpers: Callable[[], list[subprocess.Popen]] | None = None) -> Outcome:
+    """Open (or resume) the study and run ``n_trials`` more trials (or until ``timeout``).
+
+    ``worker`` > 0 marks a helper process of a parallel study: it leaves the study's parent run
+    to the coordinator, which starts its helpers with ``helpers()`` once the study exists and
+    closes the parent run after they have all ended.
+    """
+    study = open_study(spec, storage_url, worker)
     dead = fail_dead_trials(study)
     track = (StudyTracking.open(study, spec.describe() | {"storage": mask(storage_url)},
                                 tracking_uri) if tracking else None)
     reconciled = track.reconcile(study.get_trials(deepcopy=False)) if track else dead
+    procs = helpers() if helpers else []
     bar = _Progress(n_trials, study, track) if progress else None
     callbacks = [c for c in (bar,) if c]
     if len(spec.families) > 1:
@@ -176,13 +186,18 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
     try:
         study.optimize(Objective(spec, data, track), n_trials=n_trials, timeout=timeout,
                        catch=CATCH, callbacks=callbacks, gc_after_trial=True)
-        status = "FINISHED"
+        for proc in procs:
+            proc.wait()
+        status = "FINISHED" if all(p.returncode == 0 for p in procs) else "FAILED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
         if bar:
             bar.close()
-        if track:
+        if track and worker == 0:
             track.close(status)
     return Outcome(study, study.get_trials(), reconciled, track)

@@ -230,3 +230,23 @@ def test_families_share_the_budget(tiny_data, tmp_path):
     families = [t.params["model.family"] for t in out.study.trials]
     assert sorted(families) == ["ncae", "ncae", "sparse_kl", "sparse_kl", "sparse_l1", "sparse_l1"]
     assert not out.study.get_trials(states=(TrialState.WAITING,))  # nothing left queued
+
+
+@pytest.mark.slow
+def test_parallel_workers_share_one_study_without_serialising(tiny_npz, tracking_uri, tmp_path):
+    journal = tmp_path / "j.log"
+    assert main(["run", "--family", "sparse_kl", "ncae", "--data", tiny_npz, "--epochs", "30",
+                 "--pruner", "none", "--n-trials", "6", "--jobs", "2", "--study-name", "par",
+                 "--storage", f"journal:{journal}", "--set", "train.batch_size=64"]) == 0
+    trials = _load("par", journal).trials
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    # trials of the two workers ran at the same time
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+    _, parents, children = child_runs(tracking_uri, "par")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(children) == list(range(6))
+    assert {r.info.run_id for r in children.values()} == {t.user_attrs["mlflow_run_id"]
+                                                          for t in trials}

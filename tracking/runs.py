@@ -124,11 +124,6 @@ class Run:
     def log_file(self, local_path: str | Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
 
-    @property
-    def status(self) -> str:
-        """RUNNING, FINISHED, FAILED or KILLED, as stored now."""
-        return self.client.get_run(self.run_id).info.status
-
     def reopen(self) -> None:
         """Mark an ended run RUNNING again (a study resumed in its parent run)."""
         self.client.update_run(self.run_id, status="RUNNING")
