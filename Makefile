@@ -42,7 +42,7 @@ test: $(STAMP) ## run the test suite (what CI runs)
 experiments: $(STAMP) ## run the seed notebooks' six experiments as MLflow runs (DATA=, EPOCHS=)
 	$(PY) -m experiments run --all $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))
 
-study: $(STAMP) ## Optuna study of the sparse AEs, ~13 min (FAMILY= TRIALS= TARGET= DATA= EPOCHS= TIMEOUT=)
+study: $(STAMP) ## Optuna study of the sparse AEs, ~10 min (FAMILY= TRIALS= TARGET= DATA= EPOCHS= TIMEOUT=)
 	$(PY) -m study run --n-trials $(TRIALS) $(if $(TIMEOUT),--timeout $(TIMEOUT)) \
 		$(if $(FAMILY),--family $(subst $(comma), ,$(FAMILY))) $(if $(TARGET),--target $(TARGET)) \
 		$(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
