@@ -176,7 +176,9 @@ def test_bad_input_exits_2_and_touches_no_store(args, message, tracking_uri, tmp
 
 
 @pytest.mark.slow
-def test_killed_worker_is_reconciled_and_numbering_continues(tiny_npz, tracking_uri, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_killed_worker_is_reconciled_and_numbering_continues(sig, tiny_npz, tracking_uri,
+                                                             tmp_path):
     journal = tmp_path / "j.log"
     cmd = [sys.executable, "-m", "study", "run", "--family", "sparse_kl", "--data", tiny_npz,
            "--epochs", "400", "--pruner", "none", "--n-trials", "5", "--study-name", "k",
@@ -195,12 +197,17 @@ def test_killed_worker_is_reconciled_and_numbering_continues(tiny_npz, tracking_
             pytest.fail("the study never started a trial")
         time.sleep(1.0)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.killpg(proc.pid, sig)
+        code = proc.wait(timeout=60)
     dead = _load("k", journal).trials[-1]
-    assert dead.state == TrialState.RUNNING
     client = MlflowClient(tracking_uri)
-    assert client.get_run(dead.user_attrs["mlflow_run_id"]).info.status == "RUNNING"
+    if sig == signal.SIGINT:  # Ctrl-C: the trial and its run end at once, the exit code says so
+        assert code == 130
+        assert dead.state == TrialState.FAIL
+        assert client.get_run(dead.user_attrs["mlflow_run_id"]).info.status == "FAILED"
+    else:  # SIGKILL: nothing could be ended; the next opening of the study does it
+        assert dead.state == TrialState.RUNNING
+        assert client.get_run(dead.user_attrs["mlflow_run_id"]).info.status == "RUNNING"
     assert main(["run", "--family", "sparse_kl", "--data", tiny_npz, "--epochs", "400",
                  "--pruner", "none", "--n-trials", "1", "--study-name", "k",
                  "--storage", f"journal:{journal}", "--set", "train.batch_size=64",
