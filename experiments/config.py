@@ -54,6 +54,9 @@ class ModelConfig:
     weight_decay: float = 0.0  # lambda in (lambda/2)·ΣW² (sparse_kl; sparse_l1 may use it too)
     alpha: float = 0.0  # lambda in (alpha/2)·Σ min(W, 0)², the NCAE nonnegativity penalty
     penalty_layers: str = "encoder"  # the seed decays the encoder only; the formulas decay both
+    # max L2 norm of each code unit's decoder weights (0: none). relu is positively homogeneous:
+    # without a bound, codes can shrink and the decoder grow to meet any mean-activation target
+    decoder_norm: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,8 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(0 < m.p < 1, f"model.p must be in (0, 1), got {m.p!r}")
     _check(m.latent >= 1, f"model.latent must be >= 1, got {m.latent!r}")
     _check(m.hidden >= 1, f"model.hidden must be >= 1, got {m.hidden!r}")
+    _check(m.decoder_norm >= 0, f"model.decoder_norm must be >= 0, got {m.decoder_norm!r}")
+    _check(m.decoder_norm == 0 or m.family != "vae", "model.decoder_norm has no effect on the vae")
     _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs!r}")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size!r}")
     _check(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate!r}")

@@ -56,9 +56,12 @@ def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
     encoder = keras.Model(pixels, code, name="encoder")
 
     latent = keras.Input((m.latent,), name="latent")
-    decoded = keras.layers.Dense(PIXELS, activation="sigmoid", name="reconstruction",
-                                 kernel_regularizer=penalty if m.penalty_layers == "both" else None
-                                 )(latent)
+    decoded = keras.layers.Dense(
+        PIXELS, activation="sigmoid", name="reconstruction",
+        kernel_regularizer=penalty if m.penalty_layers == "both" else None,
+        # kernel (latent, 784): axis 1 bounds each code unit's outgoing weights
+        kernel_constraint=keras.constraints.MaxNorm(m.decoder_norm, axis=1)
+        if m.decoder_norm > 0 else None)(latent)
     decoder = keras.Model(latent, decoded, name="decoder")
 
     model = keras.Model(pixels, decoder(encoder(pixels)), name=m.family)

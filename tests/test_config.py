@@ -58,6 +58,8 @@ def test_int_is_accepted_for_float_fields():
     ({"model.beta": 3.0}, "model.beta has no effect on family 'ae'"),
     ({"model.family": "ncae", "model.weight_decay": 0.1}, "no effect on family 'ncae'"),
     ({"model.activation": "tanh"}, "model.activation must be one of"),
+    ({"model.decoder_norm": -1.0}, "model.decoder_norm must be >= 0"),
+    ({"model.family": "vae", "model.decoder_norm": 1.0}, "no effect on the vae"),
 ])
 def test_bad_values_raise_one_line_errors(overrides, message):
     with pytest.raises(ConfigError) as err:

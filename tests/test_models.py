@@ -72,3 +72,29 @@ def test_half_sse_is_ngs_reconstruction_term():
     x, x_hat = rng.random((4, 784)).astype("float32"), rng.random((4, 784)).astype("float32")
     got = float(np.mean(ops.convert_to_numpy(model.loss(x, x_hat))))  # per sample, then Keras averages
     assert got == pytest.approx(0.5 * np.square(x - x_hat).sum(axis=1).mean(), rel=1e-5)
+
+
+def test_decoder_norm_bounds_each_code_units_decoder_weights(tiny_data):
+    result = train_and_evaluate(tiny("sparse_kl", **{"model.decoder_norm": 0.5,
+                                                     "train.learning_rate": 0.05}), tiny_data)
+    kernel = np.asarray(result.model.get_layer("decoder").get_layer("reconstruction").kernel)
+    assert kernel.shape == (32, 784)
+    assert np.linalg.norm(kernel, axis=1).max() <= 0.5 + 1e-5
+
+
+def test_relu_scale_loophole_is_real(tiny_data):
+    # why decoder_norm exists: a relu code rescaled by s with the decoder rescaled by 1/s
+    # reconstructs identically while its mean activation shrinks by s
+    model = train_and_evaluate(tiny("ae"), tiny_data).model
+    x = tiny_data.x_val
+    codes = models.encode(model, x)
+    before = models.decode(model, codes)
+    enc = model.get_layer("encoder").get_layer("code")
+    dec = model.get_layer("decoder").get_layer("reconstruction")
+    k, b = enc.get_weights()
+    enc.set_weights([k * 0.01, b * 0.01])
+    k, b = dec.get_weights()
+    dec.set_weights([k / 0.01, b])
+    small = models.encode(model, x)
+    assert small.mean() == pytest.approx(codes.mean() * 0.01, rel=1e-4)
+    np.testing.assert_allclose(models.decode(model, small), before, atol=1e-4)
