@@ -15,7 +15,7 @@ import optuna
 
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
-from experiments.runner import Result, record_artifacts, train_and_evaluate
+from experiments.runner import Result, describe, record_artifacts, train_and_evaluate
 from experiments.train import TrainingDiverged
 from study import space
 from study.storage import worker_id
@@ -75,7 +75,8 @@ class Objective:
         cfg = space.suggest(trial, self.spec.base, self.spec.families)
         trial.set_user_attr("config", cfg.flat())
         trial.set_user_attr("worker", worker_id())
-        run = self.tracking.start_trial(trial.number, cfg) if self.tracking else None
+        run = (self.tracking.start_trial(trial.number, cfg, describe(cfg, self.data))
+               if self.tracking else None)
         if run is not None:
             trial.set_user_attr("mlflow_run_id", run.run_id)
         return cfg, run

@@ -17,12 +17,13 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from experiments.data import Dataset
-from study.objective import CATCH, CONSTRAINT, CONSTRAINT_KEY, OBJECTIVE, Objective, StudySpec
+from study.objective import CATCH, CONSTRAINT, OBJECTIVE, Objective, StudySpec
 from study.storage import mask, open_storage, worker_alive
 from study.tracking import StudyTracking
+from tracking.runs import git_commit
 
 PRUNERS = ("hyperband", "median", "none")
-SPEC_ATTR = "spec"  # study user attr: the StudySpec description it was created with
+SPEC_ATTR = "spec"  # study user attr: families, target and fixed config it was created with
 
 
 class StudyError(ValueError):
@@ -53,13 +54,14 @@ def open_study(spec: StudySpec, storage_url: str, worker: int = 0) -> optuna.Stu
         study_name=spec.name, storage=storage, direction="minimize", load_if_exists=True,
         sampler=make_sampler(spec.base.train.seed + worker),
         pruner=make_pruner(spec.pruner, spec.base.train.epochs))
-    wanted = spec.describe()
+    # what makes trials comparable: families, target and every fixed config value (the pruner
+    # may change between sessions; it only decides when to stop a trial)
+    wanted = {"families": ",".join(spec.families), "target": spec.target, **spec.base.flat()}
     stored = study.user_attrs.get(SPEC_ATTR)
     if stored is None:
         study.set_user_attr(SPEC_ATTR, wanted)
-        study.set_user_attr("base_config", spec.base.flat())
     else:
-        differ = [k for k in wanted if k != "pruner" and stored.get(k) != wanted[k]]
+        differ = [k for k in wanted if stored.get(k) != wanted[k]]
         if differ:
             k = differ[0]
             raise StudyError(f"study {spec.name!r} exists with {k}={stored.get(k)}, not "
@@ -174,8 +176,8 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
     """
     study = open_study(spec, storage_url, worker)
     dead = fail_dead_trials(study)
-    track = (StudyTracking.open(study, spec.describe() | {"storage": mask(storage_url)},
-                                tracking_uri) if tracking else None)
+    tags = spec.describe() | {"storage": mask(storage_url), "git_commit": git_commit()}
+    track = StudyTracking.open(study, tags, tracking_uri) if tracking else None
     reconciled = track.reconcile(study.get_trials(deepcopy=False)) if track else dead
     procs = helpers() if helpers else []
     bar = _Progress(n_trials, study, track) if progress else None

@@ -38,11 +38,10 @@ class StudyTracking:
             parent.set_tags(tags)
         return cls(tracker, study.study_name, parent)
 
-    def start_trial(self, number: int, cfg: ExperimentConfig) -> Run:
+    def start_trial(self, number: int, cfg: ExperimentConfig, tags: dict[str, str]) -> Run:
         return self.tracker.start_run(
             str(number), params=cfg.flat(), parent=self.parent,
-            tags={"study": self.study_name, "trial": number, "family": cfg.model.family,
-                  "state": "RUNNING"})
+            tags={**tags, "study": self.study_name, "trial": number, "state": "RUNNING"})
 
     def end_trial(self, run: Run, state: str, reason: str | None = None,
                   feasible: bool | None = None) -> None:

@@ -53,12 +53,16 @@ def test_study_stores_trials_constraints_and_nested_runs(tiny_data, tracking_uri
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["families"] == "sparse_l1,ncae" and parent.data.tags["target"] == "0.05"
     assert parent.data.tags["storage"] == storage and parent.data.tags["pruner"] == "none"
+    assert parent.data.tags["sampler"] == "TPE" and parent.data.tags["git_commit"]
+    assert parent.data.tags["data"] == "mnist-5k"
     for number, run in children.items():
         t = trials[number]
         assert run.info.run_name == str(number) and run.info.status == "FINISHED"
         assert run.info.run_id == t.user_attrs["mlflow_run_id"]
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.tags["state"] == "COMPLETE" and run.data.tags["study"] == "s"
+        assert run.data.tags["data.hash"] == tiny_data.content_hash
+        assert run.data.tags["data.n_train"] == "300" and run.data.tags["backend"] == "tensorflow"
         assert run.data.tags["feasible"] == str(t.constraints["mean_activation"] <= 0).lower()
         assert run.data.params["model.family"] == t.params["model.family"]
         assert float(run.data.params["train.learning_rate"]) == pytest.approx(
@@ -89,7 +93,8 @@ def test_pruned_and_failed_trials_and_the_study_goes_on(tiny_data, tracking_uri,
     states = [t.state for t in out.study.trials]
     assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
                       TrialState.COMPLETE]
-    assert out.study.trials[1].last_step == 1 and "mean_activation" in out.study.trials[1].constraints
+    pruned = out.study.trials[1]
+    assert pruned.last_step == 1 and "mean_activation" in pruned.constraints
     _, _, children = child_runs(tracking_uri, "s")
     assert (children[1].info.status, children[1].data.tags["state"]) == ("KILLED", "PRUNED")
     assert (children[2].info.status, children[2].data.tags["state"]) == ("FAILED", "FAIL")
@@ -109,6 +114,8 @@ def test_resume_continues_numbering_in_the_same_parent_run(tiny_data, tracking_u
     assert len(parents) == 1 and sorted(children) == [0, 1, 2, 3]
     with pytest.raises(StudyError, match="exists with target=0.05, not 0.1"):
         open_study(spec(target=0.1), storage)
+    with pytest.raises(StudyError, match="exists with train.epochs=2, not 3"):
+        open_study(spec(epochs=3), storage)
 
 
 def test_without_tracking_nothing_is_written_to_mlflow(tiny_data, tracking_uri, tmp_path):
