@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     sub.add_parser("list", help="list the named experiments and their settings")
     run = sub.add_parser("run", help="run experiments as tracked MLflow runs")
-    run.add_argument("names", nargs="*", metavar="NAME", help=f"one of: {', '.join(presets.PRESETS)}")
+    run.add_argument("names", nargs="*", metavar="NAME",
+                     help=f"one of: {', '.join(presets.PRESETS)}")
     run.add_argument("--all", action="store_true", help="run every named experiment")
     run.add_argument("--config", help="a flat config JSON saved by an earlier run or report")
     run.add_argument("--data", help=f"dataset: {', '.join(SOURCES)}")

@@ -195,7 +195,8 @@ def load_json(path: str | Path) -> ExperimentConfig:
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from err
     except json.JSONDecodeError as err:
-        raise ConfigError(f"config {path} is not valid JSON: {err.msg} at line {err.lineno}") from err
+        raise ConfigError(f"config {path} is not valid JSON: {err.msg} "
+                          f"at line {err.lineno}") from err
     if not isinstance(values, dict):
         raise ConfigError(f"config {path} must hold a JSON object of dotted keys")
     return from_flat(values)

@@ -147,7 +147,8 @@ def _summary(outcome, spec: StudySpec, seconds: float, tracking) -> None:
         artifacts = tracking.tracker.client.get_run(a["mlflow_run_id"]).info.artifact_uri
         where = artifacts.removeprefix("file://")
         print(f"figures: {where}/figures/")
-        print(f"retrain it as a tracked run: python -m experiments run --config {where}/config.json")
+        print(f"retrain it as a tracked run: "
+              f"python -m experiments run --config {where}/config.json")
         print("browse every trial: make ui")
 
 

@@ -40,7 +40,8 @@ def test_run_records_params_metrics_figures_model_config_history(
     assert run.data.tags["backend"] == "tensorflow" and run.data.tags["git_commit"]
     history = client.get_metric_history(run.info.run_id, "val_mse")
     assert [m.step for m in history] == [1, 2]
-    assert {"test_mse", "test_mean_activation", "val_mean_activation", "loss"} <= set(run.data.metrics)
+    assert {"test_mse", "test_mean_activation", "val_mean_activation",
+            "loss"} <= set(run.data.metrics)
     files = artifact_paths(client, run.info.run_id)
     expected = {"config.json", "history.csv", "model/model.keras", "figures/reconstruction.png",
                 "figures/receptive_fields.png", "figures/digit_counts.png",
@@ -49,7 +50,7 @@ def test_run_records_params_metrics_figures_model_config_history(
                  if name == "vae" else
                  {"figures/tsne.png", "figures/interpolation.png", "figures/activations.png"})
     assert expected <= set(files)
-    assert f"val_mse=" in capsys.readouterr().out
+    assert "val_mse=" in capsys.readouterr().out
 
 
 def test_saved_config_reproduces_the_run(tiny_npz, tracking_uri, tmp_path):

@@ -40,7 +40,8 @@ def test_vae_loss_is_summed_bce_plus_summed_kl():
     rng = np.random.default_rng(0)
     x = rng.random((3, 784)).astype("float32")
     x_hat = rng.uniform(0.1, 0.9, (3, 784)).astype("float32")
-    mean, log_var = rng.normal(size=(3, 2)).astype("float32"), rng.normal(size=(3, 2)).astype("float32")
+    mean = rng.normal(size=(3, 2)).astype("float32")
+    log_var = rng.normal(size=(3, 2)).astype("float32")
     bce = -(x * np.log(x_hat) + (1 - x) * np.log(1 - x_hat)).sum(axis=1).mean()
     kl = (-0.5 * (1 + log_var - mean ** 2 - np.exp(log_var)).sum(axis=1)).mean()
     got = float(ops.convert_to_numpy(model.compute_loss(x=x, y_pred=(x_hat, mean, log_var))))
@@ -70,7 +71,8 @@ def test_half_sse_is_ngs_reconstruction_term():
     model = models.build(tiny("sparse_kl", **{"train.loss": "half_sse"}))
     rng = np.random.default_rng(0)
     x, x_hat = rng.random((4, 784)).astype("float32"), rng.random((4, 784)).astype("float32")
-    got = float(np.mean(ops.convert_to_numpy(model.loss(x, x_hat))))  # per sample, then Keras averages
+    # per sample, then Keras averages over the batch
+    got = float(np.mean(ops.convert_to_numpy(model.loss(x, x_hat))))
     assert got == pytest.approx(0.5 * np.square(x - x_hat).sum(axis=1).mean(), rel=1e-5)
 
 

@@ -60,10 +60,11 @@ def test_penalty_layers_decide_which_kernels_decay(layers, n_kernel_penalties):
     model(x)  # an eager call collects the losses of this batch
     encoder_w = models.encoder_kernel(model)
     decoder_w = np.asarray(model.get_layer("decoder").get_layer("reconstruction").kernel)
-    decay = 0.5 * 0.006 * (np.sum(encoder_w ** 2) + (np.sum(decoder_w ** 2) if layers == "both" else 0))
+    decay = 0.5 * 0.006 * (np.sum(encoder_w ** 2)
+                           + (np.sum(decoder_w ** 2) if layers == "both" else 0))
     kl_term = float(ops.convert_to_numpy(ActivityPenalty(beta=3.0, p=0.05).penalty(codes)))
     assert len(model.losses) == n_kernel_penalties + 1  # + the KL on the code
-    assert float(sum(ops.convert_to_numpy(l) for l in model.losses)) == pytest.approx(
+    assert float(sum(ops.convert_to_numpy(loss) for loss in model.losses)) == pytest.approx(
         decay + kl_term, rel=1e-4)
 
 
