@@ -1,66 +1,86 @@
-"""Reconstruction and sparsity measures over a whole split, in NumPy (formulas: ANCHORS.md).
+"""Reconstruction and sparsity measures over a whole split (formulas: ANCHORS.md).
 
 Mean activation alone can be gamed by a relu code that shrinks while the decoder grows, so the
 scale-free measures (active fraction, Hoyer sparseness, dead units) are reported beside it.
+
+The arithmetic runs in ``keras.ops`` on whatever device holds the model, and every measure takes
+an optional leading *slot* axis: a packed model's ``x_hat`` of shape (slots, n, 784) and codes
+(slots, n, units) against the shared inputs ``x`` (n, 784) give one value per slot. Only those
+per-slot totals leave the device. ``Measures`` adds chunks of a split, so a large split times many
+slots never has to fit in memory at once.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from keras import ops
 
 # a code entry counts as active above this; relu codes are exactly 0 when off, sigmoid codes never
 ACTIVE_THRESHOLD = 1e-3
+BCE_EPS = 1e-7  # x̂ is clipped into [eps, 1 - eps], as Keras's binary cross-entropy does
+NAMES = ("mse", "bce", "mean_activation", "active_fraction", "hoyer", "dead_units")
 
 
-def mse(x: np.ndarray, x_hat: np.ndarray) -> float:
-    """Per-pixel mean squared reconstruction error."""
-    return float(np.mean(np.square(x - x_hat, dtype=np.float64)))
+class Measures:
+    """Running totals of every measure over chunks of one split; ``result()`` gives the means.
 
-
-def bce(x: np.ndarray, x_hat: np.ndarray, eps: float = 1e-7) -> float:
-    """Per-pixel binary cross-entropy, x̂ clipped into (0, 1)."""
-    x_hat = np.clip(x_hat.astype(np.float64), eps, 1 - eps)
-    return float(np.mean(-(x * np.log(x_hat) + (1 - x) * np.log(1 - x_hat))))
-
-
-def mean_activation(codes: np.ndarray) -> float:
-    """Mean code activation over samples and units: the study's sparsity target."""
-    return float(np.mean(codes, dtype=np.float64))
-
-
-def active_fraction(codes: np.ndarray, threshold: float = ACTIVE_THRESHOLD) -> float:
-    """Fraction of code entries (sample, unit) above ``threshold``."""
-    return float(np.mean(codes > threshold))
-
-
-def hoyer(codes: np.ndarray) -> float:
-    """Mean over samples of the Hoyer sparseness (√n − ‖h‖₁/‖h‖₂)/(√n − 1) of each code.
-
-    1 means one active unit, 0 all units equal. An all-zero code counts as 1 (nothing active);
-    a one-unit code has no sparseness, so the result is NaN.
+    ``bce=False`` skips the cross-entropy, the one measure that costs a logarithm per pixel: the
+    per-epoch validation measures of a training run leave it out, the final ones include it.
     """
-    codes = np.asarray(codes, np.float64)
-    n = codes.shape[1]
-    if n < 2:
-        return float("nan")
-    l1 = np.abs(codes).sum(axis=1)
-    l2 = np.sqrt(np.square(codes).sum(axis=1))
-    ratio = np.divide(l1, l2, out=np.ones_like(l1), where=l2 > 0)  # zero code: ratio 1 -> 1
-    return float(np.mean((np.sqrt(n) - ratio) / (np.sqrt(n) - 1)))
+
+    def __init__(self, bce: bool = True, threshold: float = ACTIVE_THRESHOLD):
+        self.bce, self.threshold = bce, threshold
+        self.n = 0  # samples so far
+        self.sums: dict[str, np.ndarray] = {}
+        self.max_code: np.ndarray | None = None  # (..., units): largest activation of each unit
+
+    def add(self, x, x_hat, codes) -> None:
+        """One chunk: inputs (n, 784), reconstructions (..., n, 784), codes (..., n, units)."""
+        x = ops.convert_to_tensor(x, "float32")
+        x_hat = ops.convert_to_tensor(x_hat, "float32")
+        codes = ops.convert_to_tensor(codes, "float32")
+        samples = (-2, -1)
+        sums = {"mse": ops.sum(ops.square(x - x_hat), axis=samples) / x.shape[-1],
+                "mean_activation": ops.sum(codes, axis=samples) / codes.shape[-1],
+                "active_fraction": ops.sum(ops.cast(codes > self.threshold, "float32"),
+                                           axis=samples) / codes.shape[-1],
+                "hoyer": ops.sum(_hoyer_per_sample(codes), axis=-1)}
+        if self.bce:
+            clipped = ops.clip(x_hat, BCE_EPS, 1 - BCE_EPS)
+            elementwise = -(x * ops.log(clipped) + (1 - x) * ops.log(1 - clipped))
+            sums["bce"] = ops.sum(elementwise, axis=samples) / x.shape[-1]
+        for key, value in sums.items():
+            value = ops.convert_to_numpy(value).astype(np.float64)
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        peak = ops.convert_to_numpy(ops.max(codes, axis=-2))
+        self.max_code = peak if self.max_code is None else np.maximum(self.max_code, peak)
+        self.n += x.shape[0]
+
+    def result(self) -> dict[str, float | np.ndarray]:
+        """Means per sample: floats for a plain model, arrays (slots,) for a packed one."""
+        if not self.n:
+            raise ValueError("no samples were measured")
+        out = {key: value / self.n for key, value in self.sums.items()}
+        out["dead_units"] = np.sum(self.max_code <= self.threshold, axis=-1).astype(np.float64)
+        if self.max_code.shape[-1] < 2:  # one unit has no sparseness
+            out["hoyer"] = np.full_like(out["hoyer"], math.nan)
+        return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in out.items()}
 
 
-def dead_units(codes: np.ndarray, threshold: float = ACTIVE_THRESHOLD) -> int:
-    """Units never above ``threshold`` on any sample of the split."""
-    return int(np.sum(~np.any(codes > threshold, axis=0)))
+def _hoyer_per_sample(codes):
+    """(√n − ‖h‖₁/‖h‖₂)/(√n − 1) per code; an all-zero code counts as 1 (nothing active)."""
+    n = codes.shape[-1]
+    root = math.sqrt(n)
+    l1 = ops.sum(ops.abs(codes), axis=-1)
+    l2 = ops.sqrt(ops.sum(ops.square(codes), axis=-1))
+    ratio = ops.where(l2 > 0, l1 / ops.where(l2 > 0, l2, 1.0), 1.0)
+    return (root - ratio) / (root - 1) if n > 1 else ratio * 0.0
 
 
-def summarize(x: np.ndarray, x_hat: np.ndarray, codes: np.ndarray) -> dict[str, float]:
-    """All measures of one split, keyed by the names tracking and the study use."""
-    return {
-        "mse": mse(x, x_hat),
-        "bce": bce(x, x_hat),
-        "mean_activation": mean_activation(codes),
-        "active_fraction": active_fraction(codes),
-        "hoyer": hoyer(codes),
-        "dead_units": float(dead_units(codes)),
-    }
+def summarize(x, x_hat, codes, bce: bool = True) -> dict[str, float | np.ndarray]:
+    """All measures of one split in one piece, keyed by the names tracking and the study use."""
+    measures = Measures(bce=bce)
+    measures.add(x, x_hat, codes)
+    return measures.result()

@@ -101,21 +101,24 @@ def record_artifacts(recorder: Recorder, result: Result, data: Dataset, cfg: Exp
         recorder.log_file(path, "model")
 
 
+def final_measures(model: keras.Model, data: Dataset) -> dict[str, float]:
+    """Every measure of a trained model on the validation and test splits (``val_*``, ``test_*``)."""
+    return {**evaluate_split(model, data.x_val, "val"), **evaluate_split(model, data.x_test, "test")}
+
+
 def train_and_evaluate(cfg: ExperimentConfig, data: Dataset, recorder: Recorder | None = None,
                        on_epoch=()) -> Result:
     """Build and fit ``cfg``; per-epoch metrics go to ``recorder`` and ``on_epoch`` hooks."""
     hooks = list(on_epoch)
     if recorder is not None:
         hooks.insert(0, lambda epoch, values: recorder.log_metrics(values, step=epoch))
-    model = models.build(cfg)
     start = time.perf_counter()
-    history = fit(model, data, cfg, on_epoch=hooks)
+    model, history = fit(cfg, data, on_epoch=hooks)
     seconds = time.perf_counter() - start
-    final = {k: v[-1] for k, v in history.items() if k.startswith("val_")}
-    final.update(evaluate_split(model, data.x_test, "test"))
-    final["train_seconds"] = seconds
+    final = {**final_measures(model, data), "train_seconds": seconds}
     if recorder is not None:
-        recorder.log_metrics({k: v for k, v in final.items() if not k.startswith("val_")},
+        # the last epoch already logged its val_* measures, all but the cross-entropy
+        recorder.log_metrics({k: v for k, v in final.items() if k not in history},
                              step=cfg.train.epochs)
     return Result(model, history, final, seconds)
 

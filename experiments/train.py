@@ -1,6 +1,11 @@
-"""Training: ``fit`` runs Keras's fit and, after every epoch, measures the validation split and
-hands the numbers to plain callables ``on_epoch(epoch, metrics)``; pruning and tracking plug in
-there without this module knowing about Optuna or MLflow.
+"""Training: ``fit`` trains one config and, after every epoch, hands the numbers to plain callables
+``on_epoch(epoch, metrics)``; pruning and tracking plug in there without this module knowing about
+Optuna or MLflow.
+
+The autoencoders train as a pack of one (experiments/packed.py: compiled, one execution per
+epoch); the VAE with Keras's ``fit``. The per-epoch validation measures leave out the
+cross-entropy (a logarithm per pixel, as costly as the epoch's training on small data); the final
+measures of a run include it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 from experiments import metrics, models
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
+from experiments.packed import PackedTrainer
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -22,11 +28,19 @@ class TrainingDiverged(RuntimeError):
     """The loss or a validation measure became NaN or infinite."""
 
 
-def evaluate_split(model: keras.Model, x: np.ndarray, prefix: str) -> dict[str, float]:
+def evaluate_split(model: keras.Model, x: np.ndarray, prefix: str,
+                   bce: bool = True) -> dict[str, float]:
     """All measures of ``metrics.summarize`` on one split, keys prefixed (``val_mse``, ...)."""
     codes = models.encode(model, x)
     x_hat = models.decode(model, codes)
-    return {f"{prefix}_{k}": v for k, v in metrics.summarize(x, x_hat, codes).items()}
+    return {f"{prefix}_{k}": v for k, v in metrics.summarize(x, x_hat, codes, bce=bce).items()}
+
+
+def check_finite(epoch: int, values: dict[str, float]) -> None:
+    """Raise TrainingDiverged if a loss or measure is NaN or infinite (Hoyer may be NaN)."""
+    bad = sorted(k for k, v in values.items() if not math.isfinite(v) and k != "val_hoyer")
+    if bad:
+        raise TrainingDiverged(f"{bad[0]} became {values[bad[0]]} at epoch {epoch}")
 
 
 class _EpochEnd(keras.callbacks.Callback):
@@ -36,24 +50,14 @@ class _EpochEnd(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         values = {k: float(v) for k, v in (logs or {}).items()}
-        values.update(evaluate_split(self.model, self.x_val, "val"))
+        values.update(evaluate_split(self.model, self.x_val, "val", bce=False))
         for hook in self.hooks:
             hook(epoch + 1, values)  # 1-based: "after epoch 1"
-        bad = sorted(k for k, v in values.items() if not math.isfinite(v) and k != "val_hoyer")
-        if bad:
-            raise TrainingDiverged(f"{bad[0]} became {values[bad[0]]} at epoch {epoch + 1}")
+        check_finite(epoch + 1, values)
 
 
-def fit(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
-        on_epoch: Sequence[EpochHook] = ()) -> dict[str, list[float]]:
-    """Train ``model`` on the training split; returns the per-epoch history, validation
-    measures included. Raises TrainingDiverged as soon as an epoch ends non-finite."""
-    history: dict[str, list[float]] = {}
-
-    def record(epoch: int, values: dict[str, float]) -> None:
-        for k, v in values.items():
-            history.setdefault(k, []).append(v)
-
+def _fit_vae(cfg: ExperimentConfig, data: Dataset, hooks: Sequence[EpochHook]) -> keras.Model:
+    model = models.build(cfg)
     model.fit(
         data.x_train, data.x_train,
         epochs=cfg.train.epochs,
@@ -61,9 +65,41 @@ def fit(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
         shuffle=True,  # batch order comes from the global seed set by models.build
         verbose=0,
         # TerminateOnNaN stops mid-epoch; _EpochEnd then logs the epoch and raises
-        callbacks=[keras.callbacks.TerminateOnNaN(), _EpochEnd(data.x_val, [record, *on_epoch])],
+        callbacks=[keras.callbacks.TerminateOnNaN(), _EpochEnd(data.x_val, hooks)],
     )
-    return history
+    return model
+
+
+def _fit_autoencoder(cfg: ExperimentConfig, data: Dataset,
+                     hooks: Sequence[EpochHook]) -> keras.Model:
+    trainer = PackedTrainer(cfg, data, slots=1)
+    trainer.assign(0, cfg)
+    trained = []
+
+    def each(results) -> None:
+        epoch, values = results[0]
+        for hook in hooks:
+            hook(epoch, values)
+        check_finite(epoch, values)
+        if epoch == cfg.train.epochs:
+            trained.append(trainer.export(0))
+
+    trainer.run(each)
+    return trained[0]
+
+
+def fit(cfg: ExperimentConfig, data: Dataset, on_epoch: Sequence[EpochHook] = ()
+        ) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Train ``cfg`` on the training split; returns the trained model and the per-epoch history,
+    validation measures included. Raises TrainingDiverged as soon as an epoch ends non-finite."""
+    history: dict[str, list[float]] = {}
+
+    def record(epoch: int, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            history.setdefault(k, []).append(v)
+
+    train = _fit_vae if cfg.model.family == "vae" else _fit_autoencoder
+    return train(cfg, data, [record, *on_epoch]), history
 
 
 def history_csv(history: dict[str, list[float]]) -> str:

@@ -1,0 +1,382 @@
+"""Several autoencoders trained as one Keras model: the project's trainer for every non-VAE run.
+
+These autoencoders are tiny (784-32-784): trained one by one, time goes to per-step overhead, not
+arithmetic. A ``PackedTrainer`` holds K *slots*, each one trial: weights stacked along a leading
+slot axis, one batched matmul (einsum) per layer, each slot's hyperparameters (L1 λ, β, p, weight
+decay, α, learning rate) as per-slot tensors, and the loss the sum of the slots' own losses, so
+each slot's gradients are its own. Nothing couples the slots: a slot follows the per-epoch losses
+of the same trial trained alone (K = 1) up to floating-point rounding.
+
+How it stays fast and exact:
+- The training images live on the device (a non-trainable variable). Each slot has its own
+  permutation of them per epoch, drawn from ``numpy.random.default_rng(train.seed)``: slot k's
+  batches are exactly the ones the same trial gets alone, whenever it joined the pack.
+- ``fit`` runs one Keras epoch per pass over the training set, compiled (``jit_compile``) with
+  ``steps_per_execution`` covering the whole pass on TensorFlow and JAX (PyTorch refuses more than
+  one step per execution), so Python runs once per epoch: that is when the per-epoch validation
+  measures are taken and handed to the caller.
+- Per-slot Adam with its own step count (bias correction) and learning rate, so a slot freed by a
+  pruned trial can take a new trial at an epoch boundary and train it as if it were alone.
+
+Slot weights start as ``models.build(cfg)``'s, and ``export`` gives a slot back as the same plain
+autoencoder, so saved models, figures and retraining all see an ordinary Keras model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import keras
+import numpy as np
+from keras import ops
+
+from experiments import metrics, models
+from experiments.config import ExperimentConfig
+from experiments.data import Dataset
+from experiments.regularizers import kl_divergence
+
+PIXELS = models.PIXELS
+# what may differ between the slots of one pack; every other config value is the pack's own
+SLOT_FIELDS = ("name", "model.family", "model.l1", "model.beta", "model.p", "model.weight_decay",
+               "model.alpha", "train.learning_rate", "train.epochs", "train.seed")
+HYPER = ("l1", "beta", "p", "weight_decay", "alpha", "active")  # per-slot model tensors
+MEASURE_ELEMENTS = 1 << 23  # slots x samples x pixels per evaluation chunk (32 MiB of float32)
+
+# slot -> (epochs the slot has trained, its measures after that epoch)
+EpochResults = dict[int, tuple[int, dict[str, float]]]
+
+
+class PackError(ValueError):
+    """A config that cannot join the pack (a VAE, or a fixed value that differs)."""
+
+
+def backend_compiles() -> bool:
+    """Whether this backend runs compiled multi-step executions (TensorFlow and JAX do)."""
+    return keras.backend.backend() in ("tensorflow", "jax")
+
+
+class SlotMean(keras.metrics.Metric):
+    """Batch-size-weighted mean of a per-slot value (slots,) over an epoch, like Keras's loss."""
+
+    def __init__(self, slots: int, name: str):
+        super().__init__(name=name)
+        self.total = self.add_variable(shape=(slots,), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, values, weight):
+        self.total.assign_add(values * weight)
+        self.count.assign_add(weight)
+
+    def result(self):
+        return self.total / ops.maximum(self.count, 1.0)
+
+    def reset_state(self):
+        self.total.assign(ops.zeros_like(self.total))
+        self.count.assign(0.0)
+
+
+class _SlotSteps:
+    """Per-slot learning rate and step count for a Keras optimizer over stacked weights.
+
+    ``slot_lr`` (slots,) replaces the scalar learning rate (0 freezes a slot) and ``slot_start``
+    holds the optimizer iteration at which each slot's trial began, so each slot counts its own
+    steps. ``reset_slot`` zeroes a slot's optimizer state for a new trial.
+    """
+
+    def _init_slots(self, slots: int):
+        self.slots = slots
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.slot_lr = self.add_variable((self.slots,), initializer="zeros", name="slot_lr")
+        self.slot_start = self.add_variable((self.slots,), initializer="zeros",
+                                            name="slot_start")
+
+    def _per_slot(self, vector, variable):
+        return ops.reshape(ops.cast(vector, variable.dtype),
+                           (self.slots,) + (1,) * (len(variable.shape) - 1))
+
+    def _local_step(self, variable):
+        return self._per_slot(ops.cast(self.iterations + 1, "float32") - self.slot_start,
+                              variable)
+
+    def reset_slot(self, slot: int) -> None:
+        own = {id(self.slot_lr), id(self.slot_start), id(self.iterations)}
+        for v in self.variables:
+            if id(v) not in own and len(v.shape) and v.shape[0] == self.slots:
+                _set_row(v, slot, 0.0)
+        _set_row(self.slot_start, slot, float(ops.convert_to_numpy(self.iterations)))
+
+
+class SlotAdam(_SlotSteps, keras.optimizers.Adam):
+    """Keras's Adam update, element for element, with a learning rate and step count per slot."""
+
+    def __init__(self, slots: int, **kwargs):
+        super().__init__(**kwargs)
+        self._init_slots(slots)
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = self._per_slot(self.slot_lr, variable)
+        gradient = ops.cast(gradient, variable.dtype)
+        local_step = self._local_step(variable)
+        beta_1_power = ops.power(ops.cast(self.beta_1, variable.dtype), local_step)
+        beta_2_power = ops.power(ops.cast(self.beta_2, variable.dtype), local_step)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        self.assign_sub(variable, ops.divide(ops.multiply(m, alpha),
+                                             ops.add(ops.sqrt(v), self.epsilon)))
+
+
+class SlotAdadelta(_SlotSteps, keras.optimizers.Adadelta):
+    """Adadelta has no step count: only the learning rate is per slot."""
+
+    def __init__(self, slots: int, **kwargs):
+        super().__init__(**kwargs)
+        self._init_slots(slots)
+
+    def update_step(self, grad, variable, learning_rate):
+        super().update_step(grad, variable, self._per_slot(self.slot_lr, variable))
+
+
+OPTIMIZERS = {"adam": SlotAdam, "adadelta": SlotAdadelta}
+
+
+def _set_row(variable, slot: int, value) -> None:
+    """variable[slot] = value, on the variable's own device."""
+    row = ops.broadcast_to(ops.convert_to_tensor(value, variable.dtype),
+                           (1, *variable.shape[1:]))
+    variable.assign(ops.slice_update(variable, (slot,) + (0,) * (len(variable.shape) - 1), row))
+
+
+class PackedAutoencoder(keras.Model):
+    """K autoencoders 784 → latent → 784 with stacked weights, fed positions into the epoch.
+
+    Input: positions (batch,) into the current epoch; ``order`` (slots, n) maps them to each
+    slot's training images. Output: each slot's loss and MSE on the batch.
+    """
+
+    def __init__(self, base: ExperimentConfig, slots: int, pixels: np.ndarray):
+        super().__init__(name="packed")
+        m = base.model
+        self.slots, self.base = slots, base
+        latent = m.latent
+        self.encoder_kernel = self.add_weight((slots, PIXELS, latent), "zeros", name="enc_w")
+        self.encoder_bias = self.add_weight((slots, latent), "zeros", name="enc_b")
+        self.decoder_kernel = self.add_weight(
+            (slots, latent, PIXELS), "zeros", name="dec_w",
+            # the plain model bounds each code unit's outgoing weights: axis -1 here
+            constraint=keras.constraints.MaxNorm(m.decoder_norm, axis=-1)
+            if m.decoder_norm > 0 else None)
+        self.decoder_bias = self.add_weight((slots, PIXELS), "zeros", name="dec_b")
+        self.pixels = self.add_weight(pixels.shape, "zeros", trainable=False, name="pixels")
+        self.pixels.assign(pixels)
+        self.order = self.add_weight((slots, len(pixels)), "zeros", dtype="int32",
+                                     trainable=False, name="order")
+        self.hyper = {k: self.add_weight((slots,), "zeros", trainable=False, name=k)
+                      for k in HYPER}
+        self.loss_tracker = SlotMean(slots, "slot_loss")
+        self.mse_tracker = SlotMean(slots, "slot_mse")
+        self.built = True
+
+    def encode(self, x):
+        """Codes (slots, batch, latent) of images (batch, 784) shared by all slots, or
+        (slots, batch, 784) of each slot's own."""
+        spec = "bi,kil->kbl" if len(x.shape) == 2 else "kbi,kil->kbl"
+        pre = ops.einsum(spec, x, self.encoder_kernel) + self.encoder_bias[:, None, :]
+        return ops.relu(pre) if self.base.model.activation == "relu" else ops.sigmoid(pre)
+
+    def decode(self, codes):
+        """Reconstructions (slots, batch, 784) of codes (slots, batch, latent)."""
+        return ops.sigmoid(ops.einsum("kbl,klo->kbo", codes, self.decoder_kernel)
+                           + self.decoder_bias[:, None, :])
+
+    def call(self, positions, training=False):
+        """Per-slot loss and per-pixel MSE (slots,) on the batch at ``positions``. They are
+        outputs, not recomputed in ``compute_metrics``, because by then the optimizer has moved
+        the weights that the penalties read."""
+        index = ops.take(self.order, ops.cast(positions, "int32"), axis=1)  # (slots, batch)
+        x = ops.take(self.pixels, index, axis=0)  # (slots, batch, 784)
+        codes = self.encode(x)
+        return self._slot_terms(x, codes, self.decode(codes))
+
+    def _slot_terms(self, x, codes, x_hat):
+        """Per-slot loss (slots,) as the plain model computes it, and per-pixel MSE (slots,)."""
+        h = self.hyper
+        squared = ops.square(x - x_hat)
+        mse = ops.mean(squared, axis=(1, 2))
+        loss = self.base.train.loss
+        if loss == "mse":
+            reconstruction = mse
+        elif loss == "half_sse":
+            reconstruction = 0.5 * ops.mean(ops.sum(squared, axis=-1), axis=-1)
+        else:  # bce, as keras.losses.BinaryCrossentropy
+            clipped = ops.clip(x_hat, keras.config.epsilon(), 1 - keras.config.epsilon())
+            reconstruction = -ops.mean(x * ops.log(clipped) + (1 - x) * ops.log(1 - clipped),
+                                       axis=(1, 2))
+        l1 = h["l1"] * ops.mean(ops.sum(ops.abs(codes), axis=-1), axis=-1)
+        kl = kl_divergence(h["p"][:, None], ops.mean(codes, axis=1))  # (slots, latent)
+        kl = ops.sum(kl, axis=-1) if self.base.model.kl_reduction == "sum" else ops.mean(
+            kl, axis=-1)
+        kernels = [self.encoder_kernel]
+        if self.base.model.penalty_layers == "both":
+            kernels.append(self.decoder_kernel)
+        decay = sum(ops.sum(ops.square(w), axis=(1, 2)) for w in kernels)
+        negative = sum(ops.sum(ops.square(ops.minimum(w, 0.0)), axis=(1, 2)) for w in kernels)
+        total = (reconstruction + l1 + h["beta"] * kl + 0.5 * h["weight_decay"] * decay
+                 + 0.5 * h["alpha"] * negative)
+        return total, mse
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        total, _ = y_pred
+        # a free slot adds nothing, and a diverged one cannot turn the sum into NaN
+        return ops.sum(ops.where(self.hyper["active"] > 0, total, 0.0))
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        total, mse = y_pred
+        batch = ops.cast(ops.shape(x)[0], "float32")
+        self.loss_tracker.update_state(total, batch)
+        self.mse_tracker.update_state(mse, batch)
+        return self.get_metrics_result()
+
+
+class PackedTrainer:
+    """Trains the trials in its slots together; the caller fills and frees slots between epochs.
+
+    ``assign(slot, cfg)`` starts a trial in a slot, ``run(on_epoch)`` trains until no slot holds a
+    trial, calling ``on_epoch({slot: (epoch, measures)})`` after every epoch with each busy slot's
+    own epoch count, training ``loss`` and ``mse`` and validation measures (``val_mse``, ...).
+    Inside ``on_epoch`` the caller may ``export`` a slot, ``release`` it or ``assign`` it a new
+    trial; a slot that has trained its ``train.epochs`` is released after the call.
+    """
+
+    def __init__(self, base: ExperimentConfig, data: Dataset, slots: int = 1):
+        if base.model.family == "vae":
+            raise PackError("the VAE is not packed; it trains with models.build and fit")
+        if slots < 1:
+            raise PackError(f"a pack needs at least one slot, got {slots}")
+        self.base, self.data, self.slots = base, data, slots
+        self.model = PackedAutoencoder(base, slots, data.x_train)
+        compiled = backend_compiles()
+        batches = math.ceil(len(data.x_train) / base.train.batch_size)
+        self.model.compile(
+            optimizer=OPTIMIZERS[base.train.optimizer](slots),
+            jit_compile=compiled, steps_per_execution=batches if compiled else 1)
+        self.model.optimizer.build(self.model.trainable_variables)
+        self.configs: list[ExperimentConfig | None] = [None] * slots
+        self.epochs = [0] * slots  # epochs trained by each slot's current trial
+        self._order = np.zeros((slots, len(data.x_train)), np.int32)
+        self._streams: list[np.random.Generator | None] = [None] * slots
+        self._initial: dict[tuple, list[np.ndarray]] = {}  # plain models' initial weights
+
+    def busy(self) -> list[int]:
+        return [k for k, cfg in enumerate(self.configs) if cfg is not None]
+
+    def free(self) -> list[int]:
+        return [k for k, cfg in enumerate(self.configs) if cfg is None]
+
+    def check(self, cfg: ExperimentConfig) -> None:
+        """Raise PackError unless ``cfg`` differs from the pack's base only in SLOT_FIELDS."""
+        if cfg.model.family == "vae":
+            raise PackError("the VAE is not packed")
+        mine, theirs = self.base.flat(), cfg.flat()
+        for key, value in theirs.items():
+            if key not in SLOT_FIELDS and value != mine[key]:
+                raise PackError(f"{key}={value!r} differs from the pack's {mine[key]!r}")
+
+    def assign(self, slot: int, cfg: ExperimentConfig) -> None:
+        """Start ``cfg`` in ``slot`` with the weights ``models.build(cfg)`` starts from."""
+        self.check(cfg)
+        model = self.model
+        for variable, value in zip(self._weights(), self._initial_weights(cfg)):
+            _set_row(variable, slot, value)
+        m = cfg.model
+        for key, value in (("l1", m.l1), ("beta", m.beta), ("p", m.p),
+                           ("weight_decay", m.weight_decay), ("alpha", m.alpha), ("active", 1.0)):
+            _set_row(model.hyper[key], slot, value)
+        model.optimizer.reset_slot(slot)
+        _set_row(model.optimizer.slot_lr, slot, cfg.train.learning_rate)
+        self.configs[slot], self.epochs[slot] = cfg, 0
+        self._streams[slot] = np.random.default_rng(cfg.train.seed)
+        self._order[slot] = self._streams[slot].permutation(len(self.data.x_train))
+        model.order.assign(self._order)
+
+    def release(self, slot: int) -> None:
+        """Free ``slot``: it stops counting (no loss, frozen) until it is assigned again."""
+        model = self.model
+        _set_row(model.hyper["active"], slot, 0.0)
+        _set_row(model.optimizer.slot_lr, slot, 0.0)
+        for variable in self._weights():  # a diverged slot leaves no NaN behind
+            _set_row(variable, slot, 0.0)
+        self.configs[slot] = None
+
+    def export(self, slot: int) -> keras.Model:
+        """The slot's trial as the plain autoencoder ``models.build`` makes, with its weights."""
+        plain = models.build(self.configs[slot])
+        plain.set_weights([ops.convert_to_numpy(v[slot]) for v in self._weights()])
+        return plain
+
+    def measure(self, x: np.ndarray, bce: bool = False) -> dict[str, np.ndarray]:
+        """Every slot's measures on ``x`` (n, 784), each an array (slots,)."""
+        measures = metrics.Measures(bce=bce)
+        chunk = max(1, MEASURE_ELEMENTS // (self.slots * PIXELS))
+        for start in range(0, len(x), chunk):
+            part = x[start:start + chunk]
+            codes = self.model.encode(ops.convert_to_tensor(part))
+            measures.add(part, self.model.decode(codes), codes)
+        return measures.result()
+
+    def run(self, on_epoch: Callable[[EpochResults], None]) -> None:
+        """Train until every slot is free. Exceptions from ``on_epoch`` end the training."""
+        if not self.busy():
+            return
+        self.model.fit(np.arange(len(self.data.x_train), dtype=np.int32),
+                       batch_size=self.base.train.batch_size, epochs=2**31 - 1, shuffle=False,
+                       verbose=0, callbacks=[_EpochEnd(self, on_epoch)])
+
+    def _epoch_end(self, logs: dict, on_epoch: Callable[[EpochResults], None]) -> None:
+        busy = self.busy()
+        losses = np.asarray(logs["slot_loss"], np.float64)
+        mses = np.asarray(logs["slot_mse"], np.float64)
+        val = self.measure(self.data.x_val)
+        results: EpochResults = {}
+        for k in busy:
+            self.epochs[k] += 1
+            values = {"loss": float(losses[k]), "mse": float(mses[k])}
+            values.update({f"val_{name}": float(v[k]) for name, v in val.items()})
+            results[k] = (self.epochs[k], values)
+            self._order[k] = self._streams[k].permutation(len(self.data.x_train))
+        configs = list(self.configs)
+        on_epoch(results)
+        for k in busy:  # trained out and not reassigned by the caller
+            cfg = self.configs[k]
+            if cfg is not None and cfg is configs[k] and self.epochs[k] >= cfg.train.epochs:
+                self.release(k)
+        self.model.order.assign(self._order)
+        if not self.busy():
+            self.model.stop_training = True
+
+    def _weights(self):
+        m = self.model
+        return [m.encoder_kernel, m.encoder_bias, m.decoder_kernel, m.decoder_bias]
+
+    def _initial_weights(self, cfg: ExperimentConfig) -> list[np.ndarray]:
+        # they depend on the seed alone (and the fixed shape): build each plain model once
+        key = cfg.train.seed
+        if key not in self._initial:
+            self._initial[key] = models.build(cfg).get_weights()
+        return self._initial[key]
+
+
+class _EpochEnd(keras.callbacks.Callback):
+    def __init__(self, trainer: PackedTrainer, on_epoch: Callable[[EpochResults], None]):
+        super().__init__()
+        self.trainer, self.on_epoch = trainer, on_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.trainer._epoch_end(logs or {}, self.on_epoch)
