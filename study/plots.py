@@ -9,6 +9,7 @@ trials alone.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import optuna
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import LogLocator, NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 from optuna.trial import FrozenTrial, TrialState
 
 from study.objective import CONSTRAINT, OBJECTIVE
@@ -100,11 +101,23 @@ def slices(trials: list[FrozenTrial], params: tuple[str, ...], title: str, path:
         fig.suptitle(title)
         fig.set_size_inches(max(4.5, 3.6 * len(params)) + 1.2, 3.8)
         for ax in np.ravel(axes):
-            if ax.get_xscale() == "log":  # Optuna labels minor ticks too: they overlap
-                ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0), numticks=5))
+            if ax.get_xscale() == "log":  # matplotlib's labels overlap on a narrow log axis
+                ax.xaxis.set_major_locator(FixedLocator(log_ticks(*ax.get_xlim())))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
                 ax.xaxis.set_minor_formatter(NullFormatter())
         _renumber_colorbar(fig, [t.number for t in trials if t.state == TrialState.COMPLETE])
         _save_pyplot(axes, path)
+
+
+def log_ticks(low: float, high: float, most: int = 5) -> list[float]:
+    """At least two and at most ``most`` round ticks in [low, high]: decades, else finer round
+    steps, else two points spaced evenly on the log scale."""
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    for subs in ((1,), (1, 3), (1, 2, 5), (1, 1.5, 2, 3, 4, 5, 7)):
+        ticks = [m * 10.0 ** k for k in decades for m in subs if low <= m * 10.0 ** k <= high]
+        if len(ticks) >= 2:
+            return ticks[::math.ceil(len(ticks) / most)]
+    return [float(f"{v:.3g}") for v in np.geomspace(low, high, 4)[1:3]]
 
 
 def _renumber_colorbar(fig, numbers: list[int]) -> None:

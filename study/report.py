@@ -46,7 +46,7 @@ class ReportError(ValueError):
     """A report that cannot be made as asked; the CLI prints it in one line and exits 2."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Written:
     folder: Path
     best: FrozenTrial | None
@@ -87,9 +87,10 @@ def load_study(storage_url: str, name: str | None) -> optuna.Study:
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        known = [s.study_name for s in optuna.get_all_study_summaries(storage, False)]
+        known = [repr(s.study_name) for s in optuna.get_all_study_summaries(storage, False)]
+        listed = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if known[10:] else "")
         raise ReportError(f"no study {name!r} in {mask(storage_url)}; it holds: "
-                          f"{', '.join(map(repr, known)) or 'no study'}") from None
+                          f"{listed or 'no study'}") from None
     if SPEC_ATTR not in study.user_attrs:
         raise ReportError(f"study {name!r} was not made by `python -m study run` "
                           f"(it has no {SPEC_ATTR!r} attribute)")
@@ -242,15 +243,20 @@ def write(storage_url: str, name: str | None = None, out: str | None = None,
     parent = study.user_attrs.get(PARENT_ATTR)
     tags = None
     if parent is not None:
-        tags = artifacts.run_tags(uri, parent)
+        try:
+            tags = artifacts.run_tags(uri, parent)
+        except Exception as err:  # an unreachable server, a broken store: one line for the user
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ReportError(f"cannot read the study's MLflow runs from {uri}: "
+                              f"{first[:300]}") from err
         if tags is None:
             raise ReportError(f"the MLflow runs of study {study.study_name!r} are not in {uri}; "
                               f"pass the --tracking-uri it ran with")
+    spec = study.user_attrs[SPEC_ATTR]
+    data = data_module.load(spec["data.name"], spec["data.val_fraction"], spec["data.seed"])
     dest = report_folder(study.study_name, out)
     stage = _stage(dest)
     try:
-        spec = study.user_attrs[SPEC_ATTR]
-        data = data_module.load(spec["data.name"], spec["data.val_fraction"], spec["data.seed"])
         best = build(study, storage_url, uri, parent, tags, data, dest, stage, say)
         _move_into_place(stage, dest)
     except BaseException:

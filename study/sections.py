@@ -231,11 +231,11 @@ def figures(f: Findings, folder: Path) -> list[Block]:
     n_pruned = sum(t.state == TrialState.PRUNED for t in f.trials)
     blocks: list[Block] = [Heading("Figures")]
     plots.tradeoff(f.trials, f.target, f.baselines[-1].val_mse, f.overall, out / "tradeoff.png")
+    pruned = f" ({n_pruned} pruned trials stopped early and are not shown)" if n_pruned else ""
     blocks.append(Image("figures/tradeoff.png",
                         f"Validation MSE against validation mean activation of every completed "
-                        f"trial ({n_pruned} pruned trials stopped early and are not shown). "
-                        f"Left of the green line is feasible (filled), right of it infeasible "
-                        f"(hollow); the dotted line is the mean image's MSE."))
+                        f"trial{pruned}. Left of the green line is feasible (filled), right of it "
+                        f"infeasible (hollow); the dotted line is the mean image's MSE."))
     plots.history(f.trials, out / "history.png")
     blocks.append(Image("figures/history.png",
                         "Optimisation history (Optuna): each completed trial's val MSE, "

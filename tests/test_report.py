@@ -16,7 +16,7 @@ from sklearn.decomposition import PCA
 from experiments import cli as experiments_cli
 from experiments import data as data_module
 from experiments.metrics import mse
-from study import document, report
+from study import document, plots, report
 from study.cli import main
 from study.runner import SPEC_ATTR, best_feasible, feasible
 from study.sections import edge_warnings
@@ -139,6 +139,14 @@ def test_each_family_command_rebuilds_its_best_config(reported_study):
                              ).number == int(number)
 
 
+@pytest.mark.parametrize("low, high", [(1e-7, 1e-2), (1.8e-3, 3.2e-3), (0.5, 0.9),
+                                       (2.1e-3, 2.3e-3), (1e-3, 10.0)])
+def test_log_axis_ticks_are_few_round_and_inside(low, high):
+    ticks = plots.log_ticks(low, high)
+    assert 2 <= len(ticks) <= 5 and all(low <= t <= high for t in ticks)
+    assert len({f"{t:g}" for t in ticks}) == len(ticks)  # distinct labels
+
+
 def test_latest_study_is_the_one_whose_trial_started_last(tmp_path):
     storage = open_storage(f"journal:{tmp_path / 'j.log'}")
     for name in ("first", "second", "empty"):
@@ -183,17 +191,20 @@ def test_without_mlflow_or_a_feasible_trial(tiny_npz, tmp_path, monkeypatch, cap
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["dark"]
 
 
-def _study_without_complete_trials(path: Path) -> str:
-    study = optuna.create_study(study_name="stalled", storage=open_storage(f"journal:{path}"))
-    study.set_user_attr(SPEC_ATTR, {"families": "ncae", "target": 0.05})
-    study.tell(study.ask(), state=TrialState.FAIL)
-    study.tell(study.ask(), state=TrialState.PRUNED)
+def _stored_study(path: Path, name: str, states: list[TrialState], data: str = "mnist-5k") -> str:
+    """A journal holding a study as `study run` leaves it, its trials ended in ``states``."""
+    study = optuna.create_study(study_name=name, storage=open_storage(f"journal:{path}"))
+    study.set_user_attr(SPEC_ATTR, {"families": "ncae", "target": 0.05, "data.name": data,
+                                    "data.val_fraction": 0.2, "data.seed": 0})
+    for state in states:
+        study.tell(study.ask(), 0.1 if state == TrialState.COMPLETE else None, state=state)
     return f"journal:{path}"
 
 
 @pytest.mark.parametrize("case, message", [
     ("unknown study", "no study 'nope' in journal:"),
     ("no completed trial", "study 'stalled' has no completed trial yet (1 fail, 1 pruned)"),
+    ("data gone", "gone.npz"),
     ("missing storage", "no study storage at"),
     ("unreadable storage", "cannot open storage 'sqlite:///"),
     ("no such MLflow store", "the MLflow runs of study '<i>tiny</i> & \"co\"' are not in"),
@@ -206,7 +217,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, reported
     if case == "unknown study":
         args[2] = "nope"
     elif case == "no completed trial":
-        args[2:5] = ["stalled", "--storage", _study_without_complete_trials(tmp_path / "s.log")]
+        args[2:5] = ["stalled", "--storage", _stored_study(
+            tmp_path / "s.log", "stalled", [TrialState.FAIL, TrialState.PRUNED])]
+    elif case == "data gone":
+        args[2:5] = ["moved", "--storage", _stored_study(
+            tmp_path / "s.log", "moved", [TrialState.COMPLETE], f"npz:{tmp_path / 'gone.npz'}")]
     elif case == "missing storage":
         args[4] = f"journal:{tmp_path / 'none.log'}"
     elif case == "unreadable storage":
