@@ -19,11 +19,12 @@ TARGET ?=
 PRUNER ?=
 STUDY ?=
 STORAGE ?=
+OUT ?=
 SEED ?=
 comma := ,
 
 .DEFAULT_GOAL := help
-.PHONY: help install test experiments study ui clean
+.PHONY: help install test experiments study report ui clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,9 +50,13 @@ study: $(STAMP) ## Optuna study of the sparse AEs, ~10 min (FAMILY= TRIALS= TARG
 		$(if $(PRUNER),--pruner $(PRUNER)) $(if $(STUDY),--study-name $(STUDY)) \
 		$(if $(STORAGE),--storage $(STORAGE)) $(if $(SEED),--seed $(SEED))
 
+report: $(STAMP) ## report of the latest study to reports/<study>/ (STUDY= STORAGE= OUT=)
+	$(PY) -m study report $(if $(STUDY),--study-name $(STUDY)) \
+		$(if $(STORAGE),--storage $(STORAGE)) $(if $(OUT),--out $(OUT))
+
 ui: $(STAMP) ## serve the MLflow UI on 127.0.0.1 (PORT=5000) and print links per experiment
 	$(PY) -m tracking ui --port $(PORT)
 
-clean: ## remove the virtual environment, caches and the local stores (mlflow.db, mlartifacts, studies)
-	rm -rf $(VENV) .pytest_cache *.egg-info mlflow.db mlartifacts mlruns studies
+clean: ## remove the virtual environment, caches, the local stores and what was made from them
+	rm -rf $(VENV) .pytest_cache *.egg-info mlflow.db mlartifacts mlruns studies reports screenshots
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

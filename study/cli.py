@@ -3,11 +3,12 @@
     python -m study run [--family sparse_kl ncae] [--target 0.05] [--n-trials 60] [--timeout S]
                         [--epochs 50] [--data mnist-5k] [--pruner hyperband] [--seed 0]
                         [--study-name NAME] [--storage URL] [--set key=value ...]
+    python -m study report [--study-name NAME] [--storage URL] [--out DIR]
 
 Searches the sparse autoencoders' hyperparameters (ranges: study/space.py) for the lowest
 validation reconstruction MSE with a validation mean code activation at most --target. Running the
 same command again resumes the study by name. Bad input prints one line and exits 2 before any
-store is touched.
+store is touched. ``report`` writes what a study found to reports/<study>/ (study/report.py).
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=1,
                      help="worker processes sharing the study's storage (default 1)")
     run.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # helper index
+    report = sub.add_parser("report", help="write a study's report to reports/<study>/")
+    report.add_argument("--study-name", help="default: the study whose latest trial started last")
+    report.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help=f"the study's storage (default {DEFAULT_STORAGE})")
+    report.add_argument("--out", help="report folder (default reports/<study>)")
+    report.add_argument("--tracking-uri", help="MLflow tracking URI the study used (default: "
+                                               "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     return parser
 
 
@@ -152,12 +160,29 @@ def _summary(outcome, spec: StudySpec, seconds: float, tracking) -> None:
         print("browse every trial: make ui")
 
 
+def _report(args: argparse.Namespace) -> int:
+    from study import report
+
+    try:
+        written = report.write(args.storage, args.study_name, args.out, args.tracking_uri)
+    except (ConfigError, DataError, StorageError, report.ReportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {written.folder / 'report.html'} (and report.md, trials.csv"
+          f"{', best_config.json' if written.best else ''})")
+    if written.logged_to:
+        print(f"logged to the study's MLflow run {written.logged_to} under report/")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # our own progress lines replace Optuna's per-trial log; TPE's "group" option is
     # experimental in name only (stable since Optuna 2.8)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if args.command == "report":
+        return _report(args)
     try:
         spec = spec_from_args(args)
         from experiments import data as data_module

@@ -1,8 +1,9 @@
-"""Shared fixtures: a tiny dataset, a tiny config and a temporary tracking store."""
+"""Shared fixtures: a tiny dataset, a tiny config, a temporary tracking store, a reported study."""
 
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out
 
@@ -44,3 +45,22 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(scope="session")
+def reported_study(tmp_path_factory, tiny_npz):
+    """A small tracked study on the tiny data (two families, six trials of two epochs) and its
+    report, shared by the report and browser tests. Its name holds markup, which every page
+    must show as text."""
+    from study.cli import main
+
+    root = tmp_path_factory.mktemp("reported")
+    study = SimpleNamespace(name='<i>tiny</i> & "co"', storage=f"journal:{root / 'optuna.log'}",
+                            uri=f"sqlite:///{root / 'mlflow.db'}", folder=root / "report")
+    study.where = ["--study-name", study.name, "--storage", study.storage,
+                   "--tracking-uri", study.uri]
+    assert main(["run", "--family", "sparse_kl", "ncae", "--data", tiny_npz, "--epochs", "2",
+                 "--n-trials", "6", "--pruner", "none", "--target", "1.0",
+                 "--set", "train.batch_size=64", *study.where]) == 0
+    assert main(["report", *study.where, "--out", str(study.folder)]) == 0
+    return study

@@ -1,0 +1,244 @@
+"""The study report: its files against what Optuna and MLflow stored, its honesty, bad input."""
+
+import csv
+import json
+import re
+import shlex
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+from sklearn.decomposition import PCA
+
+from experiments import cli as experiments_cli
+from experiments import data as data_module
+from experiments.metrics import mse
+from study import document, plots, report
+from study.cli import main
+from study.runner import SPEC_ATTR, best_feasible, feasible
+from study.sections import edge_warnings
+from study.storage import open_storage
+from study.tracking import PARENT_ATTR
+
+FIGURES = {"tradeoff", "history", "importances", "slice_sparse_kl", "slice_ncae",
+           "best_reconstruction", "best_receptive_fields", "best_activations"}
+
+
+def stored(reported):
+    return optuna.load_study(study_name=reported.name, storage=open_storage(reported.storage))
+
+
+def figure_links(md: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", md)
+
+
+def test_report_files_show_what_optuna_and_mlflow_stored(reported_study, tiny_npz):
+    study, folder = stored(reported_study), reported_study.folder
+    best = best_feasible(study.trials)
+    assert best is not None, "the fixture's target should leave a feasible trial"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "best_config.json", "figures", "report.html", "report.md", "trials.csv"]
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".report")]
+    assert json.loads((folder / "best_config.json").read_text()) == best.user_attrs["config"]
+
+    rows = list(csv.DictReader((folder / "trials.csv").open()))
+    assert [int(r["number"]) for r in rows] == [t.number for t in study.trials]
+    for row, t in zip(rows, study.trials):
+        assert row["state"] == t.state.name == "COMPLETE"
+        assert row["mlflow_run_id"] == t.user_attrs["mlflow_run_id"]
+        assert float(row["value"]) == t.value
+        assert float(row["constraint"]) == t.constraints["mean_activation"]
+        assert row["feasible"] == str(feasible(t)).lower()
+        assert float(row["test_mse"]) == t.user_attrs["test_mse"]
+        assert {k: row[k] for k in t.params} == {k: str(v) for k, v in t.params.items()}
+
+    md = (folder / "report.md").read_text()
+    a = best.user_attrs
+    assert (f"Best feasible: trial {best.number} ({a['config']['model.family']}), val MSE "
+            f"{a['val_mse']:.4f}, test MSE {a['test_mse']:.4f}") in md
+    assert "6 complete" in md and "sampler: TPE; pruner: none" in md
+    for label in ("`ae` preset", "`sparse_kl_wd` preset", "`ncae` preset", "mean training image"):
+        assert f"| {label} |" in md
+    data = data_module.load(tiny_npz)
+    pca = PCA(n_components=32, random_state=0).fit(data.x_train)
+    pca_mse = mse(data.x_test, pca.inverse_transform(pca.transform(data.x_test)))
+    assert re.search(rf"\| PCA, 32 components \| [^|]+ \| [0-9.]+ \| {pca_mse:.4f} \|", md)
+
+    links = figure_links(md)
+    assert {Path(p).stem for p in links} == FIGURES and len(links) == len(FIGURES)
+    for link in links:
+        assert (folder / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (folder / "report.html").read_text()
+    assert page.count('<img src="data:image/png;base64,') == len(links)
+    assert "src=\"figures/" not in page and "http" not in page.split("<body>")[1].split(
+        "MLflow:")[0]  # nothing to fetch before the MLflow link at the end
+
+    client = MlflowClient(reported_study.uri)
+    logged = {f.path for f in client.list_artifacts(study.user_attrs[PARENT_ATTR], "report")}
+    assert {"report/report.html", "report/report.md", "report/best_config.json",
+            "report/trials.csv", "report/figures"} <= logged
+    run_figure = Path(client.download_artifacts(a["mlflow_run_id"], "figures/activations.png",
+                                                str(folder.parent)))
+    assert run_figure.read_bytes() == (folder / "figures" / "best_activations.png").read_bytes()
+
+
+def test_user_strings_are_text_on_the_page(reported_study):
+    page = (reported_study.folder / "report.html").read_text()
+    assert "<i>" not in page
+    assert "<title>Study &lt;i&gt;tiny&lt;/i&gt; &amp; &quot;co&quot;</title>" in page
+    md = (reported_study.folder / "report.md").read_text()
+    outside_code = re.sub(r"```.*?```|`[^`\n]*`", "", md, flags=re.DOTALL)
+    assert "<i>" not in outside_code and "&lt;i&gt;tiny" in outside_code
+
+
+def test_document_escapes_every_kind_of_block(tmp_path):
+    evil = "<script>alert('x')</script> & | `<b>code</b>`"
+    (tmp_path / "f.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    blocks = [document.Heading(evil), document.Paragraph(evil), document.Bullets((evil,)),
+              document.Warn(evil), document.Table((evil, "n"), ((evil, "1.5"),)),
+              document.Image("f.png", evil), document.Code(evil)]
+    page = document.html_page(evil, blocks, tmp_path)
+    assert "<script>" not in page and "<b>" not in page
+    # title, h1, heading, paragraph, bullet, warning, th, td, alt, caption, code block
+    assert page.count("&lt;script&gt;") == 11
+    assert page.count("<code>&lt;b&gt;code&lt;/b&gt;</code>") == 8  # inline code, every block
+    md = document.markdown(evil, blocks)
+    outside_code = re.sub(r"```.*?```|`[^`\n]*`", "", md, flags=re.DOTALL)
+    assert "<script>" not in outside_code and "&lt;script&gt;" in outside_code
+    table_row = next(line for line in md.splitlines() if line.endswith("| 1.5 |"))
+    assert table_row.count(" | ") == 1 and "\\|" in table_row  # the | in text is not a column
+
+
+def test_retraining_best_config_lands_within_5_percent(reported_study):
+    """The honesty check: the reported test MSE is what best_config.json trains to."""
+    md = (reported_study.folder / "report.md").read_text()
+    reported = float(re.search(r"^Best feasible: .*?test MSE ([0-9.]+)", md, re.M)[1])
+    assert experiments_cli.main(["run", "--config",
+                                 str(reported_study.folder / "best_config.json"),
+                                 "--tracking-uri", reported_study.uri,
+                                 "--experiment", "retrain"]) == 0
+    client = MlflowClient(reported_study.uri)
+    [run] = client.search_runs([client.get_experiment_by_name("retrain").experiment_id])
+    assert run.data.metrics["test_mse"] == pytest.approx(reported, rel=0.05)
+
+
+def test_each_family_command_rebuilds_its_best_config(reported_study):
+    study = stored(reported_study)
+    md = (reported_study.folder / "report.md").read_text()
+    pairs = re.findall(r"^# best (\w+) \(trial (\d+)\)\n(python -m experiments run \w.*)$", md,
+                       re.M)
+    assert sorted(family for family, _, _ in pairs) == ["ncae", "sparse_kl"]
+    for family, number, command in pairs:
+        args = experiments_cli._parser().parse_args(shlex.split(command)[3:])
+        [cfg] = experiments_cli.configs_from_args(args)
+        assert cfg.flat() == study.trials[int(number)].user_attrs["config"]
+        assert best_feasible([t for t in study.trials if t.params["model.family"] == family]
+                             ).number == int(number)
+
+
+@pytest.mark.parametrize("low, high", [(1e-7, 1e-2), (1.8e-3, 3.2e-3), (0.5, 0.9),
+                                       (2.1e-3, 2.3e-3), (1e-3, 10.0)])
+def test_log_axis_ticks_are_few_round_and_inside(low, high):
+    ticks = plots.log_ticks(low, high)
+    assert 2 <= len(ticks) <= 5 and all(low <= t <= high for t in ticks)
+    assert len({f"{t:g}" for t in ticks}) == len(ticks)  # distinct labels
+
+
+def test_latest_study_is_the_one_whose_trial_started_last(tmp_path):
+    storage = open_storage(f"journal:{tmp_path / 'j.log'}")
+    for name in ("first", "second", "empty"):
+        optuna.create_study(study_name=name, storage=storage)
+    for name in ("second", "first"):  # "first" ran a trial most recently
+        study = optuna.load_study(study_name=name, storage=storage)
+        study.tell(study.ask(), 1.0)
+    assert report.latest_study(storage) == "first"
+
+
+def test_edge_warnings_name_each_parameter_at_a_range_end():
+    config = {"model.family": "ncae", "model.beta": 9.9, "model.p": 0.05,
+              "model.alpha": 1.01e-5, "train.learning_rate": 1e-3}
+    trial = create_trial(params={"model.beta": 9.9}, value=0.04, user_attrs={"config": config},
+                         distributions={"model.beta": FloatDistribution(1e-3, 10, log=True)})
+    lines = edge_warnings({"ncae": trial})
+    assert len(lines) == 2
+    assert "`model.beta` = 9.9" in lines[0] and "high end of its range 0.001 … 10" in lines[0]
+    assert "`model.alpha` = 1.01e-05" in lines[1] and "low end" in lines[1]
+
+
+def test_without_mlflow_or_a_feasible_trial(tiny_npz, tmp_path, monkeypatch, capsys):
+    """A study run with --no-tracking whose target nothing met: the report draws the closest
+    trial's figures from a retraining, writes no best_config.json and touches no MLflow store;
+    run again, it replaces its folder whole."""
+    monkeypatch.chdir(tmp_path)
+    where = ["--study-name", "dark", "--storage", f"journal:{tmp_path / 'j.log'}"]
+    assert main(["run", "--family", "sparse_kl", "--data", tiny_npz, "--epochs", "1",
+                 "--n-trials", "1", "--target", "1e-9", "--no-tracking", *where]) == 0
+    assert main(["report", *where]) == 0
+    folder = tmp_path / "reports" / "dark"
+    md = (folder / "report.md").read_text()
+    assert "No trial met the target (mean activation ≤ 1e-09); the closest is trial 0" in md
+    assert "redrawn from a retraining of its config" in md
+    assert "sampler: not recorded (the study ran without MLflow)" in md
+    assert {Path(p).stem for p in figure_links(md)} == FIGURES - {"slice_ncae", "importances"}
+    assert not (folder / "best_config.json").exists()
+    (folder / "stale.txt").write_text("from an earlier report")
+    assert main(["report", *where]) == 0
+    assert not (folder / "stale.txt").exists() and (folder / "report.html").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j.log", "reports"]
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["dark"]
+
+
+def _stored_study(path: Path, name: str, states: list[TrialState], data: str = "mnist-5k") -> str:
+    """A journal holding a study as `study run` leaves it, its trials ended in ``states``."""
+    study = optuna.create_study(study_name=name, storage=open_storage(f"journal:{path}"))
+    study.set_user_attr(SPEC_ATTR, {"families": "ncae", "target": 0.05, "data.name": data,
+                                    "data.val_fraction": 0.2, "data.seed": 0})
+    for state in states:
+        study.tell(study.ask(), 0.1 if state == TrialState.COMPLETE else None, state=state)
+    return f"journal:{path}"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unknown study", "no study 'nope' in journal:"),
+    ("no completed trial", "study 'stalled' has no completed trial yet (1 fail, 1 pruned)"),
+    ("data gone", "gone.npz"),
+    ("missing storage", "no study storage at"),
+    ("unreadable storage", "cannot open storage 'sqlite:///"),
+    ("no such MLflow store", "the MLflow runs of study '<i>tiny</i> & \"co\"' are not in"),
+    ("out under a file", "cannot write the report to"),
+    ("out not a report", "exists and is not a report folder"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, reported_study, tmp_path,
+                                                         capsys):
+    args = ["report", *reported_study.where, "--out", str(tmp_path / "out")]
+    if case == "unknown study":
+        args[2] = "nope"
+    elif case == "no completed trial":
+        args[2:5] = ["stalled", "--storage", _stored_study(
+            tmp_path / "s.log", "stalled", [TrialState.FAIL, TrialState.PRUNED])]
+    elif case == "data gone":
+        args[2:5] = ["moved", "--storage", _stored_study(
+            tmp_path / "s.log", "moved", [TrialState.COMPLETE], f"npz:{tmp_path / 'gone.npz'}")]
+    elif case == "missing storage":
+        args[4] = f"journal:{tmp_path / 'none.log'}"
+    elif case == "unreadable storage":
+        (tmp_path / "junk.db").write_text("not a database")
+        args[4] = f"sqlite:///{tmp_path / 'junk.db'}"
+    elif case == "no such MLflow store":
+        args[6] = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    elif case == "out under a file":
+        (tmp_path / "file").write_text("")
+        args[-1] = str(tmp_path / "file" / "out")
+    elif case == "out not a report":
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "keep.txt").write_text("mine")
+    before = {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+    journal = Path(reported_study.storage.removeprefix("journal:")).read_bytes()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")} == before
+    assert Path(reported_study.storage.removeprefix("journal:")).read_bytes() == journal
