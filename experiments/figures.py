@@ -212,7 +212,8 @@ def receptive_fields(kernel, max_units: int = 64) -> Figure:
     """Show each encoder unit's input weights (a column of the (784, units) kernel) as a tile.
 
     Each tile is scaled to its own largest |weight|, red positive and blue negative, so
-    weak units stay readable; only the first ``max_units`` units are drawn.
+    weak units stay readable; only the first ``max_units`` units are drawn. The tiles form one
+    picture (one image, not an axes per unit: a study draws this for every finished trial).
     """
     kernel = np.asarray(kernel, dtype=float)
     if kernel.ndim != 2 or kernel.shape[0] != SIDE * SIDE:
@@ -220,18 +221,24 @@ def receptive_fields(kernel, max_units: int = 64) -> Figure:
     units = min(kernel.shape[1], max_units)
     cols = int(np.ceil(np.sqrt(units)))
     rows = int(np.ceil(units / cols))
+    scale = np.abs(kernel[:, :units]).max(axis=0)
+    scaled = kernel[:, :units] / np.where(scale > 0, scale, 1.0)  # a dead unit stays all zero
+    gap, step = 3, SIDE + 3  # blank pixels between tiles, where the unit numbers go
+    mosaic = np.full((rows * step + gap, cols * step + gap), np.nan)
+    for unit in range(units):
+        r, c = divmod(unit, cols)
+        top, left = gap + r * step, gap + c * step
+        mosaic[top:top + SIDE, left:left + SIDE] = scaled[:, unit].reshape(SIDE, SIDE)
     fig = _figure(8, 8 * rows / cols + 0.6)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for unit, ax in enumerate(axes.flat):
-        ax.set_axis_off()
-        if unit >= units:
-            continue
-        weights = kernel[:, unit].reshape(SIDE, SIDE)
-        scale = np.abs(weights).max() or 1.0  # a dead all-zero unit would divide by zero
-        ax.imshow(weights, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
-        ax.set_title(str(unit), fontsize=7, pad=2)
+    ax = fig.add_subplot()
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
+    ax.imshow(mosaic, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    for unit in range(units):
+        r, c = divmod(unit, cols)
+        ax.text(gap + c * step, gap + r * step - 0.5, str(unit), fontsize=6, va="bottom")
+    ax.set_axis_off()
     shown = f"first {units} of {kernel.shape[1]}" if units < kernel.shape[1] else f"{units}"
-    fig.suptitle(f"Encoder weights of {shown} code units "
+    ax.set_title(f"Encoder weights of {shown} code units\n"
                  "(each tile scaled to its own max |w|; red +, blue −)")
     return fig
 
@@ -244,7 +251,7 @@ def activation_histogram(codes) -> Figure:
     fig = _figure(10, 4.2)
     hist_ax, mean_ax = fig.subplots(1, 2, width_ratios=(1, 1.3))
 
-    hist_ax.hist(codes.ravel(), bins=50, color="0.35")
+    hist_ax.hist(codes.ravel(), bins=50, color="0.35", histtype="stepfilled")
     hist_ax.set_yscale("log")  # the spike at zero would otherwise flatten the tail
     hist_ax.set_xlabel("activation")
     hist_ax.set_ylabel("count (log scale)")
