@@ -14,17 +14,21 @@ PORT ?= 5000
 # make study: FAMILY=sparse_kl,ncae TRIALS=100 TARGET=0.05 TIMEOUT=780 PRUNER=median STUDY=name
 FAMILY ?=
 TRIALS ?= 150
-TIMEOUT ?= 780
+TIMEOUT ?=
+PACK ?=
+PACKS ?= 780
 TARGET ?=
 PRUNER ?=
 STUDY ?=
 STORAGE ?=
 OUT ?=
+PACK ?=
+PACKS ?=
 SEED ?=
 comma := ,
 
 .DEFAULT_GOAL := help
-.PHONY: help install test experiments study report ui clean
+.PHONY: help install test experiments study report bench ui clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,15 +52,21 @@ study: $(STAMP) ## Optuna study of the sparse AEs, ~10 min (FAMILY= TRIALS= TARG
 		$(if $(FAMILY),--family $(subst $(comma), ,$(FAMILY))) $(if $(TARGET),--target $(TARGET)) \
 		$(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(PRUNER),--pruner $(PRUNER)) $(if $(STUDY),--study-name $(STUDY)) \
-		$(if $(STORAGE),--storage $(STORAGE)) $(if $(SEED),--seed $(SEED))
+		$(if $(STORAGE),--storage $(STORAGE)) $(if $(SEED),--seed $(SEED)) \
+		$(if $(PACK),--pack $(PACK))
 
 report: $(STAMP) ## report of the latest study to reports/<study>/ (STUDY= STORAGE= OUT=)
 	$(PY) -m study report $(if $(STUDY),--study-name $(STUDY)) \
 		$(if $(STORAGE),--storage $(STORAGE)) $(if $(OUT),--out $(OUT))
 
+bench: $(STAMP) ## training, packing and tracking speed against plain fit (bench/results.json)
+	$(PY) -m study bench $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+		$(if $(PACKS),--packs $(PACKS))
+
 ui: $(STAMP) ## serve the MLflow UI on 127.0.0.1 (PORT=5000) and print links per experiment
 	$(PY) -m tracking ui --port $(PORT)
 
 clean: ## remove the virtual environment, caches, the local stores and what was made from them
-	rm -rf $(VENV) .pytest_cache *.egg-info mlflow.db mlartifacts mlruns studies reports screenshots
+	rm -rf $(VENV) .pytest_cache *.egg-info mlflow.db mlartifacts mlruns studies reports screenshots \
+		bench
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -36,17 +36,21 @@ class Measures:
         self.sums: dict[str, np.ndarray] = {}
         self.max_code: np.ndarray | None = None  # (..., units): largest activation of each unit
 
-    def add(self, x, x_hat, codes) -> None:
-        """One chunk: inputs (n, 784), reconstructions (..., n, 784), codes (..., n, units)."""
+    def add(self, x, x_hat, codes=None) -> None:
+        """One chunk: inputs (n, 784), reconstructions (..., n, 784), codes (..., n, units);
+        without codes (PCA, the mean image) only the reconstruction measures."""
         x = ops.convert_to_tensor(x, "float32")
         x_hat = ops.convert_to_tensor(x_hat, "float32")
-        codes = ops.convert_to_tensor(codes, "float32")
         samples = (-2, -1)
-        sums = {"mse": ops.sum(ops.square(x - x_hat), axis=samples) / x.shape[-1],
-                "mean_activation": ops.sum(codes, axis=samples) / codes.shape[-1],
-                "active_fraction": ops.sum(ops.cast(codes > self.threshold, "float32"),
-                                           axis=samples) / codes.shape[-1],
-                "hoyer": ops.sum(_hoyer_per_sample(codes), axis=-1)}
+        sums = {"mse": ops.sum(ops.square(x - x_hat), axis=samples) / x.shape[-1]}
+        if codes is not None:
+            codes = ops.convert_to_tensor(codes, "float32")
+            sums["mean_activation"] = ops.sum(codes, axis=samples) / codes.shape[-1]
+            sums["active_fraction"] = ops.sum(ops.cast(codes > self.threshold, "float32"),
+                                              axis=samples) / codes.shape[-1]
+            sums["hoyer"] = ops.sum(_hoyer_per_sample(codes), axis=-1)
+            peak = ops.convert_to_numpy(ops.max(codes, axis=-2))
+            self.max_code = peak if self.max_code is None else np.maximum(self.max_code, peak)
         if self.bce:
             clipped = ops.clip(x_hat, BCE_EPS, 1 - BCE_EPS)
             elementwise = -(x * ops.log(clipped) + (1 - x) * ops.log(1 - clipped))
@@ -54,8 +58,6 @@ class Measures:
         for key, value in sums.items():
             value = ops.convert_to_numpy(value).astype(np.float64)
             self.sums[key] = self.sums.get(key, 0.0) + value
-        peak = ops.convert_to_numpy(ops.max(codes, axis=-2))
-        self.max_code = peak if self.max_code is None else np.maximum(self.max_code, peak)
         self.n += x.shape[0]
 
     def result(self) -> dict[str, float | np.ndarray]:
@@ -63,9 +65,10 @@ class Measures:
         if not self.n:
             raise ValueError("no samples were measured")
         out = {key: value / self.n for key, value in self.sums.items()}
-        out["dead_units"] = np.sum(self.max_code <= self.threshold, axis=-1).astype(np.float64)
-        if self.max_code.shape[-1] < 2:  # one unit has no sparseness
-            out["hoyer"] = np.full_like(out["hoyer"], math.nan)
+        if self.max_code is not None:
+            out["dead_units"] = np.sum(self.max_code <= self.threshold, axis=-1).astype(float)
+            if self.max_code.shape[-1] < 2:  # one unit has no sparseness
+                out["hoyer"] = np.full_like(out["hoyer"], math.nan)
         return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in out.items()}
 
 
@@ -84,3 +87,8 @@ def summarize(x, x_hat, codes, bce: bool = True) -> dict[str, float | np.ndarray
     measures = Measures(bce=bce)
     measures.add(x, x_hat, codes)
     return measures.result()
+
+
+def mse(x, x_hat) -> float:
+    """Per-pixel mean squared error of any reconstruction of ``x`` (PCA's, the mean image's)."""
+    return summarize(x, x_hat, None, bce=False)["mse"]

@@ -114,13 +114,24 @@ def train_and_evaluate(cfg: ExperimentConfig, data: Dataset, recorder: Recorder 
         hooks.insert(0, lambda epoch, values: recorder.log_metrics(values, step=epoch))
     start = time.perf_counter()
     model, history = fit(cfg, data, on_epoch=hooks)
-    seconds = time.perf_counter() - start
-    final = {**final_measures(model, data), "train_seconds": seconds}
+    result = evaluate(model, history, data, time.perf_counter() - start)
     if recorder is not None:
-        # the last epoch already logged its val_* measures, all but the cross-entropy
-        recorder.log_metrics({k: v for k, v in final.items() if k not in history},
-                             step=cfg.train.epochs)
-    return Result(model, history, final, seconds)
+        record_final(recorder, result, cfg)
+    return result
+
+
+def evaluate(model: keras.Model, history: dict[str, list[float]], data: Dataset,
+             seconds: float) -> Result:
+    """The result of a trained model, with its final measures."""
+    return Result(model, history, {**final_measures(model, data), "train_seconds": seconds},
+                  seconds)
+
+
+def record_final(recorder: Recorder, result: Result, cfg: ExperimentConfig) -> None:
+    """The final measures, after the last epoch's: the last epoch already logged its val_*
+    measures, all but the cross-entropy."""
+    recorder.log_metrics({k: v for k, v in result.final.items() if k not in result.history},
+                         step=cfg.train.epochs)
 
 
 def run(cfg: ExperimentConfig, data: Dataset, recorder: Recorder | None = None) -> Result:

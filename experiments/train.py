@@ -3,7 +3,7 @@
 Optuna or MLflow.
 
 The autoencoders train as a pack of one (experiments/packed.py: compiled, one execution per
-epoch); the VAE with Keras's ``fit``. The per-epoch validation measures leave out the
+epoch); the VAE with Keras's ``fit`` on the plain model (``fit_plain``). The per-epoch validation measures leave out the
 cross-entropy (a logarithm per pixel, as costly as the epoch's training on small data); the final
 measures of a run include it.
 """
@@ -26,6 +26,14 @@ EpochHook = Callable[[int, dict[str, float]], None]
 
 class TrainingDiverged(RuntimeError):
     """The loss or a validation measure became NaN or infinite."""
+
+
+class History(dict):
+    """Per-epoch values by name (``{"val_mse": [...], ...}``); an ``EpochHook`` that records."""
+
+    def __call__(self, epoch: int, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.setdefault(k, []).append(v)
 
 
 def evaluate_split(model: keras.Model, x: np.ndarray, prefix: str,
@@ -56,7 +64,9 @@ class _EpochEnd(keras.callbacks.Callback):
         check_finite(epoch + 1, values)
 
 
-def _fit_vae(cfg: ExperimentConfig, data: Dataset, hooks: Sequence[EpochHook]) -> keras.Model:
+def fit_plain(cfg: ExperimentConfig, data: Dataset, hooks: Sequence[EpochHook]) -> keras.Model:
+    """Keras's ``fit`` on the plain model, one step per execution as compiled by default: the
+    VAE's trainer, and the way the seed notebooks train (``make bench``'s baseline)."""
     model = models.build(cfg)
     model.fit(
         data.x_train, data.x_train,
@@ -89,17 +99,12 @@ def _fit_autoencoder(cfg: ExperimentConfig, data: Dataset,
 
 
 def fit(cfg: ExperimentConfig, data: Dataset, on_epoch: Sequence[EpochHook] = ()
-        ) -> tuple[keras.Model, dict[str, list[float]]]:
+        ) -> tuple[keras.Model, History]:
     """Train ``cfg`` on the training split; returns the trained model and the per-epoch history,
     validation measures included. Raises TrainingDiverged as soon as an epoch ends non-finite."""
-    history: dict[str, list[float]] = {}
-
-    def record(epoch: int, values: dict[str, float]) -> None:
-        for k, v in values.items():
-            history.setdefault(k, []).append(v)
-
-    train = _fit_vae if cfg.model.family == "vae" else _fit_autoencoder
-    return train(cfg, data, [record, *on_epoch]), history
+    history = History()
+    train = fit_plain if cfg.model.family == "vae" else _fit_autoencoder
+    return train(cfg, data, [history, *on_epoch]), history
 
 
 def history_csv(history: dict[str, list[float]]) -> str:

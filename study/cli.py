@@ -2,8 +2,9 @@
 
     python -m study run [--family sparse_kl ncae] [--target 0.05] [--n-trials 60] [--timeout S]
                         [--epochs 50] [--data mnist-5k] [--pruner hyperband] [--seed 0]
-                        [--study-name NAME] [--storage URL] [--set key=value ...]
+                        [--study-name NAME] [--storage URL] [--pack K] [--set key=value ...]
     python -m study report [--study-name NAME] [--storage URL] [--out DIR]
+    python -m study bench [--epochs 20] [--trials 16] [--packs 1 4 8 16]
 
 Searches the sparse autoencoders' hyperparameters (ranges: study/space.py) for the lowest
 validation reconstruction MSE with a validation mean code activation at most --target. Running the
@@ -57,7 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-tracking", action="store_true", help="run without MLflow")
     run.add_argument("--jobs", type=int, default=1,
                      help="worker processes sharing the study's storage (default 1)")
+    run.add_argument("--pack", type=int,
+                     help="trials trained at once as one model (default: 8 on a CPU, 256 on a "
+                          "GPU with JAX; 1 trains one trial after another)")
     run.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # helper index
+    bench = sub.add_parser("bench", help="measure training, packing and tracking speed "
+                                         "(bench/results.json)")
+    from study.bench import add_arguments
+
+    add_arguments(bench)
     report = sub.add_parser("report", help="write a study's report to reports/<study>/")
     report.add_argument("--study-name", help="default: the study whose latest trial started last")
     report.add_argument("--storage", default=DEFAULT_STORAGE,
@@ -77,6 +86,7 @@ def helper_commands(args: argparse.Namespace, name: str) -> list[list[str]]:
               str(args.seed), "--study-name", name, "--storage", args.storage]
     common += [x for s in args.set for x in ("--set", s)]
     common += ["--timeout", repr(args.timeout)] if args.timeout else []
+    common += ["--pack", str(args.pack)] if args.pack else []
     common += ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
     common += ["--no-tracking"] if args.no_tracking else []
     return [[sys.executable, "-m", "study", "run", *common, "--n-trials", str(n),
@@ -101,6 +111,8 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
         raise ConfigError(f"--target must be > 0, got {args.target!r}")
     if args.n_trials < 1:
         raise ConfigError(f"--n-trials must be >= 1, got {args.n_trials}")
+    if args.pack is not None and args.pack < 1:
+        raise ConfigError(f"--pack must be >= 1, got {args.pack}")
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     if args.timeout is not None and not args.timeout > 0:
@@ -183,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if args.command == "report":
         return _report(args)
+    if args.command == "bench":
+        from study import bench
+
+        return bench.main(args)
     try:
         spec = spec_from_args(args)
         from experiments import data as data_module
@@ -194,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         own = args.n_trials - sum(int(c[c.index("--n-trials") + 1]) for c in commands)
         outcome = run_study(spec, data, args.storage, own, args.timeout, args.tracking_uri,
                             tracking=not args.no_tracking, progress=args.worker == 0,
-                            worker=args.worker,
+                            worker=args.worker, pack=args.pack,
                             helpers=lambda: [subprocess.Popen(c) for c in commands])
     except (ConfigError, DataError, StorageError, StudyError) as err:
         print(f"error: {err}", file=sys.stderr)

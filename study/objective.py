@@ -2,8 +2,9 @@
 
 Minimise the validation reconstruction MSE subject to the validation mean code activation being at
 most the target, recorded with ``trial.set_constraint`` (feasible when ``value - target <= 0``).
-The steps around training (``begin``, ``complete``, ``abort``) are separate methods so that a
-caller that trains several trials at once can drive them through Optuna's ask/tell interface.
+The steps around training (``begin``, ``epoch_hooks``, ``complete``, ``abort``) are separate
+methods: study/loop.py trains several trials at once and drives them through Optuna's ask/tell
+interface.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import optuna
 
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
-from experiments.runner import Result, describe, record_artifacts, train_and_evaluate
-from experiments.train import TrainingDiverged
+from experiments.runner import Result, describe, record_artifacts, record_final
+from experiments.train import EpochHook, History
 from study import space
 from study.storage import worker_id
 from study.tracking import StudyTracking
@@ -25,7 +26,6 @@ OBJECTIVE = "val_mse"  # returned: minimised; every epoch, pruning compares it p
 CONSTRAINT = "val_mean_activation"  # must end at or below the study's target
 CONSTRAINT_KEY = "mean_activation"  # the name under which Optuna stores the constraint
 TRIAL_FIGURES = ("reconstruction", "receptive_fields", "activations", "latent_scatter")
-CATCH = (TrainingDiverged,)  # fails that trial, the study goes on
 
 
 class MissingMetric(RuntimeError):
@@ -53,22 +53,12 @@ class StudySpec:
 
 
 class Objective:
-    """Callable for ``study.optimize``; tracking is optional (``None`` runs without MLflow)."""
+    """The steps of one trial around its training (study/loop.py trains several at once):
+    ``begin`` suggests and opens the run, ``epoch_hooks`` record and prune every epoch,
+    ``complete`` or ``abort`` end it. Tracking is optional (``None`` runs without MLflow)."""
 
     def __init__(self, spec: StudySpec, data: Dataset, tracking: StudyTracking | None = None):
         self.spec, self.data, self.tracking = spec, data, tracking
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        cfg, run = self.begin(trial)
-        try:
-            result = train_and_evaluate(cfg, self.data, run, on_epoch=[self._pruning(trial)])
-        except optuna.TrialPruned as pruned:
-            self.abort(run, "PRUNED", str(pruned))
-            raise
-        except BaseException as err:
-            self.abort(run, "FAIL", f"{type(err).__name__}: {err}")
-            raise
-        return self.complete(trial, cfg, run, result)
 
     def begin(self, trial: optuna.Trial):
         """Suggest the config and open the trial's run; returns ``(cfg, run or None)``."""
@@ -81,7 +71,15 @@ class Objective:
             trial.set_user_attr("mlflow_run_id", run.run_id)
         return cfg, run
 
-    def _pruning(self, trial: optuna.Trial):
+    def epoch_hooks(self, trial: optuna.Trial, run, history: History) -> list[EpochHook]:
+        """What happens after each epoch, in order: the history, the run's metrics, pruning
+        (which raises optuna.TrialPruned)."""
+        hooks: list[EpochHook] = [history]
+        if run is not None:
+            hooks.append(lambda epoch, values: self.tracking.log_epoch(run, values, epoch))
+        return [*hooks, self._pruning(trial)]
+
+    def _pruning(self, trial: optuna.Trial) -> EpochHook:
         def report(epoch: int, values: dict[str, float]) -> None:
             if OBJECTIVE not in values or CONSTRAINT not in values:
                 raise MissingMetric(f"the study monitors {OBJECTIVE!r} and {CONSTRAINT!r}, "
@@ -114,9 +112,11 @@ class Objective:
             trial.set_user_attr(key, value)
         violation = self._constrain(trial, final[CONSTRAINT])
         if run is not None:
-            record_artifacts(run, result, self.data, cfg, figure_names=TRIAL_FIGURES)
-            run.log_metrics({"constraint": violation}, step=cfg.train.epochs)
-            self.tracking.end_trial(run, "COMPLETE", feasible=violation <= 0)
+            def record() -> None:  # on the tracking thread, while the next trials train
+                record_final(run, result, cfg)
+                run.log_metrics({"constraint": violation}, step=cfg.train.epochs)
+                record_artifacts(run, result, self.data, cfg, figure_names=TRIAL_FIGURES)
+            self.tracking.end_trial(run, "COMPLETE", feasible=violation <= 0, before=record)
         return final[OBJECTIVE]
 
     def abort(self, run, state: str, reason: str) -> None:

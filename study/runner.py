@@ -17,7 +17,9 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from experiments.data import Dataset
-from study.objective import CATCH, CONSTRAINT, OBJECTIVE, Objective, StudySpec
+from experiments.packed import default_slots
+from study.loop import PackLoop
+from study.objective import CONSTRAINT, OBJECTIVE, Objective, StudySpec
 from study.storage import mask, open_storage, worker_alive
 from study.tracking import StudyTracking
 from tracking.runs import git_commit
@@ -97,25 +99,17 @@ def closest_infeasible(trials: list[FrozenTrial]) -> FrozenTrial | None:
     return min(done, key=lambda t: max(t.constraints.values())) if done else None
 
 
-class _BalanceFamilies:
-    """Study callback: queue the least-tried family next, so every family gets its share of
-    the budget (TPE would otherwise settle on whichever family looked best early) while TPE
-    still chooses every other value. Optuna runs queued trials first."""
-
-    def __init__(self, study: optuna.Study, families: tuple[str, ...], n_trials: int):
-        self.families, self.left = families, n_trials
-        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            self.enqueue(study)
-
-    def enqueue(self, study: optuna.Study) -> None:
+def balance_families(study: optuna.Study, families: tuple[str, ...]) -> Callable[[], None]:
+    """Before each ask: queue the least-tried family, so every family gets its share of the budget
+    (TPE would otherwise settle on whichever family looked best early) while TPE still chooses
+    every other value. A trial already queued (a retry) goes first."""
+    def enqueue() -> None:
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return
         tried = [t.params.get("model.family") for t in study.get_trials(deepcopy=False)]
-        family = min(self.families, key=lambda f: (tried.count(f), self.families.index(f)))
+        family = min(families, key=lambda f: (tried.count(f), families.index(f)))
         study.enqueue_trial({"model.family": family})
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.left -= 1
-        if self.left > 0:
-            self.enqueue(study)
+    return enqueue
 
 
 class _Progress:
@@ -143,8 +137,9 @@ class _Progress:
             self.bar.set_postfix_str(f"best feasible {OBJECTIVE}={self.best.value:.4f} "
                                      f"(trial {self.best.number})")
             if self.tracking is not None:
-                self.tracking.parent.log_metrics({f"best_feasible_{OBJECTIVE}": self.best.value},
-                                                 step=trial.number)
+                self.tracking.writer.log_metrics(
+                    self.tracking.parent, {f"best_feasible_{OBJECTIVE}": self.best.value},
+                    step=trial.number)
 
     def close(self) -> None:
         self.bar.close()
@@ -167,8 +162,10 @@ class Outcome:
 def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
               timeout: float | None = None, tracking_uri: str | None = None,
               tracking: bool = True, progress: bool = True, worker: int = 0,
-              helpers: Callable[[], list[subprocess.Popen]] | None = None) -> Outcome:
-    """Open (or resume) the study and run ``n_trials`` more trials (or until ``timeout``).
+              helpers: Callable[[], list[subprocess.Popen]] | None = None,
+              pack: int | None = None) -> Outcome:
+    """Open (or resume) the study and run ``n_trials`` more trials (or until ``timeout``),
+    ``pack`` of them training at a time as one model (default: ``default_slots()``).
 
     ``worker`` > 0 marks a helper process of a parallel study: it leaves the study's parent run
     to the coordinator, which starts its helpers with ``helpers()`` once the study exists and
@@ -181,13 +178,13 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
     reconciled = track.reconcile(study.get_trials(deepcopy=False)) if track else dead
     procs = helpers() if helpers else []
     bar = _Progress(n_trials, study, track) if progress else None
-    callbacks = [c for c in (bar,) if c]
-    if len(spec.families) > 1:
-        callbacks.append(_BalanceFamilies(study, spec.families, n_trials))
+    loop = PackLoop(study, Objective(spec, data, track), data, pack or default_slots(),
+                    n_trials, timeout, callbacks=[bar] if bar else [],
+                    before_ask=balance_families(study, spec.families)
+                    if len(spec.families) > 1 else None)
     status = "FAILED"
     try:
-        study.optimize(Objective(spec, data, track), n_trials=n_trials, timeout=timeout,
-                       catch=CATCH, callbacks=callbacks, gc_after_trial=True)
+        loop.run()
         for proc in procs:
             proc.wait()
         status = "FINISHED" if all(p.returncode == 0 for p in procs) else "FAILED"
@@ -200,6 +197,6 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
                 proc.terminate()
         if bar:
             bar.close()
-        if track and worker == 0:
-            track.close(status)
+        if track:
+            track.close(status, end_parent=worker == 0)
     return Outcome(study, study.get_trials(), reconciled, track)

@@ -4,16 +4,21 @@ one child run per trial named by the trial number.
 The trial's Optuna state is mirrored as a tag and as the run status (COMPLETE → FINISHED,
 PRUNED → KILLED, FAIL → FAILED). The Optuna trial stores its run id (user attr
 ``mlflow_run_id``); the run stores the study name and trial number. Each trial logs through its
-own run id, so parallel trials never wait on each other.
+own run id, so parallel trials never wait on each other. Everything but opening a run is
+written by a background ``Writer`` (tracking/writer.py), so training does not wait for MLflow;
+``close`` waits for it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import optuna
 from optuna.trial import TrialState
 
 from experiments.config import ExperimentConfig
 from tracking.runs import Run, Tracker
+from tracking.writer import Writer
 
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attr: the study's parent run
@@ -22,6 +27,7 @@ PARENT_ATTR = "mlflow_parent_run_id"  # study user attr: the study's parent run
 class StudyTracking:
     def __init__(self, tracker: Tracker, study_name: str, parent: Run):
         self.tracker, self.study_name, self.parent = tracker, study_name, parent
+        self.writer = Writer()
 
     @classmethod
     def open(cls, study: optuna.Study, tags: dict[str, str], uri: str | None = None
@@ -43,8 +49,23 @@ class StudyTracking:
             str(number), params=cfg.flat(), parent=self.parent,
             tags={**tags, "study": self.study_name, "trial": number, "state": "RUNNING"})
 
+    def log_epoch(self, run: Run, values: dict[str, float], epoch: int) -> None:
+        """An epoch's values, written with the run's next batch."""
+        self.writer.log_metrics(run, values, epoch)
+
     def end_trial(self, run: Run, state: str, reason: str | None = None,
-                  feasible: bool | None = None) -> None:
+                  feasible: bool | None = None, before: Callable[[], None] | None = None
+                  ) -> None:
+        """Queue the end of a trial's run (after ``before``, e.g. its artefacts): its state as a
+        tag and as the run status, with the reason or feasibility."""
+        def end() -> None:
+            if before is not None:
+                before()
+            self._end(run, state, reason, feasible)
+        self.writer.write(run, end)
+
+    def _end(self, run: Run, state: str, reason: str | None = None,
+             feasible: bool | None = None) -> None:
         tags: dict[str, object] = {"state": state}
         if reason:
             tags["reason"] = reason.splitlines()[0][:500]
@@ -61,11 +82,15 @@ class StudyTracking:
         for t in trials:
             run_id = t.user_attrs.get("mlflow_run_id")
             if run_id in running and t.state != TrialState.RUNNING:
-                self.end_trial(self.tracker.run(run_id),
+                self._end(self.tracker.run(run_id),
                                t.state.name if t.state.name in RUN_STATUS else "FAIL",
                                reason="worker stopped before it could end this run")
                 fixed += 1
         return fixed
 
-    def close(self, status: str = "FINISHED") -> None:
-        self.parent.finish(status)
+    def close(self, status: str = "FINISHED", end_parent: bool = True) -> None:
+        """Wait until every queued write is done, then end the study's run (the coordinator of
+        a parallel study does, its helper workers do not)."""
+        self.writer.flush()
+        if end_parent:
+            self.parent.finish(status)

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
@@ -264,3 +265,45 @@ def test_parallel_workers_share_one_study_without_serialising(tiny_npz, tracking
     assert sorted(children) == list(range(6))
     assert {r.info.run_id for r in children.values()} == {t.user_attrs["mlflow_run_id"]
                                                           for t in trials}
+
+
+def test_a_pack_prunes_its_slots_one_by_one_and_refills_them(tiny_data, tracking_uri, tmp_path,
+                                                            monkeypatch):
+    # trial 1 is pruned after its first epoch; its slot takes trial 3 while 0 and 2 train on
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 1)
+    out = run_study(spec(epochs=3), tiny_data, f"journal:{tmp_path / 'j.log'}", n_trials=5,
+                    progress=False, pack=3)
+    trials = out.study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED,
+                                         TrialState.COMPLETE, TrialState.COMPLETE,
+                                         TrialState.COMPLETE]
+    assert trials[1].last_step == 1 and trials[0].last_step == 3
+    assert trials[3].datetime_start < trials[0].datetime_complete  # refilled mid-pack
+    client, _, children = child_runs(tracking_uri, "s")
+    assert sorted(children) == [0, 1, 2, 3, 4]
+    for t in trials:
+        run = children[t.number]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_mse")]
+        assert steps == list(range(1, t.last_step + 1))
+        assert run.data.tags["state"] == t.state.name
+    assert {f.path for f in client.list_artifacts(children[3].info.run_id, "figures")} == {
+        f"figures/{n}.png" for n in ("reconstruction", "receptive_fields", "activations",
+                                     "latent_scatter")}
+
+
+def test_packed_trials_score_as_trained_one_after_another(tiny_data, tmp_path):
+    params = [{"model.family": "sparse_kl", "model.beta": b, "model.p": p,
+               "model.weight_decay": w, "train.learning_rate": lr}
+              for b, p, w, lr in [(0.3, 0.05, 1e-4, 3e-3), (0.01, 0.2, 1e-6, 1e-2),
+                                  (3.0, 0.01, 1e-3, 1e-3)]]
+    scores = {}
+    for pack in (1, 3):
+        storage = f"journal:{tmp_path / f'{pack}.log'}"
+        study = open_study(spec(), storage)
+        for p in params:
+            study.enqueue_trial(p)
+        out = run_study(spec(), tiny_data, storage, n_trials=3, tracking=False, progress=False,
+                        pack=pack)
+        scores[pack] = [(t.value, t.user_attrs["test_mse"], t.user_attrs["val_mean_activation"])
+                        for t in out.study.trials]
+    np.testing.assert_allclose(scores[3], scores[1], rtol=1e-4)

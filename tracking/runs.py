@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 DEFAULT_URI = "sqlite:///mlflow.db"  # MLflow 3's own default: one file in the working directory
 PARENT_TAG = "mlflow.parentRunId"
@@ -106,10 +106,15 @@ class Run:
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         """Log numbers at ``step``; NaN and inf are kept, so a diverging run shows where."""
+        self.log_metric_steps([(metrics, step)])
+
+    def log_metric_steps(self, entries: list[tuple[dict[str, float], int]]) -> None:
+        """Log several steps' metrics ``[(metrics, step), ...]`` in as few writes as possible."""
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        if items:
-            self.client.log_batch(self.run_id, metrics=items)
+        items = [Metric(k, float(v), now, step) for metrics, step in entries
+                 for k, v in metrics.items()]
+        for i in range(0, len(items), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=items[i:i + MAX_METRICS_PER_BATCH])
 
     def log_figure(self, figure, path: str) -> None:
         """Save a matplotlib figure as a PNG artefact at ``path`` (e.g. ``figures/x.png``)."""

@@ -1,0 +1,253 @@
+"""``python -m study bench`` (``make bench``): what packing, compiling and tracking cost, measured
+in one run on the same data and model.
+
+    python -m study bench [--data mnist-5k] [--epochs 20] [--trials 16] [--packs 1 4 8 16]
+
+Every measurement runs in a fresh process of its own (the same Python, the same backend), so its
+peak memory is its own and no compiled function or cache carries over. They all train the same
+trial configurations (drawn once from the search space with a seeded random sampler), with no
+pruning, so every variant does the same work:
+
+- **single trial**: one trial's training, samples per second: Keras's ``fit`` on the plain model,
+  as the seed notebooks train (the baseline), against this project's trainer (a pack of one,
+  compiled, with its per-epoch validation measures). Compilation is excluded from both: its
+  first epoch is timed apart.
+- **study**: the trials as a study: one after another with plain ``fit`` and the same per-epoch
+  measures (the baseline), then ``run_study`` with packs of K trials (K = 1 is one after another
+  with this project's trainer). Trial-samples per second and trials per hour, start-up included.
+- **tracking**: the same study (default pack) with full MLflow tracking against tracking off.
+
+Ratios against the baseline of the same run are the figures that count (machines are noisy);
+absolute numbers are for information. Results: a table, and ``bench/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+from experiments.config import ConfigError
+from experiments.data import SOURCES
+from experiments.presets import DEFAULT
+from study import space
+
+RESULTS = Path("bench/results.json")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bench's options, on the ``bench`` subcommand of study/cli.py."""
+    parser.add_argument("--data", default=DEFAULT.data.name, help=f"one of {', '.join(SOURCES)}")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs per trial (default 20)")
+    parser.add_argument("--trials", type=int, default=16, help="trials per study (default 16)")
+    parser.add_argument("--packs", type=int, nargs="+", default=[1, 4, 8, 16],
+                        help="pack sizes to measure (default 1 4 8 16)")
+    parser.add_argument("--out", default=str(RESULTS), help=f"results JSON (default {RESULTS})")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: one measurement
+
+
+def trial_configs(n: int, epochs: int, data: str) -> list[dict[str, object]]:
+    """``n`` flat configs from the search space, families in turn, drawn with a seeded sampler."""
+    base = DEFAULT.replace(**{"name": "bench", "data.name": data, "train.epochs": epochs})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    families = space.SEARCHED_FAMILIES
+    configs = []
+    for i in range(n):
+        study.enqueue_trial({"model.family": families[i % len(families)]})
+        trial = study.ask()
+        cfg = space.suggest(trial, base, families)
+        # the learning rates TPE would drop early diverge here; bench the budget, not NaNs
+        configs.append({**cfg.flat(), "train.learning_rate": min(cfg.train.learning_rate, 1e-2)})
+        study.tell(trial, 0.0)
+    return configs
+
+
+# --- one measurement, in its own process -------------------------------------------------------
+
+def _single_plain(configs, data) -> dict:
+    from experiments import models
+    from experiments.config import from_flat
+
+    cfg = from_flat(configs[0])
+    model = models.build(cfg)
+    x = data.x_train
+    start = time.perf_counter()
+    model.fit(x, x, epochs=1, batch_size=cfg.train.batch_size, verbose=0)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    model.fit(x, x, epochs=cfg.train.epochs - 1, batch_size=cfg.train.batch_size, verbose=0)
+    seconds = time.perf_counter() - start
+    return {"samples_per_s": (cfg.train.epochs - 1) * len(x) / seconds, "first_epoch_s": first}
+
+
+def _single_packed(configs, data) -> dict:
+    from experiments.config import from_flat
+    from experiments.packed import PackedTrainer
+
+    cfg = from_flat(configs[0])
+    trainer = PackedTrainer(cfg, data, 1)
+    trainer.assign(0, cfg)
+    ends = [time.perf_counter()]
+    trainer.run(lambda results: ends.append(time.perf_counter()))
+    seconds = ends[-1] - ends[1]
+    return {"samples_per_s": (cfg.train.epochs - 1) * len(data.x_train) / seconds,
+            "first_epoch_s": ends[1] - ends[0]}
+
+
+def _study_plain(configs, data) -> dict:
+    from experiments.config import from_flat
+    from experiments.runner import final_measures
+    from experiments.train import History, fit_plain
+
+    for flat in configs:
+        cfg = from_flat(flat)
+        final_measures(fit_plain(cfg, data, [History()]), data)
+    return {}
+
+
+def _study(configs, data, pack: int, tracking: bool) -> dict:
+    from experiments.config import from_flat
+    from study.objective import StudySpec
+    from study.runner import open_study, run_study
+
+    first = from_flat(configs[0])
+    base = DEFAULT.replace(**{"name": "study", "data.name": first.data.name,
+                              "train.epochs": first.train.epochs})
+    spec = StudySpec("bench", space.SEARCHED_FAMILIES, 0.05, base, "none")
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = f"journal:{tmp}/journal.log"
+        study = open_study(spec, storage)
+        for flat in configs:
+            study.enqueue_trial({k: flat[k] for k in ("model.family",
+                                                     *space.FAMILY_PARAMS[flat["model.family"]])})
+        out = run_study(spec, data, storage, len(configs), tracking=tracking, progress=False,
+                        pack=pack, tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+        counts = out.counts()
+    if counts["COMPLETE"] != len(configs):
+        raise RuntimeError(f"the bench study ended with {counts}")
+    return {}
+
+
+def measure(variant: str, configs: list[dict], data_name: str) -> dict:
+    """Run one variant here and return its numbers (wall time includes everything after the
+    data is loaded)."""
+    from experiments import data as data_module
+
+    data = data_module.load(data_name)
+    start = time.perf_counter()
+    kind, _, arg = variant.partition(":")
+    if kind == "single-plain":
+        out = _single_plain(configs, data)
+    elif kind == "single-packed":
+        out = _single_packed(configs, data)
+    elif kind == "study-plain":
+        out = _study_plain(configs, data)
+    elif kind == "study":
+        pack, tracked = arg.split(",")
+        out = _study(configs, data, int(pack), tracked == "tracked")
+    else:
+        raise ConfigError(f"unknown bench variant {variant!r}")
+    out["seconds"] = time.perf_counter() - start
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def _in_child(variant: str, configs: list[dict], data: str) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(configs, f)
+    try:
+        done = subprocess.run([sys.executable, "-m", "study", "bench", "--variant", variant,
+                               "--out", f.name, "--data", data],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"bench variant {variant} failed: "
+                               f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+        return json.loads(Path(f.name).read_text())
+    finally:
+        os.unlink(f.name)
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(row, widths))) for row in rows)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.variant:  # a child: configs come in through --out, the result goes back there
+        configs = json.loads(Path(args.out).read_text())
+        Path(args.out).write_text(json.dumps(measure(args.variant, configs, args.data)))
+        return 0
+    if args.epochs < 2 or args.trials < 1 or min(args.packs) < 1:
+        print("error: --epochs must be >= 2, --trials and --packs >= 1", file=sys.stderr)
+        return 2
+    from experiments import data as data_module
+    from experiments.data import DataError
+    from experiments.packed import default_slots
+
+    try:
+        data = data_module.load(args.data)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    import keras
+
+    configs = trial_configs(args.trials, args.epochs, args.data)
+    samples = args.trials * args.epochs * len(data.x_train)
+    default = default_slots()
+    print(f"bench: {args.trials} trials x {args.epochs} epochs of {len(data.x_train)} digits "
+          f"({args.data}), Keras {keras.__version__} on {keras.backend.backend()}, "
+          f"{os.cpu_count()} CPUs", flush=True)
+
+    def run(variant: str) -> dict:
+        print(f"  measuring {variant} ...", flush=True)
+        return _in_child(variant, configs, args.data)
+
+    single = {"plain fit": run("single-plain"), "project trainer": run("single-packed")}
+    studies = {"sequential, plain fit": run("study-plain")}
+    for k in args.packs:
+        studies[f"pack {k}"] = run(f"study:{k},off")
+    tracked = {"off": studies.get(f"pack {default}") or run(f"study:{default},off"),
+               "full": run(f"study:{default},tracked")}
+
+    base_single = single["plain fit"]["samples_per_s"]
+    rows = [("single trial", "samples/s", "x plain fit", "first epoch s", "peak MiB")]
+    for name, r in single.items():
+        rows.append((name, f"{r['samples_per_s']:,.0f}", f"{r['samples_per_s'] / base_single:.2f}",
+                     f"{r['first_epoch_s']:.2f}", f"{r['peak_rss_mib']:,.0f}"))
+    print("\n" + _table(rows))
+    for r in studies.values():
+        r["trial_samples_per_s"] = samples / r["seconds"]
+        r["trials_per_hour"] = args.trials * 3600 / r["seconds"]
+    base_study = studies["sequential, plain fit"]["trial_samples_per_s"]
+    rows = [("study", "trial-samples/s", "trials/hour", "x sequential", "peak MiB")]
+    for name, r in studies.items():
+        rows.append((name, f"{r['trial_samples_per_s']:,.0f}", f"{r['trials_per_hour']:,.0f}",
+                     f"{r['trial_samples_per_s'] / base_study:.2f}", f"{r['peak_rss_mib']:,.0f}"))
+    print("\n" + _table(rows))
+    overhead = tracked["full"]["seconds"] / tracked["off"]["seconds"] - 1
+    print(f"\ntracking (pack {default}, every trial complete): {tracked['full']['seconds']:.1f} s "
+          f"with MLflow, {tracked['off']['seconds']:.1f} s without: overhead {overhead:+.1%}")
+    results = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.platform(),
+               "cpus": os.cpu_count(), "backend": keras.backend.backend(), "data": args.data,
+               "epochs": args.epochs, "trials": args.trials, "default_pack": default,
+               "single": single, "study": studies, "tracking": tracked,
+               "ratios": {"single_vs_plain": single["project trainer"]["samples_per_s"]
+                          / base_single,
+                          **{f"{k}_vs_sequential_plain": r["trial_samples_per_s"] / base_study
+                             for k, r in studies.items()},
+                          "tracking_overhead": overhead}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"results: {out}")
+    return 0
