@@ -12,11 +12,10 @@ DATA ?=
 EPOCHS ?=
 PORT ?= 5000
 # make study: FAMILY=sparse_kl,ncae TRIALS=100 TARGET=0.05 TIMEOUT=780 PRUNER=median STUDY=name
+# PACK=8 (trials trained at once); make bench: PACKS="1 4 8 16"
 FAMILY ?=
 TRIALS ?= 150
-TIMEOUT ?=
-PACK ?=
-PACKS ?= 780
+TIMEOUT ?= 780
 TARGET ?=
 PRUNER ?=
 STUDY ?=
