@@ -83,7 +83,7 @@ class SlotMean(keras.metrics.Metric):
         return self.total / ops.maximum(self.count, 1.0)
 
     def reset_state(self):
-        self.total.assign(ops.zeros_like(self.total))
+        self.total.assign(ops.zeros(self.total.shape))
         self.count.assign(0.0)
 
 
@@ -162,7 +162,8 @@ def _set_row(variable, slot: int, value) -> None:
     """variable[slot] = value, on the variable's own device."""
     row = ops.broadcast_to(ops.convert_to_tensor(value, variable.dtype),
                            (1, *variable.shape[1:]))
-    variable.assign(ops.slice_update(variable, (slot,) + (0,) * (len(variable.shape) - 1), row))
+    start = (slot,) + (0,) * (len(variable.shape) - 1)
+    variable.assign(ops.slice_update(variable.value, start, row))
 
 
 class PackedAutoencoder(keras.Model):
@@ -329,7 +330,7 @@ class PackedTrainer:
     def export(self, slot: int) -> keras.Model:
         """The slot's trial as the plain autoencoder ``models.build`` makes, with its weights."""
         plain = models.build(self.configs[slot])
-        plain.set_weights([ops.convert_to_numpy(v[slot]) for v in self._weights()])
+        plain.set_weights([ops.convert_to_numpy(v.value[slot]) for v in self._weights()])
         return plain
 
     def measure(self, x: np.ndarray, bce: bool = False) -> dict[str, np.ndarray]:
