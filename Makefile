@@ -12,6 +12,7 @@ DATA ?=
 EPOCHS ?=
 PORT ?= 5000
 # make study: FAMILY=sparse_kl,ncae TRIALS=100 TARGET=0.05 TIMEOUT=780 PRUNER=median STUDY=name
+# WORKERS=4 (also make faults, with CYCLES=10)
 FAMILY ?=
 TRIALS ?= 150
 TIMEOUT ?= 780
@@ -20,10 +21,12 @@ PRUNER ?=
 STUDY ?=
 STORAGE ?=
 SEED ?=
+WORKERS ?=
+CYCLES ?=
 comma := ,
 
 .DEFAULT_GOAL := help
-.PHONY: help install test experiments study ui clean
+.PHONY: help install test experiments study faults ui clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,12 +45,16 @@ test: $(STAMP) ## run the test suite (what CI runs)
 experiments: $(STAMP) ## run the seed notebooks' six experiments as MLflow runs (DATA=, EPOCHS=)
 	$(PY) -m experiments run --all $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))
 
-study: $(STAMP) ## Optuna study of the sparse AEs, ~10 min (FAMILY= TRIALS= TARGET= DATA= EPOCHS= TIMEOUT=)
+study: $(STAMP) ## Optuna study of the sparse AEs, ~10 min (FAMILY= TRIALS= TARGET= DATA= EPOCHS= TIMEOUT= WORKERS=)
 	$(PY) -m study run --n-trials $(TRIALS) $(if $(TIMEOUT),--timeout $(TIMEOUT)) \
 		$(if $(FAMILY),--family $(subst $(comma), ,$(FAMILY))) $(if $(TARGET),--target $(TARGET)) \
 		$(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(PRUNER),--pruner $(PRUNER)) $(if $(STUDY),--study-name $(STUDY)) \
-		$(if $(STORAGE),--storage $(STORAGE)) $(if $(SEED),--seed $(SEED))
+		$(if $(STORAGE),--storage $(STORAGE)) $(if $(SEED),--seed $(SEED)) \
+		$(if $(WORKERS),--workers $(WORKERS))
+
+faults: $(STAMP) ## kill workers mid-trial with SIGKILL, restart them, count what survived (~6 min)
+	$(PY) -m study faults $(if $(WORKERS),--workers $(WORKERS)) $(if $(CYCLES),--cycles $(CYCLES))
 
 ui: $(STAMP) ## serve the MLflow UI on 127.0.0.1 (PORT=5000) and print links per experiment
 	$(PY) -m tracking ui --port $(PORT)

@@ -1,8 +1,8 @@
 """Create or resume a study in its storage and run trials.
 
 A study is found by name in its storage; running the same command again continues it (the trial
-numbering goes on, finished trials stay). Trials left RUNNING by a dead worker are failed when the
-study is next opened, and their MLflow runs ended.
+numbering goes on, finished trials stay). Trials left RUNNING by a dead worker are failed, queued
+again and their MLflow runs ended (study/workers.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from tqdm import tqdm
 
 from experiments.data import Dataset
 from study.objective import CATCH, CONSTRAINT, OBJECTIVE, Objective, StudySpec
-from study.storage import mask, open_storage, worker_alive
+from study.storage import mask, open_storage
 from study.tracking import StudyTracking
+from study.workers import Recovery, recover
 from tracking.runs import git_commit
 
 PRUNERS = ("hyperband", "median", "none")
@@ -50,10 +51,14 @@ def open_study(spec: StudySpec, storage_url: str, worker: int = 0) -> optuna.Stu
     """Create the study, or load it and check it is the same study. Each parallel ``worker``
     samples with its own seed, so workers do not propose the same points."""
     storage = open_storage(storage_url)
-    study = optuna.create_study(
-        study_name=spec.name, storage=storage, direction="minimize", load_if_exists=True,
-        sampler=make_sampler(spec.base.train.seed + worker),
-        pruner=make_pruner(spec.pruner, spec.base.train.epochs))
+    sampler = make_sampler(spec.base.train.seed + worker)
+    pruner = make_pruner(spec.pruner, spec.base.train.epochs)
+    try:  # loading writes nothing: a study resumed with other settings leaves the storage as is
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler,
+                                  pruner=pruner)
+    except KeyError:
+        study = optuna.create_study(study_name=spec.name, storage=storage, direction="minimize",
+                                    load_if_exists=True, sampler=sampler, pruner=pruner)
     # what makes trials comparable: families, target and every fixed config value (the pruner
     # may change between sessions; it only decides when to stop a trial)
     wanted = {"families": ",".join(spec.families), "target": spec.target, **spec.base.flat()}
@@ -68,18 +73,6 @@ def open_study(spec: StudySpec, storage_url: str, worker: int = 0) -> optuna.Stu
                              f"{wanted[k]}; resume it with the same settings or pick a new "
                              f"--study-name")
     return study
-
-
-def fail_dead_trials(study: optuna.Study) -> int:
-    """Fail trials whose worker is gone: by heartbeat on RDB storages, by process id for
-    workers of this machine on a journal. Returns how many it failed."""
-    before = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-    optuna.storages.fail_stale_trials(study)  # a no-op without heartbeats
-    storage = study._storage
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if worker_alive(t.user_attrs.get("worker", "")) is False:
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-    return before - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 def feasible(t: FrozenTrial) -> bool:
@@ -156,6 +149,7 @@ class Outcome:
     trials: list[FrozenTrial]
     reconciled: int  # runs of dead trials ended (or dead trials failed, without tracking)
     tracking: StudyTracking | None
+    helpers_failed: int = 0  # helper processes that did not end well
 
     def counts(self) -> dict[str, int]:
         out = {s: sum(t.state.name == s for t in self.trials)
@@ -175,15 +169,15 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
     closes the parent run after they have all ended.
     """
     study = open_study(spec, storage_url, worker)
-    dead = fail_dead_trials(study)
     tags = spec.describe() | {"storage": mask(storage_url), "git_commit": git_commit()}
     track = StudyTracking.open(study, tags, tracking_uri) if tracking else None
-    reconciled = track.reconcile(study.get_trials(deepcopy=False)) if track else dead
+    reconciled = recover(study, track)
     procs = helpers() if helpers else []
     bar = _Progress(n_trials, study, track) if progress else None
     callbacks = [c for c in (bar,) if c]
     if len(spec.families) > 1:
         callbacks.append(_BalanceFamilies(study, spec.families, n_trials))
+    callbacks.append(Recovery(study, track))
     status = "FAILED"
     try:
         study.optimize(Objective(spec, data, track), n_trials=n_trials, timeout=timeout,
@@ -191,6 +185,8 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
         for proc in procs:
             proc.wait()
         status = "FINISHED" if all(p.returncode == 0 for p in procs) else "FAILED"
+        if worker == 0:  # a helper killed in its last trial leaves it to us
+            reconciled += recover(study, track)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -202,4 +198,5 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
             bar.close()
         if track and worker == 0:
             track.close(status)
-    return Outcome(study, study.get_trials(), reconciled, track)
+    return Outcome(study, study.get_trials(), reconciled, track,
+                   sum(p.returncode != 0 for p in procs))
