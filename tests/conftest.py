@@ -8,6 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up
 
 import numpy as np
 import pytest
+from servers import MlflowServer, Postgres, ServerUnavailable
 
 from experiments import data as data_module
 from experiments.presets import PRESETS
@@ -44,3 +45,27 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL cluster on 127.0.0.1 (password in ``.password``); the tests that
+    need it are skipped, with the reason, where the server cannot be started."""
+    try:
+        cluster = Postgres()
+    except ServerUnavailable as err:
+        pytest.skip(f"PostgreSQL cannot be started here: {err}")
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres, tmp_path_factory):
+    """An MLflow tracking server on 127.0.0.1 with its backend store in PostgreSQL (credentials
+    from $PGPASSWORD in its environment only) and an artefact root of its own."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    server = MlflowServer(postgres.create_database("mlflow"), folder / "artifacts",
+                          env=os.environ | {"PGPASSWORD": postgres.password},
+                          log=folder / "server.log")
+    yield server
+    server.stop()

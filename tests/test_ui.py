@@ -4,19 +4,13 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
+from servers import answers, free_port
 
 from tracking.runs import Tracker
 from tracking.ui import experiment_links, port_free, serve
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_links_open_the_model_training_view(tracking_uri):
@@ -47,16 +41,8 @@ def test_server_answers_on_loopback_with_the_store(tracking_uri):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"server did not start: {proc.stdout.read()[-2000:]}")
-                time.sleep(0.5)
+        if not answers(base, proc, 60):
+            pytest.fail(f"server did not start: {proc.stdout.read()[-2000:]}")
         req = urllib.request.Request(
             f"{base}/api/2.0/mlflow/runs/search", method="POST",
             data=json.dumps({"experiment_ids": [tracker.experiment_id]}).encode(),
