@@ -115,7 +115,9 @@ class MlflowServer:
     through the project's launcher command; its output goes to ``log``."""
 
     def __init__(self, backend_uri: str, artifacts: Path, env: dict[str, str], log: Path):
-        self.backend_uri, self.artifacts, self.env, self.log = backend_uri, artifacts, env, log
+        self.backend_uri, self.artifacts, self.log = backend_uri, artifacts, log
+        # no GenAI job runners (eight processes): a training study has no use for them
+        self.env = env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -140,5 +142,16 @@ class MlflowServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         deadline = time.monotonic() + 60
-        while not port_free("127.0.0.1", self.port) and time.monotonic() < deadline:
-            time.sleep(0.2)  # its uvicorn process lets go of the port a moment later
+        while (_group_alive(self.proc.pid) or not port_free("127.0.0.1", self.port)) and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)  # its uvicorn process ends, and lets go of the port, a moment later
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

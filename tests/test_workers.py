@@ -133,8 +133,11 @@ def test_a_silent_trial_is_failed_by_heartbeat_and_queued_once_more(tmp_path):
 class _Study:
     """``python -m study run ...`` in the background, its output in ``log``."""
 
-    def __init__(self, args, storage, log):
-        self.storage, self.log, self.name = storage, log, args[args.index("--study-name") + 1]
+    def __init__(self, args, log):
+        url = args[args.index("--storage") + 1]
+        self.log, self.name = log, args[args.index("--study-name") + 1]
+        # one storage for every look, opened (and its tables made) before the workers start
+        self.storage = open_storage(url)
         with open(log, "w") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "study", *args], stdout=out,
                                          stderr=subprocess.STDOUT)
@@ -150,7 +153,7 @@ class _Study:
             time.sleep(0.3)  # workers and servers give no sign but their stores: poll them
 
     def completed(self):
-        try:  # a fresh connection each time: the server may have been restarted meanwhile
+        try:
             trials = optuna.load_study(study_name=self.name, storage=self.storage).trials
         except KeyError:  # not created yet
             return 0
@@ -175,14 +178,14 @@ def test_two_workers_on_postgres_and_a_tracking_server_that_restarts_mid_study(
     storage = url.replace("optuna@", f"optuna:{postgres.password}@")
     n = 6
     run = _Study(study_args(tiny_npz, "pg-two", storage, mlflow_server.url, "--n-trials", str(n),
-                            "--workers", "2"), storage, tmp_path / "study.log")
+                            "--workers", "2"), tmp_path / "study.log")
     run.wait_for("no trial completed", lambda: run.completed() >= 1)
     mlflow_server.stop()  # gone for as long as a restart takes
     down = time.time()
     mlflow_server.start()
     up = time.time()
     run.end()
-    study = optuna.load_study(study_name="pg-two", storage=storage)
+    study = optuna.load_study(study_name="pg-two", storage=run.storage)
     trials = study.trials
     assert sorted(t.number for t in trials) == list(range(n))
     assert all(t.state == TrialState.COMPLETE for t in trials)
@@ -224,7 +227,7 @@ def test_database_going_away_mid_study_loses_nothing(postgres, tiny_npz, trackin
     storage = postgres.create_database("outage")
     n = 8
     run = _Study(study_args(tiny_npz, "outage", storage, tracking_uri, "--n-trials", str(n),
-                            "--workers", "2"), storage, tmp_path / "study.log")
+                            "--workers", "2"), tmp_path / "study.log")
     run.wait_for("no trial completed", lambda: run.completed() >= 2)
     postgres.stop()
     try:  # down until both workers have found it gone and are waiting for it
@@ -233,7 +236,7 @@ def test_database_going_away_mid_study_loses_nothing(postgres, tiny_npz, trackin
     finally:
         postgres.start()
     run.end()
-    trials = optuna.load_study(study_name="outage", storage=storage).trials
+    trials = optuna.load_study(study_name="outage", storage=run.storage).trials
     assert sorted(t.number for t in trials) == list(range(n))
     assert all(t.state == TrialState.COMPLETE for t in trials)
     _, children = runs_by_trial(MlflowClient(tracking_uri), "outage")
