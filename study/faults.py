@@ -111,13 +111,19 @@ def run(args: argparse.Namespace, folder: Path) -> Drill:
     env = os.environ | for_helpers(storage)[1]
     print(f"phase 1: study {name!r}, {w} workers x {t} trials", flush=True)
     with open(folder / "phase1.log", "w") as log:
-        code = subprocess.run([*command(0, w * t), "--workers", str(w)], stdout=log,
-                              stderr=subprocess.STDOUT, env=env, timeout=PHASE_SECONDS).returncode
-    drill.check(code == 0, f"phase 1 exited {code}; see {folder / 'phase1.log'}")
+        try:
+            code = subprocess.run([*command(0, w * t), "--workers", str(w)], stdout=log,
+                                  stderr=subprocess.STDOUT, env=env,
+                                  timeout=PHASE_SECONDS).returncode
+        except subprocess.TimeoutExpired:
+            code = "nothing: it hung"
+    if code != 0:
+        drill.check(False, f"phase 1 exited {code}: {_last_line(folder / 'phase1.log')}")
+        return drill
     study = optuna.load_study(study_name=name, storage=open_storage(storage))
     tracker = Tracker(name, uri)
     _phase1(drill, study, tracker, w * t)
-    before = {t.number: (t.state, t.value) for t in study.get_trials() if t.state in FINISHED}
+    before = {x.number: (x.state, x.value) for x in study.get_trials() if x.state in FINISHED}
 
     share = max(3, math.ceil(3 * args.cycles / w))  # enough trials to kill C times
     print(f"phase 2: {w} workers x {share} trials, {args.cycles} SIGKILLs mid-trial", flush=True)
@@ -128,6 +134,12 @@ def run(args: argparse.Namespace, folder: Path) -> Drill:
     track.close()
     _phase2(drill, study, tracker, before, killed, w * share)
     return drill
+
+
+def _last_line(log: Path) -> str:
+    """What a worker said last (its log is gone with a temporary --dir)."""
+    lines = log.read_text(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "(no output)"
 
 
 def _tiny_npz(folder: Path) -> Path:
@@ -217,7 +229,8 @@ def _chaos(drill, study, command, env, folder, workers, share, cycles, rng) -> d
         broken = [s for s in slots if s.proc and s.proc.poll() not in (None, 0)]
         if broken:
             drill.check(False, f"phase 2: worker {broken[0].index} exited "
-                               f"{broken[0].proc.returncode}; see worker-{broken[0].index}.log")
+                               f"{broken[0].proc.returncode}: "
+                               f"{_last_line(folder / f'worker-{broken[0].index}.log')}")
             break
         if kills == cycles or all(s.proc is None or s.proc.poll() == 0 for s in slots):
             break
