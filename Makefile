@@ -12,7 +12,8 @@ DATA ?=
 EPOCHS ?=
 PORT ?= 5000
 # make study: FAMILY=sparse_kl,ncae TRIALS=100 TARGET=0.05 TIMEOUT=780 PRUNER=median STUDY=name
-# PACK=8 (trials trained at once); make bench: PACKS="1 4 8 16"
+# PACK=8 (trials trained at once), WORKERS=4 (also make faults, with CYCLES=10)
+# make bench: PACKS="1 4 8 16"
 FAMILY ?=
 TRIALS ?= 150
 TIMEOUT ?= 780
@@ -24,10 +25,12 @@ OUT ?=
 PACK ?=
 PACKS ?=
 SEED ?=
+WORKERS ?=
+CYCLES ?=
 comma := ,
 
 .DEFAULT_GOAL := help
-.PHONY: help install test experiments study report bench ui clean
+.PHONY: help install test experiments study report bench faults ui clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,13 +49,13 @@ test: $(STAMP) ## run the test suite (what CI runs)
 experiments: $(STAMP) ## run the seed notebooks' six experiments as MLflow runs (DATA=, EPOCHS=)
 	$(PY) -m experiments run --all $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))
 
-study: $(STAMP) ## Optuna study of the sparse AEs, ~10 min (FAMILY= TRIALS= TARGET= DATA= EPOCHS= TIMEOUT=)
+study: $(STAMP) ## Optuna study of the sparse AEs, ~10 min (FAMILY= TRIALS= TARGET= DATA= EPOCHS= TIMEOUT= WORKERS=)
 	$(PY) -m study run --n-trials $(TRIALS) $(if $(TIMEOUT),--timeout $(TIMEOUT)) \
 		$(if $(FAMILY),--family $(subst $(comma), ,$(FAMILY))) $(if $(TARGET),--target $(TARGET)) \
 		$(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(PRUNER),--pruner $(PRUNER)) $(if $(STUDY),--study-name $(STUDY)) \
 		$(if $(STORAGE),--storage $(STORAGE)) $(if $(SEED),--seed $(SEED)) \
-		$(if $(PACK),--pack $(PACK))
+		$(if $(PACK),--pack $(PACK)) $(if $(WORKERS),--workers $(WORKERS))
 
 report: $(STAMP) ## report of the latest study to reports/<study>/ (STUDY= STORAGE= OUT=)
 	$(PY) -m study report $(if $(STUDY),--study-name $(STUDY)) \
@@ -61,6 +64,9 @@ report: $(STAMP) ## report of the latest study to reports/<study>/ (STUDY= STORA
 bench: $(STAMP) ## training, packing and tracking speed against plain fit (bench/results.json)
 	$(PY) -m study bench $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(PACKS),--packs $(PACKS))
+
+faults: $(STAMP) ## kill workers mid-trial with SIGKILL, restart them, count what survived (~6 min)
+	$(PY) -m study faults $(if $(WORKERS),--workers $(WORKERS)) $(if $(CYCLES),--cycles $(CYCLES))
 
 ui: $(STAMP) ## serve the MLflow UI on 127.0.0.1 (PORT=5000) and print links per experiment
 	$(PY) -m tracking ui --port $(PORT)

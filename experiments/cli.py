@@ -7,8 +7,9 @@
 
 Each experiment becomes one MLflow run (experiment "seed-experiments" by default) in the store
 given by --tracking-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db. Bad input (unknown name,
-key or dataset, wrong type, value out of range) prints one line and exits 2 before anything is
-written to the store.
+key or dataset, wrong type, value out of range, a tracking server that does not answer) prints one
+line and exits 2 before anything is written to the store. A run whose training diverges is stored
+as FAILED with the reason; the others still run, and the exit code is 2.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def _list() -> None:
     print("\ndefaults: " + " ".join(f"{k}={v}" for k, v in default.items() if k != "name"))
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace) -> int:
     # everything that can be wrong with the input is checked before the store is touched
     from experiments import data as data_module
 
@@ -82,24 +83,38 @@ def _run(args: argparse.Namespace) -> None:
                 for c in configs}
 
     from experiments import runner
-    from tracking.runs import Tracker, git_commit
+    from experiments.train import TrainingDiverged
+    from tracking.runs import (Tracker, TrackingError, check_store, git_commit, mask,
+                               tracking_uri)
 
+    try:
+        check_store(tracking_uri(args.tracking_uri))
+    except TrackingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     tracker = Tracker(args.experiment, args.tracking_uri)
     commit = git_commit()
+    diverged = 0
     for cfg in configs:
         data = datasets[cfg.data]
         tags = {**runner.describe(cfg, data), "git_commit": commit, "preset": cfg.name}
         print(f"{cfg.name}: training {cfg.model.family} for {cfg.train.epochs} epochs on "
               f"{data.name} ({data.sizes()})", flush=True)
-        with tracker.start_run(cfg.name, params=cfg.flat(), tags=tags) as run:
-            result = runner.run(cfg, data, run)
+        try:
+            with tracker.start_run(cfg.name, params=cfg.flat(), tags=tags) as run:
+                result = runner.run(cfg, data, run)
+        except TrainingDiverged as err:  # the run is in the store, FAILED, with the reason
+            print(f"error: {cfg.name}: training diverged: {err}", file=sys.stderr)
+            diverged += 1
+            continue
         f = result.final
         sparsity = ("" if cfg.model.family == "vae" else  # its codes are Gaussian means
                     f"mean_activation={f['test_mean_activation']:.3f} "
                     f"active={f['test_active_fraction']:.2f} ")
         print(f"{cfg.name}: val_mse={f['val_mse']:.4f} test_mse={f['test_mse']:.4f} "
               f"{sparsity}({result.seconds:.0f} s) run {run.run_id}", flush=True)
-    print(f"tracking store: {tracker.uri}; browse it with `make ui`")
+    print(f"tracking store: {mask(tracker.uri)}; browse it with `make ui`")
+    return 2 if diverged else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,9 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             _list()
-        else:
-            _run(args)
+            return 0
+        return _run(args)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0

@@ -2,9 +2,11 @@
 
     python -m study run [--family sparse_kl ncae] [--target 0.05] [--n-trials 60] [--timeout S]
                         [--epochs 50] [--data mnist-5k] [--pruner hyperband] [--seed 0]
-                        [--study-name NAME] [--storage URL] [--pack K] [--set key=value ...]
+                        [--study-name NAME] [--storage URL] [--set key=value ...]
+                        [--pack K] [--workers N]
     python -m study report [--study-name NAME] [--storage URL] [--out DIR]
     python -m study bench [--epochs 20] [--trials 16] [--packs 1 4 8 16]
+    python -m study faults [--workers 4] [--trials 25] [--cycles 10]    # see study/faults.py
 
 Searches the sparse autoencoders' hyperparameters (ranges: study/space.py) for the lowest
 validation reconstruction MSE with a validation mean code activation at most --target. Running the
@@ -15,11 +17,12 @@ store is touched. ``report`` writes what a study found to reports/<study>/ (stud
 from __future__ import annotations
 
 import argparse
-import warnings
+import os
 import re
 import subprocess
 import sys
 import time
+import warnings
 
 import optuna
 
@@ -27,10 +30,12 @@ from experiments.cli import OneLineParser
 from experiments.config import ConfigError, parse_override
 from experiments.data import SOURCES, DataError
 from experiments.presets import DEFAULT
+from study import faults
 from study.objective import OBJECTIVE, StudySpec
 from study.runner import PRUNERS, StudyError, best_feasible, closest_infeasible, run_study
 from study.space import FAMILY_PARAMS, RANGES, SEARCHED_FAMILIES
-from study.storage import DEFAULT_STORAGE, StorageError, check_url
+from study.storage import DEFAULT_STORAGE, StorageError, check_url, check_workers, for_helpers
+from tracking.runs import TrackingError, check_store, tracking_uri
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,12 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
                                             "or sqlite:///mlflow.db)")
     run.add_argument("--no-tracking", action="store_true", help="run without MLflow")
-    run.add_argument("--jobs", type=int, default=1,
+    run.add_argument("--workers", type=int, default=1,
                      help="worker processes sharing the study's storage (default 1)")
     run.add_argument("--pack", type=int,
                      help="trials trained at once as one model (default: 8 on a CPU, 256 on a "
                           "GPU with JAX; 1 trains one trial after another)")
-    run.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # helper index
+    run.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # helpers
     bench = sub.add_parser("bench", help="measure training, packing and tracking speed "
                                          "(bench/results.json)")
     from study.bench import add_arguments
@@ -74,23 +79,33 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="report folder (default reports/<study>)")
     report.add_argument("--tracking-uri", help="MLflow tracking URI the study used (default: "
                                                "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    faults.add_arguments(sub.add_parser(
+        "faults", help="kill workers mid-trial, restart them, check that nothing was lost"))
     return parser
 
 
-def helper_commands(args: argparse.Namespace, name: str) -> list[list[str]]:
-    """The commands of the ``--jobs`` - 1 helper processes, splitting --n-trials between all."""
-    shares = [args.n_trials // args.jobs + (i < args.n_trials % args.jobs)
-              for i in range(args.jobs)]
+def worker_command(args: argparse.Namespace, name: str, index: int, n_trials: int) -> list[str]:
+    """The command of helper process ``index`` (> 0) running ``n_trials`` of study ``name``;
+    an inline storage password is left out of it (see ``for_helpers``)."""
+    storage, _ = for_helpers(args.storage)
     common = ["--family", *args.family, "--target", repr(args.target), "--epochs",
               str(args.epochs), "--data", args.data, "--pruner", args.pruner, "--seed",
-              str(args.seed), "--study-name", name, "--storage", args.storage]
+              str(args.seed), "--study-name", name, "--storage", storage]
     common += [x for s in args.set for x in ("--set", s)]
     common += ["--timeout", repr(args.timeout)] if args.timeout else []
     common += ["--pack", str(args.pack)] if args.pack else []
     common += ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
     common += ["--no-tracking"] if args.no_tracking else []
-    return [[sys.executable, "-m", "study", "run", *common, "--n-trials", str(n),
-             "--worker", str(i)] for i, n in enumerate(shares) if i > 0 and n > 0]
+    return [sys.executable, "-m", "study", "run", *common, "--n-trials", str(n_trials),
+            "--worker-index", str(index)]
+
+
+def helper_commands(args: argparse.Namespace, name: str) -> list[list[str]]:
+    """The commands of the ``--workers`` - 1 helper processes, splitting --n-trials between
+    all."""
+    shares = [args.n_trials // args.workers + (i < args.n_trials % args.workers)
+              for i in range(args.workers)]
+    return [worker_command(args, name, i, n) for i, n in enumerate(shares) if i > 0 and n > 0]
 
 
 def default_name(families, data: str, target: float, epochs: int) -> str:
@@ -113,11 +128,12 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
         raise ConfigError(f"--n-trials must be >= 1, got {args.n_trials}")
     if args.pack is not None and args.pack < 1:
         raise ConfigError(f"--pack must be >= 1, got {args.pack}")
-    if args.jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     if args.timeout is not None and not args.timeout > 0:
         raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout!r}")
     check_url(args.storage)
+    check_workers(args.storage, args.workers)
     fixed = dict(parse_override(s) for s in args.set)
     searched = {"model.family", *RANGES}
     clash = sorted(searched & set(fixed))
@@ -136,8 +152,8 @@ def _summary(outcome, spec: StudySpec, seconds: float, tracking) -> None:
           f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed, "
           f"{counts['feasible']} feasible); this run took {seconds:.0f} s")
     if outcome.reconciled:
-        print(f"  {outcome.reconciled} trial(s) of a stopped worker were failed and their runs "
-              f"ended")
+        print(f"  {outcome.reconciled} trial(s) of a stopped worker were failed (and queued "
+              f"again) and their runs ended")
     best = best_feasible(outcome.trials)
     if best is None:
         near = closest_infeasible(outcome.trials)
@@ -189,8 +205,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # our own progress lines replace Optuna's per-trial log; TPE's "group" option is
-    # experimental in name only (stable since Optuna 2.8)
+    # our own progress lines replace Optuna's per-trial log; TPE's "group" option and the
+    # retry callback are experimental in name only (stable since Optuna 2.8)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if args.command == "report":
@@ -199,26 +215,35 @@ def main(argv: list[str] | None = None) -> int:
         from study import bench
 
         return bench.main(args)
+    if args.command == "faults":
+        return faults.main(args)
     try:
         spec = spec_from_args(args)
         from experiments import data as data_module
 
         data = data_module.load(spec.base.data.name, spec.base.data.val_fraction,
                                 spec.base.data.seed)
+        if not args.no_tracking and args.worker_index == 0:  # helpers wait for it instead
+            check_store(tracking_uri(args.tracking_uri))
         start = time.perf_counter()
         commands = helper_commands(args, spec.name)
+        env = os.environ | for_helpers(args.storage)[1]
         own = args.n_trials - sum(int(c[c.index("--n-trials") + 1]) for c in commands)
         outcome = run_study(spec, data, args.storage, own, args.timeout, args.tracking_uri,
-                            tracking=not args.no_tracking, progress=args.worker == 0,
-                            worker=args.worker, pack=args.pack,
-                            helpers=lambda: [subprocess.Popen(c) for c in commands])
-    except (ConfigError, DataError, StorageError, StudyError) as err:
+                            tracking=not args.no_tracking, progress=args.worker_index == 0,
+                            worker=args.worker_index, pack=args.pack,
+                            helpers=lambda: [subprocess.Popen(c, env=env) for c in commands])
+    except (ConfigError, DataError, StorageError, StudyError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: the study is saved; run the same command to resume it",
               file=sys.stderr)
         return 130
-    if args.worker == 0:
+    if args.worker_index == 0:
         _summary(outcome, spec, time.perf_counter() - start, outcome.tracking)
+    if outcome.helpers_failed:
+        print(f"error: {outcome.helpers_failed} worker process(es) failed; their output is "
+              f"above. Run the same command to go on with the study", file=sys.stderr)
+        return 1
     return 0

@@ -13,6 +13,7 @@ run ended before the exception goes on.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import warnings
@@ -58,7 +59,11 @@ class _Heartbeat:
 
     def _beat(self) -> None:
         while not self.stop.wait(self.interval):
-            self.beat()
+            try:
+                self.beat()
+            except Exception as err:  # noqa: BLE001 - the storage retried already; beat on
+                print(f"warning: heartbeat not recorded: {type(err).__name__}",
+                      file=sys.stderr, flush=True)
 
     def beat(self, trial: optuna.Trial | None = None) -> None:
         if self.interval:

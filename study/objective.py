@@ -19,8 +19,8 @@ from experiments.data import Dataset
 from experiments.runner import Result, describe, record_artifacts, record_final
 from experiments.train import EpochHook, History
 from study import space
-from study.storage import worker_id
 from study.tracking import StudyTracking
+from study.workers import retry_tags
 
 OBJECTIVE = "val_mse"  # returned: minimised; every epoch, pruning compares it plus the violation
 CONSTRAINT = "val_mean_activation"  # must end at or below the study's target
@@ -64,8 +64,8 @@ class Objective:
         """Suggest the config and open the trial's run; returns ``(cfg, run or None)``."""
         cfg = space.suggest(trial, self.spec.base, self.spec.families)
         trial.set_user_attr("config", cfg.flat())
-        trial.set_user_attr("worker", worker_id())
-        run = (self.tracking.start_trial(trial.number, cfg, describe(cfg, self.data))
+        run = (self.tracking.start_trial(trial.number, cfg,
+                                         describe(cfg, self.data) | retry_tags(trial))
                if self.tracking else None)
         if run is not None:
             trial.set_user_attr("mlflow_run_id", run.run_id)

@@ -1,8 +1,8 @@
 """Create or resume a study in its storage and run trials.
 
 A study is found by name in its storage; running the same command again continues it (the trial
-numbering goes on, finished trials stay). Trials left RUNNING by a dead worker are failed when the
-study is next opened, and their MLflow runs ended.
+numbering goes on, finished trials stay). Trials left RUNNING by a dead worker are failed, queued
+again and their MLflow runs ended (study/workers.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from experiments.data import Dataset
 from experiments.packed import default_slots
 from study.loop import PackLoop
 from study.objective import CONSTRAINT, OBJECTIVE, Objective, StudySpec
-from study.storage import mask, open_storage, worker_alive
+from study.storage import mask, open_storage
 from study.tracking import StudyTracking
+from study.workers import Recovery, recover
 from tracking.runs import git_commit
 
 PRUNERS = ("hyperband", "median", "none")
@@ -52,10 +53,14 @@ def open_study(spec: StudySpec, storage_url: str, worker: int = 0) -> optuna.Stu
     """Create the study, or load it and check it is the same study. Each parallel ``worker``
     samples with its own seed, so workers do not propose the same points."""
     storage = open_storage(storage_url)
-    study = optuna.create_study(
-        study_name=spec.name, storage=storage, direction="minimize", load_if_exists=True,
-        sampler=make_sampler(spec.base.train.seed + worker),
-        pruner=make_pruner(spec.pruner, spec.base.train.epochs))
+    sampler = make_sampler(spec.base.train.seed + worker)
+    pruner = make_pruner(spec.pruner, spec.base.train.epochs)
+    try:  # loading writes nothing: a study resumed with other settings leaves the storage as is
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler,
+                                  pruner=pruner)
+    except KeyError:
+        study = optuna.create_study(study_name=spec.name, storage=storage, direction="minimize",
+                                    load_if_exists=True, sampler=sampler, pruner=pruner)
     # what makes trials comparable: families, target and every fixed config value (the pruner
     # may change between sessions; it only decides when to stop a trial)
     wanted = {"families": ",".join(spec.families), "target": spec.target, **spec.base.flat()}
@@ -70,18 +75,6 @@ def open_study(spec: StudySpec, storage_url: str, worker: int = 0) -> optuna.Stu
                              f"{wanted[k]}; resume it with the same settings or pick a new "
                              f"--study-name")
     return study
-
-
-def fail_dead_trials(study: optuna.Study) -> int:
-    """Fail trials whose worker is gone: by heartbeat on RDB storages, by process id for
-    workers of this machine on a journal. Returns how many it failed."""
-    before = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-    optuna.storages.fail_stale_trials(study)  # a no-op without heartbeats
-    storage = study._storage
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if worker_alive(t.user_attrs.get("worker", "")) is False:
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-    return before - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 def feasible(t: FrozenTrial) -> bool:
@@ -151,6 +144,7 @@ class Outcome:
     trials: list[FrozenTrial]
     reconciled: int  # runs of dead trials ended (or dead trials failed, without tracking)
     tracking: StudyTracking | None
+    helpers_failed: int = 0  # helper processes that did not end well
 
     def counts(self) -> dict[str, int]:
         out = {s: sum(t.state.name == s for t in self.trials)
@@ -172,14 +166,13 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
     closes the parent run after they have all ended.
     """
     study = open_study(spec, storage_url, worker)
-    dead = fail_dead_trials(study)
     tags = spec.describe() | {"storage": mask(storage_url), "git_commit": git_commit()}
     track = StudyTracking.open(study, tags, tracking_uri) if tracking else None
-    reconciled = track.reconcile(study.get_trials(deepcopy=False)) if track else dead
+    reconciled = recover(study, track)
     procs = helpers() if helpers else []
     bar = _Progress(n_trials, study, track) if progress else None
     loop = PackLoop(study, Objective(spec, data, track), data, pack or default_slots(),
-                    n_trials, timeout, callbacks=[bar] if bar else [],
+                    n_trials, timeout, callbacks=[c for c in (bar, Recovery(study, track)) if c],
                     before_ask=balance_families(study, spec.families)
                     if len(spec.families) > 1 else None)
     status = "FAILED"
@@ -188,6 +181,8 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
         for proc in procs:
             proc.wait()
         status = "FINISHED" if all(p.returncode == 0 for p in procs) else "FAILED"
+        if worker == 0:  # a helper killed in its last trial leaves it to us
+            reconciled += recover(study, track)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -199,4 +194,5 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
             bar.close()
         if track:
             track.close(status, end_parent=worker == 0)
-    return Outcome(study, study.get_trials(), reconciled, track)
+    return Outcome(study, study.get_trials(), reconciled, track,
+                   sum(p.returncode != 0 for p in procs))

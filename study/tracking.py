@@ -77,6 +77,7 @@ class StudyTracking:
     def reconcile(self, trials: list[optuna.trial.FrozenTrial]) -> int:
         """End every trial run still RUNNING whose Optuna trial has ended (a killed worker);
         returns how many were fixed."""
+        self.writer.flush()  # runs this process has ended but not yet written are not dead
         running = self.tracker.running_run_ids()
         fixed = 0
         for t in trials:

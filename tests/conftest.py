@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up
 
 import numpy as np
 import pytest
+from servers import MlflowServer, Postgres, ServerUnavailable
 
 from experiments import data as data_module
 from experiments.presets import PRESETS
@@ -64,3 +65,27 @@ def reported_study(tmp_path_factory, tiny_npz):
                  "--set", "train.batch_size=64", *study.where]) == 0
     assert main(["report", *study.where, "--out", str(study.folder)]) == 0
     return study
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL cluster on 127.0.0.1 (password in ``.password``); the tests that
+    need it are skipped, with the reason, where the server cannot be started."""
+    try:
+        cluster = Postgres()
+    except ServerUnavailable as err:
+        pytest.skip(f"PostgreSQL cannot be started here: {err}")
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres, tmp_path_factory):
+    """An MLflow tracking server on 127.0.0.1 with its backend store in PostgreSQL (credentials
+    from $PGPASSWORD in its environment only) and an artefact root of its own."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    server = MlflowServer(postgres.create_database("mlflow"), folder / "artifacts",
+                          env=os.environ | {"PGPASSWORD": postgres.password},
+                          log=folder / "server.log")
+    yield server
+    server.stop()

@@ -20,7 +20,7 @@ import pytest
 from study.runner import best_feasible, feasible
 from study.storage import open_storage
 from study.tracking import PARENT_ATTR
-from tests.test_ui import free_port, wait_until_healthy
+from servers import answers, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH "
@@ -87,7 +87,8 @@ def mlflow_ui(reported_study, tmp_path_factory):
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(base, proc, log.read_text)
+        if not answers(base, proc, 90):
+            pytest.fail(f"server did not start: {log.read_text()[-2000:]}")
         yield base, log.read_text()
     finally:
         proc.terminate()

@@ -1,5 +1,8 @@
 """Models: every family trains, reports the metric contract, repeats under a seed, reloads."""
 
+import re
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -59,6 +62,17 @@ def test_saved_model_reloads_in_safe_mode(name, tmp_path):
     np.testing.assert_allclose(models.encode(again, x), models.encode(model, x), rtol=1e-6)
     np.testing.assert_allclose(models.decode(again, models.encode(again, x)),
                                models.decode(model, models.encode(model, x)), rtol=1e-6)
+
+
+def test_no_source_unpickles_what_it_reads():
+    # models are .keras files loaded in safe mode, data .npz read without pickle
+    root = Path(__file__).resolve().parents[1]
+    risky = re.compile(r"\bimport pickle|\bpickle\.load|allow_pickle\s*=\s*True|"
+                       r"safe_mode\s*=\s*False|\bjoblib\.load|\bdill\b")
+    found = [f"{p.relative_to(root)}:{n}" for package in ("experiments", "study", "tracking")
+             for p in sorted((root / package).glob("*.py"))
+             for n, line in enumerate(p.read_text().splitlines(), 1) if risky.search(line)]
+    assert found == []
 
 
 def test_diverging_training_raises(tiny_data):

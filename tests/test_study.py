@@ -78,30 +78,19 @@ def test_study_stores_trials_constraints_and_nested_runs(tiny_data, tracking_uri
         assert {"config.json", "history.csv", "model"} <= top
 
 
-def test_pruned_and_failed_trials_and_the_study_goes_on(tiny_data, tracking_uri, tmp_path,
-                                                       monkeypatch):
-    # trial 1 is pruned by the pruner's verdict; trial 2 diverges for real (a huge step makes
-    # the weight decay overflow); trial 3 still runs
+def test_pruned_trial_keeps_its_constraint_and_the_study_goes_on(tiny_data, tracking_uri,
+                                                                 tmp_path, monkeypatch):
+    # trial 1 is pruned by the pruner's verdict (a diverging trial: test_bad_input.py)
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 1)
-    real_suggest = space.suggest
-
-    def suggest(trial, base, families):
-        cfg = real_suggest(trial, base, families)
-        return cfg.replace(**{"train.learning_rate": 1e25}) if trial.number == 2 else cfg
-
-    monkeypatch.setattr(space, "suggest", suggest)
-    out = run_study(spec(), tiny_data, f"journal:{tmp_path / 'j.log'}", n_trials=4,
+    out = run_study(spec(), tiny_data, f"journal:{tmp_path / 'j.log'}", n_trials=3,
                     progress=False)
     states = [t.state for t in out.study.trials]
-    assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
-                      TrialState.COMPLETE]
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
     pruned = out.study.trials[1]
     assert pruned.last_step == 1 and "mean_activation" in pruned.constraints
     _, _, children = child_runs(tracking_uri, "s")
     assert (children[1].info.status, children[1].data.tags["state"]) == ("KILLED", "PRUNED")
-    assert (children[2].info.status, children[2].data.tags["state"]) == ("FAILED", "FAIL")
-    assert "TrainingDiverged" in children[2].data.tags["reason"]
-    assert out.counts() == {"COMPLETE": 2, "PRUNED": 1, "FAIL": 1, "RUNNING": 0,
+    assert out.counts() == {"COMPLETE": 2, "PRUNED": 1, "FAIL": 0, "RUNNING": 0,
                             "feasible": sum(t.constraints.get("mean_activation", 1) <= 0
                                             for t in out.study.trials
                                             if t.state == TrialState.COMPLETE)}
@@ -160,30 +149,6 @@ def test_storage_password_is_masked():
     assert mask("journal:studies/x.log") == "journal:studies/x.log"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--family", "vae"], "unknown family 'vae'"),
-    (["--pruner", "asha"], "unknown pruner 'asha'"),
-    (["--data", "cifar"], "unknown dataset"),
-    (["--target", "0"], "--target must be > 0"),
-    (["--target", "-0.1"], "--target must be > 0"),
-    (["--n-trials", "0"], "--n-trials must be >= 1"),
-    (["--timeout", "-5"], "--timeout must be > 0"),
-    (["--epochs", "0"], "train.epochs must be >= 1"),
-    (["--storage", "mongodb://x/y"], "neither journal:PATH nor a database URL"),
-    (["--storage", "sqlite:////nonexistent/dir/o.db"], "does not exist"),
-    (["--storage", "journal:"], "journal storage needs a path"),
-    (["--set", "model.beta=3"], "model.beta is searched by the study"),
-    (["--set", "model.activation=tanh"], "model.activation must be one of"),
-])
-def test_bad_input_exits_2_and_touches_no_store(args, message, tracking_uri, tmp_path,
-                                                monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    assert main(["run", *args]) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
-    assert list(tmp_path.iterdir()) == []  # no journal, no studies/, no mlflow.db
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_killed_worker_is_reconciled_and_numbering_continues(sig, tiny_npz, tracking_uri,
@@ -191,7 +156,7 @@ def test_killed_worker_is_reconciled_and_numbering_continues(sig, tiny_npz, trac
     journal = tmp_path / "j.log"
     cmd = [sys.executable, "-m", "study", "run", "--family", "sparse_kl", "--data", tiny_npz,
            "--epochs", "400", "--pruner", "none", "--n-trials", "5", "--study-name", "k",
-           "--storage", f"journal:{journal}", "--set", "train.batch_size=64"]
+           "--pack", "1", "--storage", f"journal:{journal}", "--set", "train.batch_size=64"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 120
@@ -226,6 +191,13 @@ def test_killed_worker_is_reconciled_and_numbering_continues(sig, tiny_npz, trac
     assert study.trials[-1].number == dead.number + 1
     killed = client.get_run(dead.user_attrs["mlflow_run_id"])
     assert killed.info.status == "FAILED" and killed.data.tags["state"] == "FAIL"
+    after = study.trials[-1]
+    if sig == signal.SIGKILL:  # a dead worker's trial runs again, with the same parameters
+        assert after.user_attrs["retry_of"] == dead.number and after.params == dead.params
+        retry = client.get_run(after.user_attrs["mlflow_run_id"])
+        assert retry.data.tags["retry_of"] == str(dead.number)
+    else:  # Ctrl-C is the user's choice, not a fault
+        assert "retry_of" not in after.user_attrs
 
 
 def _load(name, journal):
@@ -252,7 +224,7 @@ def test_families_share_the_budget(tiny_data, tmp_path):
 def test_parallel_workers_share_one_study_without_serialising(tiny_npz, tracking_uri, tmp_path):
     journal = tmp_path / "j.log"
     assert main(["run", "--family", "sparse_kl", "ncae", "--data", tiny_npz, "--epochs", "30",
-                 "--pruner", "none", "--n-trials", "6", "--jobs", "2", "--study-name", "par",
+                 "--pruner", "none", "--n-trials", "6", "--workers", "2", "--study-name", "par",
                  "--storage", f"journal:{journal}", "--set", "train.batch_size=64"]) == 0
     trials = _load("par", journal).trials
     assert sorted(t.number for t in trials) == list(range(6))

@@ -4,37 +4,13 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 
 import pytest
+from servers import answers, free_port
 
 from tracking.runs import Tracker
 from tracking.ui import experiment_links, port_free, serve
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_healthy(base: str, proc: subprocess.Popen, output: Callable[[], str]) -> None:
-    """Wait until the server at ``base`` answers /health; fail with the end of ``output()``
-    when its launcher ``proc`` exits first or 90 s pass."""
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.terminate()  # so that its output ends
-                proc.wait(timeout=30)
-                pytest.fail(f"server did not start: {output()[-2000:]}")
-            time.sleep(0.5)
 
 
 def test_links_open_the_model_training_view(tracking_uri):
@@ -65,7 +41,8 @@ def test_server_answers_on_loopback_with_the_store(tracking_uri):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(base, proc, proc.stdout.read)
+        if not answers(base, proc, 60):
+            pytest.fail(f"server did not start: {proc.stdout.read()[-2000:]}")
         req = urllib.request.Request(
             f"{base}/api/2.0/mlflow/runs/search", method="POST",
             data=json.dumps({"experiment_ids": [tracker.experiment_id]}).encode(),

@@ -11,15 +11,51 @@ import os
 import re
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 DEFAULT_URI = "sqlite:///mlflow.db"  # MLflow 3's own default: one file in the working directory
 PARENT_TAG = "mlflow.parentRunId"
 STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+def mask(url: str) -> str:
+    """The URL with any password replaced by ***, for tags, logs and reports."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class TrackingError(ValueError):
+    """A tracking store that cannot be used: a server that does not answer, a missing folder."""
+
+
+def check_store(uri: str) -> None:
+    """Refuse, in one line, a tracking store that cannot work, before anything is written
+    anywhere: an HTTP server that does not answer (MLflow's own client would retry it for
+    minutes), a SQLite file in a folder that does not exist."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10).close()
+        except urllib.error.HTTPError:
+            return  # it answers (perhaps asking for credentials): a server is there
+        except (OSError, ValueError) as err:
+            reason = getattr(err, "reason", None) or err
+            raise TrackingError(f"MLflow tracking server {mask(uri)} does not answer "
+                                f"({str(reason).splitlines()[0][:200]})") from err
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise TrackingError(f"tracking store {uri}: folder {folder} does not exist")
 
 
 def tracking_uri(override: str | None = None) -> str:
@@ -64,8 +100,17 @@ class Tracker:
         self.uri = tracking_uri(uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            experiment, artifact_location=_artifact_location(self.uri, experiment))
+        if found is not None:
+            self.experiment_id = found.experiment_id
+            return
+        try:
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=_artifact_location(self.uri, experiment))
+        except MlflowException:
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+            self.experiment_id = found.experiment_id  # a worker elsewhere created it meanwhile
 
     def run(self, run_id: str) -> "Run":
         """An existing run of this store, to log more to it or end it."""

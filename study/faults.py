@@ -1,0 +1,320 @@
+"""Fault drill: kill workers in the middle of trials and count what survives.
+
+    python -m study faults [--workers 4] [--trials 25] [--cycles 10] [--epochs 1] [--dir DIR]
+                           [--storage URL] [--tracking-uri URI]
+
+Phase 1 runs ``python -m study run --workers W --n-trials W*T`` (tiny trials: 1 epoch on 400
+digits of mnist-5k) and checks for W*T finished trials numbered 0..W*T-1, each with exactly one
+child run. Phase 2 resumes the study with W worker processes started here and, C times, kills a
+random worker with SIGKILL while it is in a trial and starts it again. Once all have ended it
+checks that the trials finished in phase 1 are unchanged, that every killed trial is FAIL with its
+run FAILED and was run again by another worker, that the workers finished their share, and that
+no trial is left RUNNING or queued and no run RUNNING. It prints the counts and exits 1 when a
+check fails.
+
+The stores are a new journal file and SQLite tracking store in --dir (default: a temporary folder,
+removed afterwards), or the given --storage and --tracking-uri (a fresh study name each time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from study.storage import for_helpers, open_storage
+from study.tracking import StudyTracking
+from study.workers import RETRIES, RETRY_ATTR, WORKER_ATTR, recover, retries_left
+from tracking.runs import Tracker
+
+FAMILIES = ("sparse_kl", "ncae")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+PHASE_SECONDS = 1800  # a phase still running after this long has hung
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
+    parser.add_argument("--trials", type=int, default=25,
+                        help="trials per worker in phase 1 (default 25)")
+    parser.add_argument("--cycles", type=int, default=10,
+                        help="workers killed mid-trial and restarted in phase 2 (default 10)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per trial (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="study seed and victim choice")
+    parser.add_argument("--dir", help="where the data, logs and default stores go "
+                                      "(default: a temporary folder, removed afterwards)")
+    parser.add_argument("--storage", help="Optuna storage (default: a journal file in --dir)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite in --dir)")
+
+
+@dataclass
+class Drill:
+    """What one drill did and found; ``problems`` is empty when every check passed."""
+
+    study: str
+    phase1: dict[str, int] = field(default_factory=dict)
+    phase2: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def check(self, ok: bool, problem: str) -> None:
+        if not ok:
+            self.problems.append(problem)
+
+
+def main(args: argparse.Namespace) -> int:
+    for name in ("workers", "trials", "cycles", "epochs"):
+        if getattr(args, name) < 1:
+            print(f"error: --{name} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
+            return 2
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
+        drill = run(args, Path(args.dir))
+    else:
+        with tempfile.TemporaryDirectory(prefix="sae-faults-") as tmp:
+            drill = run(args, Path(tmp))
+    for problem in drill.problems:
+        print(f"FAILED: {problem}")
+    print("faults: " + ("all checks passed" if not drill.problems else
+                        f"{len(drill.problems)} check(s) failed"))
+    return 1 if drill.problems else 0
+
+
+def run(args: argparse.Namespace, folder: Path) -> Drill:
+    """Both phases in ``folder``; returns the counts and the failed checks."""
+    storage = args.storage or f"journal:{folder / 'optuna-journal.log'}"
+    uri = args.tracking_uri or f"sqlite:///{folder / 'mlflow.db'}"
+    name = f"faults-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    drill = Drill(name)
+    w, t = args.workers, args.trials
+    from study.cli import _parser, worker_command  # the drill is a user of the command line
+
+    study_args = _parser().parse_args([
+        "run", "--family", *FAMILIES, "--data", f"npz:{_tiny_npz(folder)}", "--epochs",
+        str(args.epochs), "--pruner", "none", "--seed", str(args.seed), "--storage", storage,
+        "--tracking-uri", uri, "--set", "train.batch_size=64"])
+
+    def command(index: int, n_trials: int) -> list[str]:
+        return worker_command(study_args, name, index, n_trials)
+
+    env = os.environ | for_helpers(storage)[1]
+    print(f"phase 1: study {name!r}, {w} workers x {t} trials", flush=True)
+    with open(folder / "phase1.log", "w") as log:
+        try:
+            code = subprocess.run([*command(0, w * t), "--workers", str(w)], stdout=log,
+                                  stderr=subprocess.STDOUT, env=env,
+                                  timeout=PHASE_SECONDS).returncode
+        except subprocess.TimeoutExpired:
+            code = "nothing: it hung"
+    if code != 0:
+        drill.check(False, f"phase 1 exited {code}: {_last_line(folder / 'phase1.log')}")
+        return drill
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    tracker = Tracker(name, uri)
+    _phase1(drill, study, tracker, w * t)
+    before = {x.number: (x.state, x.value) for x in study.get_trials() if x.state in FINISHED}
+
+    share = max(3, math.ceil(3 * args.cycles / w))  # enough trials to kill C times
+    print(f"phase 2: {w} workers x {share} trials, {args.cycles} SIGKILLs mid-trial", flush=True)
+    killed = _chaos(drill, study, command, env, folder, w, share, args.cycles,
+                    random.Random(args.seed))
+    track = StudyTracking.open(study, {}, uri)  # as a study's first worker does at its end
+    recover(study, track)
+    track.close()
+    _phase2(drill, study, tracker, before, killed, w * share)
+    return drill
+
+
+def _last_line(log: Path) -> str:
+    """What a worker said last (its log is gone with a temporary --dir)."""
+    lines = log.read_text(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "(no output)"
+
+
+def _tiny_npz(folder: Path) -> Path:
+    """400 training and 200 test digits of mnist-5k: trials of a second or two."""
+    from experiments import data as data_module
+
+    full = data_module.load("mnist-5k")
+    x = np.concatenate([full.x_train, full.x_val])[:400]
+    y = np.concatenate([full.y_train, full.y_val])[:400]
+    to_uint8 = lambda a: np.round(a * 255).astype(np.uint8).reshape(-1, 28, 28)  # noqa: E731
+    path = folder / "tiny.npz"
+    np.savez(path, x_train=to_uint8(x), y_train=y, x_test=to_uint8(full.x_test[:200]),
+             y_test=full.y_test[:200])
+    return path
+
+
+def _runs(tracker: Tracker) -> tuple[list, dict[int, list]]:
+    """The study's parent runs, and its child runs by trial number."""
+    runs = tracker.client.search_runs([tracker.experiment_id], max_results=50000)
+    children: dict[int, list] = {}
+    for r in runs:
+        if "trial" in r.data.tags:
+            children.setdefault(int(r.data.tags["trial"]), []).append(r)
+    return [r for r in runs if "trial" not in r.data.tags], children
+
+
+def _phase1(drill: Drill, study: optuna.Study, tracker: Tracker, n: int) -> None:
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state in FINISHED]
+    parents, children = _runs(tracker)
+    one_run = sum(len(children.get(t.number, [])) == 1 and
+                  children[t.number][0].info.run_id == t.user_attrs.get("mlflow_run_id")
+                  for t in finished)
+    running = sum(r.info.status == "RUNNING" for rs in children.values() for r in rs)
+    drill.phase1 = {"trials": len(trials), "finished": len(finished),
+                    "unique_numbers": len({t.number for t in finished}),
+                    "with_one_run": one_run, "running_runs": running}
+    print(f"  {len(finished)} finished trials of {len(trials)}, "
+          f"{drill.phase1['unique_numbers']} unique numbers, {one_run} with exactly one child "
+          f"run, {running} runs RUNNING", flush=True)
+    drill.check(len(finished) == len(trials) == n, f"phase 1: {len(finished)} finished trials "
+                                                   f"of {len(trials)}, expected {n}")
+    drill.check(sorted(t.number for t in finished) == list(range(n)),
+                "phase 1: trial numbers are not 0..n-1")
+    drill.check(one_run == n, f"phase 1: {n - one_run} finished trials without exactly one run")
+    drill.check(running == 0, f"phase 1: {running} runs still RUNNING")
+    drill.check(len(parents) == 1 and parents[0].info.status == "FINISHED",
+                "phase 1: the study's parent run is missing or not FINISHED")
+
+
+class _Slot:
+    """One worker of phase 2: its current process and every pid it has had."""
+
+    def __init__(self, index: int, share: int):
+        self.index, self.share, self.pids = index, share, []
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, command, env, folder: Path, trials: list[FrozenTrial]) -> None:
+        left = self.share - self.finished(trials)
+        if left <= 0:
+            self.proc = None
+            return
+        with open(folder / f"worker-{self.index}.log", "a") as log:
+            self.proc = subprocess.Popen(command(self.index, left), stdout=log,
+                                         stderr=subprocess.STDOUT, env=env)
+        self.pids.append(self.proc.pid)
+
+    def owns(self, trial: FrozenTrial, pid: int | None = None) -> bool:
+        host_pid = trial.user_attrs.get(WORKER_ATTR, "")
+        return any(host_pid.endswith(f":{p}") for p in ([pid] if pid else self.pids))
+
+    def finished(self, trials: list[FrozenTrial]) -> int:
+        return sum(t.state in FINISHED and self.owns(t) for t in trials)
+
+
+def _chaos(drill, study, command, env, folder, workers, share, cycles, rng) -> dict[int, int]:
+    """Phase 2's kills; returns {number of the trial in flight: pid killed}."""
+    slots = [_Slot(i + 1, share) for i in range(workers)]
+    for slot in slots:
+        slot.start(command, env, folder, study.get_trials(deepcopy=False))
+    killed: dict[int, int] = {}
+    kills = 0
+    last = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+    deadline = time.monotonic() + PHASE_SECONDS
+    while time.monotonic() < deadline:
+        trials = study.get_trials(deepcopy=False)
+        broken = [s for s in slots if s.proc and s.proc.poll() not in (None, 0)]
+        if broken:
+            drill.check(False, f"phase 2: worker {broken[0].index} exited "
+                               f"{broken[0].proc.returncode}: "
+                               f"{_last_line(folder / f'worker-{broken[0].index}.log')}")
+            break
+        if kills == cycles or all(s.proc is None or s.proc.poll() == 0 for s in slots):
+            break
+        done = sum(t.state in FINISHED for t in trials)
+        # kill only after the study has moved on since the last kill, and only a worker that
+        # is inside a trial (its run exists: the model is training or being recorded)
+        busy = [(s, t) for s in slots if s.proc and s.proc.poll() is None
+                for t in trials if t.state == TrialState.RUNNING and
+                s.owns(t, s.proc.pid) and "mlflow_run_id" in t.user_attrs]
+        if done == last or not busy:
+            time.sleep(0.2)  # workers move on by themselves: poll the storage
+            continue
+        slot, trial = rng.choice(busy)
+        slot.proc.send_signal(signal.SIGKILL)
+        slot.proc.wait()
+        state = study.get_trials(deepcopy=False)[trial.number].state
+        if state not in FINISHED:  # it did die mid-trial (or finished a breath before)
+            kills += 1
+            killed[trial.number] = slot.proc.pid
+            print(f"  kill {kills}: worker {slot.index} (pid {slot.proc.pid}) in trial "
+                  f"{trial.number}", flush=True)
+        last = done
+        slot.start(command, env, folder, study.get_trials(deepcopy=False))
+    drill.check(kills == cycles, f"phase 2: {kills} of {cycles} kills mid-trial before the "
+                                 f"workers ran out of trials")
+    for slot in slots:
+        if slot.proc is not None:
+            try:
+                slot.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                slot.proc.kill()
+                drill.check(False, f"phase 2: worker {slot.index} hung")
+            drill.check(slot.proc.returncode in (0, -signal.SIGKILL),
+                        f"phase 2: worker {slot.index} exited {slot.proc.returncode}")
+    drill.phase2["finished_by_workers"] = sum(s.finished(study.get_trials()) for s in slots)
+    return killed
+
+
+def _phase2(drill: Drill, study: optuna.Study, tracker: Tracker, before: dict,
+            killed: dict[int, int], n: int) -> None:
+    trials = study.get_trials()
+    by_number = {t.number: t for t in trials}
+    kept = sum((t := by_number.get(k)) is not None and (t.state, t.value) == v
+               for k, v in before.items())
+    states = Counter(t.state.name for t in trials)
+    retries = {t.user_attrs[RETRY_ATTR]: t for t in trials if RETRY_ATTR in t.user_attrs}
+    given_up = [k for k in killed if not retries_left(by_number[k])]
+    dead = [t for t in trials if t.state == TrialState.FAIL]
+    parents, children = _runs(tracker)
+    statuses = Counter(r.info.status for rs in children.values() for r in rs)
+    failed_runs = sum(all(r.info.status == "FAILED" for r in children.get(t.number, []))
+                      for t in dead)
+    extra_runs = sum(len(rs) > 1 for rs in children.values())
+    finished = [t for t in trials if t.state in FINISHED]
+    one_run = sum(len(children.get(t.number, [])) == 1 for t in finished)
+    retried = sum(k in retries for k in killed)
+    drill.phase2 |= {
+        "kills": len(killed), "trials": len(trials), "finished": len(finished),
+        "failed": len(dead), "retried": sum(t.number in retries for t in dead),
+        "given_up": len(given_up),
+        "running": states["RUNNING"], "waiting": states["WAITING"],
+        "phase1_kept": kept, "runs": sum(statuses.values()), "runs_running": statuses["RUNNING"],
+        "runs_failed": statuses["FAILED"], "runs_finished": statuses["FINISHED"]}
+    p = drill.phase2
+    print(f"  {p['trials']} trials: {p['finished']} finished, {p['failed']} failed (killed), "
+          f"{p['retried']} of them retried ({len(given_up)} given up after {RETRIES} tries), "
+          f"{p['running']} RUNNING, {p['waiting']} waiting")
+    print(f"  {p['runs']} child runs: {p['runs_finished']} FINISHED, {p['runs_failed']} FAILED, "
+          f"{p['runs_running']} RUNNING; {kept} of {len(before)} phase-1 trials unchanged",
+          flush=True)
+    drill.check(kept == len(before), f"{len(before) - kept} trials finished in phase 1 changed")
+    drill.check(p["finished_by_workers"] == n,
+                f"phase 2 workers finished {p['finished_by_workers']} trials, not {n}")
+    drill.check(all(by_number[k].state == TrialState.FAIL for k in killed),
+                "a killed trial is not FAIL")
+    drill.check(failed_runs == len(dead), f"{len(dead) - failed_runs} failed trials with a run "
+                                          f"not FAILED")
+    drill.check(retried == len(killed) - len(given_up),
+                f"{len(killed) - len(given_up) - retried} killed trials never retried")
+    drill.check(p["running"] == 0 and p["waiting"] == 0,
+                f"{p['running']} trials RUNNING and {p['waiting']} queued after the study ended")
+    drill.check(p["runs_running"] == 0, f"{p['runs_running']} runs RUNNING after the study ended")
+    drill.check(extra_runs == 0, f"{extra_runs} trials with more than one run")
+    drill.check(one_run == len(finished), f"{len(finished) - one_run} finished trials without "
+                                          f"exactly one run")
+    drill.check(all(r.info.status == "FINISHED" for r in parents),
+                "the study's parent run is not FINISHED")

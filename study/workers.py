@@ -1,0 +1,135 @@
+"""Worker processes of one study: who runs which trial, and what happens when one dies.
+
+Every trial carries the ``host:pid`` of the process running it (user attr ``worker``, written by
+the storage as the trial starts, see study/storage.py). A trial whose worker is gone is failed,
+queued once more with the same parameters (Optuna's RetryHeartbeatStaleTrialCallback, up to
+``RETRIES`` times; the new trial's user attr ``retry_of`` names the dead trial) and its MLflow run
+ended FAILED:
+
+- workers on this machine: by process id, whenever a worker of the study opens it or finishes a
+  trial, and when the study's first worker closes it;
+- workers on other machines, on a database storage: by Optuna's heartbeats (a trial silent for
+  four heartbeats is failed by the next worker that starts a trial).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+from datetime import datetime, timedelta
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from study.tracking import StudyTracking
+
+WORKER_ATTR = "worker"  # trial user attr: host:pid of the process that runs the trial
+RETRY_ATTR = "retry_of"  # user attr and run tag of a retry: the number of the trial it repeats
+# a trial is labelled within milliseconds of being taken from the queue; one still unlabelled
+# after this long belongs to a worker killed in between
+UNLABELLED_SECONDS = 60
+RETRIES = 3  # times a dead worker's trial is run again
+
+
+def worker_id() -> str:
+    """host:pid of this process, stored on each trial so a later run can tell if it died."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_alive(worker: str) -> bool | None:
+    """True/False for a worker on this host, None when it ran elsewhere (cannot tell)."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Retry(RetryHeartbeatStaleTrialCallback):
+    """Queue a dead worker's trial once more, with its parameters and Optuna's retry history
+    (system attr ``retry_history``). Of its user attrs the copy has only ``retry_of``, the
+    number of the dead trial: its worker, run id and measures belong to the dead trial. A trial
+    is run at most ``RETRIES`` more times: one that kills every worker that runs it would
+    otherwise take the whole study down."""
+
+    def __init__(self) -> None:
+        super().__init__(max_retry=RETRIES)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        bare = copy.copy(trial)
+        bare.user_attrs = {RETRY_ATTR: trial.number}
+        super().__call__(study, bare)
+
+
+def retries_left(trial: FrozenTrial) -> bool:
+    """Whether ``trial``, should its worker die, is run again."""
+    return len(trial.system_attrs.get("retry_history", [])) < RETRIES
+
+
+def retry_tags(trial: optuna.Trial) -> dict[str, object]:
+    """``{"retry_of": n}`` for a retry of trial n, else nothing: tags for the trial's run."""
+    return {k: v for k, v in trial.user_attrs.items() if k == RETRY_ATTR}
+
+
+def _dead(trial: FrozenTrial, now: datetime) -> bool:
+    worker = trial.user_attrs.get(WORKER_ATTR)
+    if worker is None:
+        return trial.datetime_start is not None and \
+            now - trial.datetime_start > timedelta(seconds=UNLABELLED_SECONDS)
+    return worker_alive(worker) is False
+
+
+def fail_dead_trials(study: optuna.Study) -> int:
+    """Fail the RUNNING trials whose worker is gone and queue each once more; returns how many
+    of the trials running before this call are now failed."""
+    storage = study._storage
+    running = {t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    optuna.storages.fail_stale_trials(study)  # heartbeats, retried by the storage; journal: no-op
+    now = datetime.now()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _dead(t, now):
+            continue
+        try:
+            if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:  # another worker failed it first, and retries it
+            continue
+        Retry()(study, storage.get_trial(t._trial_id))
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    return sum(t._trial_id in running for t in failed)
+
+
+def recover(study: optuna.Study, track: StudyTracking | None) -> int:
+    """Fail the trials of dead workers (queued once more) and end every run whose trial has
+    ended; returns how many runs it ended, or without tracking how many trials it failed."""
+    failed = fail_dead_trials(study)
+    return track.reconcile(study.get_trials(deepcopy=False)) if track else failed
+
+
+class Recovery:
+    """Study callback: after each trial, fail the trials of workers that died meanwhile, and end
+    their runs when a trial has failed elsewhere since the last look (the search for RUNNING
+    runs is spared when nothing failed)."""
+
+    def __init__(self, study: optuna.Study, track: StudyTracking | None):
+        self.track = track
+        self.failed = self._failed(study)
+
+    @staticmethod
+    def _failed(study: optuna.Study) -> set[int]:
+        return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        fail_dead_trials(study)
+        failed = self._failed(study)
+        if self.track is not None and failed - self.failed - {trial.number}:
+            self.track.reconcile(study.get_trials(deepcopy=False))
+        self.failed = failed
