@@ -347,9 +347,21 @@ class PackedTrainer:
         """Train until every slot is free. Exceptions from ``on_epoch`` end the training."""
         if not self.busy():
             return
-        self.model.fit(np.arange(len(self.data.x_train), dtype=np.int32),
-                       batch_size=self.base.train.batch_size, epochs=2**31 - 1, shuffle=False,
+        positions, batch_size = self._positions()
+        self.model.fit(positions, batch_size=batch_size, epochs=2**31 - 1, shuffle=False,
                        verbose=0, callbacks=[_EpochEnd(self, on_epoch)])
+
+    def _positions(self):
+        """Positions 0..n-1 into the epoch, batched, the same every epoch, and the batch size to
+        give ``fit``. On TensorFlow a cached tf.data pipeline: from an array, Keras builds a new
+        one every epoch, which took a third of an epoch's time here."""
+        positions = np.arange(len(self.data.x_train), dtype=np.int32)
+        if keras.backend.backend() != "tensorflow":
+            return positions, self.base.train.batch_size
+        import tensorflow as tf
+
+        batches = tf.data.Dataset.from_tensor_slices(positions).batch(self.base.train.batch_size)
+        return batches.cache(), None
 
     def _epoch_end(self, logs: dict, on_epoch: Callable[[EpochResults], None]) -> None:
         busy = self.busy()
