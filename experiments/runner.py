@@ -1,15 +1,17 @@
 """One experiment end to end: build, fit, evaluate, draw, record.
 
 The steps are separate functions so a study can reuse them around its own training call.
-Recording goes to any object with ``log_metrics``, ``log_figure``, ``log_dict``, ``log_text``
-and ``log_file`` (``tracking.runs.Run`` is one); this module never imports MLflow.
+Recording goes to any object with ``log_metrics``, ``log_figure``, ``log_figures``,
+``log_dict``, ``log_text`` and ``log_file`` (``tracking.runs.Run`` is one); this module never imports MLflow.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +28,7 @@ from experiments.train import evaluate_split, fit, history_csv
 class Recorder(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
     def log_figure(self, figure: Figure, path: str) -> None: ...
+    def log_figures(self, sketches: dict[str, Callable[[], Figure]]) -> None: ...
     def log_dict(self, data: dict, path: str) -> None: ...
     def log_text(self, text: str, path: str) -> None: ...
     def log_file(self, local_path: str | Path, artifact_dir: str | None = None) -> None: ...
@@ -48,34 +51,47 @@ def describe(cfg: ExperimentConfig, data: Dataset) -> dict[str, str]:
     }
 
 
-def draw(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
-         names: tuple[str, ...] | None = None) -> dict[str, Figure]:
+def sketch(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
+           names: tuple[str, ...] | None = None) -> dict[str, partial]:
     """The seed notebooks' presentations that apply to ``cfg`` (all, or those in ``names``),
-    as figures keyed by a file-friendly name."""
+    keyed by a file-friendly name, each a call of a ``figures`` function with its data bound.
+    The model's part (codes, reconstructions, weights) is computed here; drawing is left to the
+    caller. All but the sweeps over the decoder bind plain arrays, so they can be drawn in
+    another process."""
     codes = models.encode(model, data.x_test)  # (n_test, latent)
     decode = lambda z: models.decode(model, z)  # noqa: E731
     vae, latent = cfg.model.family == "vae", cfg.model.latent
     # four test digits of different classes as the interpolation's corners
     corners = [int(np.flatnonzero(data.y_test == d)[0]) for d in (0, 1, 7, 8)
                if np.any(data.y_test == d)]
+    shown = min(10, len(codes))  # the reconstruction grid's digits
     makers = {
-        "reconstruction": lambda: figures.reconstruction_grid(data.x_test, decode(codes)),
-        "receptive_fields": lambda: figures.receptive_fields(models.encoder_kernel(model)),
-        "digit_counts": lambda: figures.digit_counts(data.y_train,
-                                                     title="training-set digit counts"),
+        "reconstruction": lambda: partial(figures.reconstruction_grid, data.x_test[:shown],
+                                          decode(codes[:shown]), n=shown),
+        "receptive_fields": lambda: partial(figures.receptive_fields,
+                                            models.encoder_kernel(model)),
+        "digit_counts": lambda: partial(figures.digit_counts, data.y_train,
+                                        title="training-set digit counts"),
     }
     if latent >= 2:
-        makers["latent_scatter"] = lambda: figures.latent_scatter(
-            codes, data.y_test, axis_label="z[{}]" if vae else "unit {}")
+        makers["latent_scatter"] = lambda: partial(
+            figures.latent_scatter, codes, data.y_test, axis_label="z[{}]" if vae else "unit {}")
     if vae and latent == 2:
-        makers["latent_sweep"] = lambda: figures.latent_sweep(decode)
+        makers["latent_sweep"] = lambda: partial(figures.latent_sweep, decode)
     elif len(corners) == 4:
-        makers["interpolation"] = lambda: figures.code_interpolation(decode, codes[corners])
+        makers["interpolation"] = lambda: partial(figures.code_interpolation, decode,
+                                                  codes[corners])
     if latent > 2:
-        makers["tsne"] = lambda: figures.tsne(codes, data.y_test, seed=cfg.train.seed)
+        makers["tsne"] = lambda: partial(figures.tsne, codes, data.y_test, seed=cfg.train.seed)
     if not vae:
-        makers["activations"] = lambda: figures.activation_histogram(codes)
+        makers["activations"] = lambda: partial(figures.activation_histogram, codes)
     return {name: make() for name, make in makers.items() if names is None or name in names}
+
+
+def draw(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
+         names: tuple[str, ...] | None = None) -> dict[str, Figure]:
+    """The figures of ``sketch``, drawn."""
+    return {name: make() for name, make in sketch(model, data, cfg, names).items()}
 
 
 def latent_occupancy(model: keras.Model, data: Dataset, cfg: ExperimentConfig):
@@ -86,9 +102,10 @@ def latent_occupancy(model: keras.Model, data: Dataset, cfg: ExperimentConfig):
 
 def record_artifacts(recorder: Recorder, result: Result, data: Dataset, cfg: ExperimentConfig,
                      figure_names: tuple[str, ...] | None = None) -> None:
-    """Figures (all that apply, or those named), model, config and history of a finished run."""
-    for name, fig in draw(result.model, data, cfg, figure_names).items():
-        recorder.log_figure(fig, f"figures/{name}.png")
+    """Figures (all that apply, or those named), model, config and history of a finished run.
+    The figures go to the recorder as sketches: a study's recorder draws them in its tracking
+    process."""
+    recorder.log_figures(sketch(result.model, data, cfg, figure_names))
     if cfg.model.family == "vae" and cfg.model.latent == 2 and figure_names is None:
         occ = latent_occupancy(result.model, data, cfg)
         recorder.log_figure(figures.occupancy_map(occ, data.y_train), "figures/occupancy.png")

@@ -76,7 +76,7 @@ class Objective:
         (which raises optuna.TrialPruned)."""
         hooks: list[EpochHook] = [history]
         if run is not None:
-            hooks.append(lambda epoch, values: self.tracking.log_epoch(run, values, epoch))
+            hooks.append(lambda epoch, values: run.log_metrics(values, step=epoch))
         return [*hooks, self._pruning(trial)]
 
     def _pruning(self, trial: optuna.Trial) -> EpochHook:
@@ -111,12 +111,11 @@ class Objective:
         for key, value in final.items():
             trial.set_user_attr(key, value)
         violation = self._constrain(trial, final[CONSTRAINT])
-        if run is not None:
-            def record() -> None:  # on the tracking thread, while the next trials train
-                record_final(run, result, cfg)
-                run.log_metrics({"constraint": violation}, step=cfg.train.epochs)
-                record_artifacts(run, result, self.data, cfg, figure_names=TRIAL_FIGURES)
-            self.tracking.end_trial(run, "COMPLETE", feasible=violation <= 0, before=record)
+        if run is not None:  # queued: written by the tracking process while training goes on
+            record_final(run, result, cfg)
+            run.log_metrics({"constraint": violation}, step=cfg.train.epochs)
+            record_artifacts(run, result, self.data, cfg, figure_names=TRIAL_FIGURES)
+            self.tracking.end_trial(run, "COMPLETE", feasible=violation <= 0)
         return final[OBJECTIVE]
 
     def abort(self, run, state: str, reason: str) -> None:

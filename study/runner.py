@@ -130,9 +130,8 @@ class _Progress:
             self.bar.set_postfix_str(f"best feasible {OBJECTIVE}={self.best.value:.4f} "
                                      f"(trial {self.best.number})")
             if self.tracking is not None:
-                self.tracking.writer.log_metrics(
-                    self.tracking.parent, {f"best_feasible_{OBJECTIVE}": self.best.value},
-                    step=trial.number)
+                self.tracking.parent_log.log_metrics(
+                    {f"best_feasible_{OBJECTIVE}": self.best.value}, step=trial.number)
 
     def close(self) -> None:
         self.bar.close()

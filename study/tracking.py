@@ -5,20 +5,18 @@ The trial's Optuna state is mirrored as a tag and as the run status (COMPLETE �
 PRUNED → KILLED, FAIL → FAILED). The Optuna trial stores its run id (user attr
 ``mlflow_run_id``); the run stores the study name and trial number. Each trial logs through its
 own run id, so parallel trials never wait on each other. Everything but opening a run is
-written by a background ``Writer`` (tracking/writer.py), so training does not wait for MLflow;
-``close`` waits for it.
+written by a ``Writer`` in a process of its own (tracking/writer.py), so training does not wait
+for MLflow; ``close`` waits for it.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import optuna
 from optuna.trial import TrialState
 
 from experiments.config import ExperimentConfig
 from tracking.runs import Run, Tracker
-from tracking.writer import Writer
+from tracking.writer import QueuedRun, Writer
 
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attr: the study's parent run
@@ -27,7 +25,8 @@ PARENT_ATTR = "mlflow_parent_run_id"  # study user attr: the study's parent run
 class StudyTracking:
     def __init__(self, tracker: Tracker, study_name: str, parent: Run):
         self.tracker, self.study_name, self.parent = tracker, study_name, parent
-        self.writer = Writer()
+        self.writer = Writer(tracker.uri)
+        self.parent_log = QueuedRun(self.writer, parent.run_id)  # the study's running metrics
 
     @classmethod
     def open(cls, study: optuna.Study, tags: dict[str, str], uri: str | None = None
@@ -44,28 +43,18 @@ class StudyTracking:
             parent.set_tags(tags)
         return cls(tracker, study.study_name, parent)
 
-    def start_trial(self, number: int, cfg: ExperimentConfig, tags: dict[str, str]) -> Run:
-        return self.tracker.start_run(
+    def start_trial(self, number: int, cfg: ExperimentConfig, tags: dict[str, str]
+                    ) -> QueuedRun:
+        """Create the trial's run now (its id goes into the trial); what it logs is queued."""
+        run = self.tracker.start_run(
             str(number), params=cfg.flat(), parent=self.parent,
             tags={**tags, "study": self.study_name, "trial": number, "state": "RUNNING"})
+        return QueuedRun(self.writer, run.run_id)
 
-    def log_epoch(self, run: Run, values: dict[str, float], epoch: int) -> None:
-        """An epoch's values, written with the run's next batch."""
-        self.writer.log_metrics(run, values, epoch)
-
-    def end_trial(self, run: Run, state: str, reason: str | None = None,
-                  feasible: bool | None = None, before: Callable[[], None] | None = None
-                  ) -> None:
-        """Queue the end of a trial's run (after ``before``, e.g. its artefacts): its state as a
-        tag and as the run status, with the reason or feasibility."""
-        def end() -> None:
-            if before is not None:
-                before()
-            self._end(run, state, reason, feasible)
-        self.writer.write(run, end)
-
-    def _end(self, run: Run, state: str, reason: str | None = None,
-             feasible: bool | None = None) -> None:
+    def end_trial(self, run: Run | QueuedRun, state: str, reason: str | None = None,
+                  feasible: bool | None = None) -> None:
+        """End a trial's run: its state as a tag and as the run status, with the reason or
+        feasibility."""
         tags: dict[str, object] = {"state": state}
         if reason:
             tags["reason"] = reason.splitlines()[0][:500]
@@ -83,7 +72,7 @@ class StudyTracking:
         for t in trials:
             run_id = t.user_attrs.get("mlflow_run_id")
             if run_id in running and t.state != TrialState.RUNNING:
-                self._end(self.tracker.run(run_id),
+                self.end_trial(self.tracker.run(run_id),
                                t.state.name if t.state.name in RUN_STATUS else "FAIL",
                                reason="worker stopped before it could end this run")
                 fixed += 1
@@ -92,6 +81,7 @@ class StudyTracking:
     def close(self, status: str = "FINISHED", end_parent: bool = True) -> None:
         """Wait until every queued write is done, then end the study's run (the coordinator of
         a parallel study does, its helper workers do not)."""
-        self.writer.flush()
+        self.parent_log.flush()
+        self.writer.close()
         if end_parent:
             self.parent.finish(status)

@@ -165,6 +165,12 @@ class Run:
         """Save a matplotlib figure as a PNG artefact at ``path`` (e.g. ``figures/x.png``)."""
         self.client.log_figure(self.run_id, figure, path)
 
+    def log_figures(self, sketches: dict, folder: str = "figures") -> None:
+        """Draw each sketch (a call returning a matplotlib figure) and save it as
+        ``folder/<name>.png``."""
+        for name, make in sketches.items():
+            self.log_figure(make(), f"{folder}/{name}.png")
+
     def log_dict(self, data: dict, path: str) -> None:
         self.client.log_dict(self.run_id, data, path)
 

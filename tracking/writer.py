@@ -1,75 +1,148 @@
-"""Tracking off the training thread: one background thread performs queued MLflow work in order.
+"""Tracking off the training process: MLflow writes done in order by a process of their own.
 
-A study trains while its trials' metrics, figures and models are written: the training thread
-only queues the work (``submit``), and per-epoch metrics are gathered into one ``log_batch`` per
-run (``log_metrics``) instead of a database write per epoch. ``flush`` waits until everything
-queued so far is written. Work that fails is reported on stderr (one line) and counted; it never
-stops the training.
+A study trains while its trials' metrics, figures and models are written. In a thread of the
+training process that work (MLflow's database layer, matplotlib) holds Python's lock most of the
+time, and training beside it slowed to a third; so the training process only queues it. A
+``QueuedRun`` has the methods of ``tracking.runs.Run``; each call is sent to the writer's
+process (forked when the writer starts, before training does) and done there, in the order sent.
+Per-epoch metrics are gathered into one ``log_batch`` per run. Figures travel as sketches (a
+figure function with its data bound) and are drawn there too.
+
+Work that fails is reported on stderr (one line) and counted; it never stops the training.
+``flush`` waits until everything sent so far is done.
 """
 
 from __future__ import annotations
 
-import queue
+import multiprocessing
+import os
+import shutil
+import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+from mlflow import MlflowClient
 
 from tracking.runs import Run
 
-BATCH = 200  # metric values per run gathered before they are written (MLflow takes 1,000)
+BATCH = 200  # metric values per run gathered before they are sent (MLflow takes 1,000)
+
+_clients: dict[tuple[int, str], MlflowClient] = {}
+
+
+def _run(uri: str, run_id: str) -> Run:
+    """The run in this process's own client (a forked one must not share its parent's)."""
+    key = (os.getpid(), uri)
+    if key not in _clients:
+        _clients[key] = MlflowClient(tracking_uri=uri)
+    return Run(_clients[key], run_id)
+
+
+def _start_writer() -> None:
+    # Ctrl-C reaches the whole process group: the training process ends its trials' runs and
+    # then waits for this one to write them
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(10)  # writing yields the CPU to training: it catches up when training pauses
+
+
+def _call(uri: str, run_id: str, method: str, args: tuple, remove: str | None = None) -> None:
+    try:
+        getattr(_run(uri, run_id), method)(*args)
+    finally:
+        if remove:
+            shutil.rmtree(remove, ignore_errors=True)
 
 
 class Writer:
-    def __init__(self):
-        self._queue: queue.Queue[Callable[[], None]] = queue.Queue()
-        self._pending: dict[str, tuple[Run, list[tuple[dict[str, float], int]]]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, uri: str):
+        self.uri = uri
         self.failures = 0
-        threading.Thread(target=self._work, name="tracking-writer", daemon=True).start()
+        self._futures: list[Future] = []
+        self._lock = threading.Lock()
+        # forked now, while nothing of the study runs yet; spawned (a fresh interpreter) where
+        # fork is not offered
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        self._process = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(method),
+                                            initializer=_start_writer)
+        self._process.submit(int).result()
 
-    def submit(self, work: Callable[[], None]) -> None:
-        """Run ``work`` on the writer thread, after everything submitted before it."""
-        self._queue.put(work)
-
-    def log_metrics(self, run: Run, metrics: dict[str, float], step: int) -> None:
-        """Queue ``metrics`` at ``step``; written with the run's next batch."""
+    def send(self, run_id: str, method: str, *args, remove: str | None = None) -> None:
+        """``Run(run_id).method(*args)`` in the writer's process, after everything sent before;
+        the folder ``remove`` is deleted after it."""
+        future = self._process.submit(_call, self.uri, run_id, method, args, remove)
         with self._lock:
-            entry = self._pending.setdefault(run.run_id, (run, []))
-            entry[1].append((dict(metrics), step))
-            full = sum(len(m) for m, _ in entry[1]) >= BATCH
-        if full:
-            self.submit(lambda: self._write_metrics(run.run_id))
-
-    def write(self, run: Run, work: Callable[[], None]) -> None:
-        """``work`` on ``run``, after the run's metrics queued before it are written."""
-        def ordered() -> None:
-            self._write_metrics(run.run_id)
-            work()
-        self.submit(ordered)
+            self._futures.append(future)
+        self._report(wait=False)
 
     def flush(self) -> None:
-        """Write everything queued so far (metrics included) and wait until it is done."""
-        with self._lock:
-            runs = list(self._pending)
-        for run_id in runs:
-            self.submit(lambda run_id=run_id: self._write_metrics(run_id))
-        self._queue.join()
+        """Wait until everything sent so far is done."""
+        self._report(wait=True)
 
-    def _write_metrics(self, run_id: str) -> None:
-        with self._lock:
-            run, entries = self._pending.pop(run_id, (None, []))
-        if run is not None:
-            run.log_metric_steps(entries)
+    def close(self) -> None:
+        """Finish what was sent and stop the writer's process."""
+        self.flush()
+        self._process.shutdown()
 
-    def _work(self) -> None:
-        while True:
-            work = self._queue.get()
-            try:
-                work()
-            except Exception as err:  # noqa: BLE001 - reported, and training goes on
+    def _report(self, wait: bool) -> None:
+        with self._lock:
+            futures = self._futures if wait else [f for f in self._futures if f.done()]
+            self._futures = [f for f in self._futures if f not in futures]
+        for future in futures:
+            err = future.exception()
+            if err is not None:
                 self.failures += 1
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
                 print(f"warning: tracking failed: {type(err).__name__}: {first}",
                       file=sys.stderr, flush=True)
-            finally:
-                self._queue.task_done()
+
+
+class QueuedRun:
+    """A run whose writes are sent to a ``Writer``: the methods of ``tracking.runs.Run`` that a
+    trial uses, returning at once. ``log_figures`` sends sketches, drawn by the writer."""
+
+    def __init__(self, writer: Writer, run_id: str):
+        self.writer, self.run_id = writer, run_id
+        self._metrics: list[tuple[dict[str, float], int]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        self._metrics.append((dict(metrics), step))
+        if sum(len(m) for m, _ in self._metrics) >= BATCH:
+            self._send_metrics()
+
+    def _send_metrics(self) -> None:
+        if self._metrics:
+            self.writer.send(self.run_id, "log_metric_steps", self._metrics)
+            self._metrics = []
+
+    def _send(self, method: str, *args, remove: str | None = None) -> None:
+        self._send_metrics()  # in the order logged
+        self.writer.send(self.run_id, method, *args, remove=remove)
+
+    def log_figures(self, sketches: dict[str, Callable]) -> None:
+        self._send("log_figures", sketches)
+
+    def log_dict(self, data: dict, path: str) -> None:
+        self._send("log_dict", data, path)
+
+    def log_text(self, text: str, path: str) -> None:
+        self._send("log_text", text, path)
+
+    def log_file(self, local_path: str | Path, artifact_dir: str | None = None) -> None:
+        """The file is copied first: the caller may delete it as soon as this returns."""
+        folder = tempfile.mkdtemp(prefix="sae-queued-")
+        copy = shutil.copy2(local_path, folder)
+        self._send("log_file", copy, artifact_dir, remove=folder)
+
+    def set_tags(self, tags: dict[str, object]) -> None:
+        self._send("set_tags", {k: str(v) for k, v in tags.items()})
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self._send("finish", status)
+
+    def flush(self) -> None:
+        """Send the metrics gathered so far."""
+        self._send_metrics()
