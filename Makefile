@@ -15,7 +15,7 @@ PORT ?= 5000
 # PACK=8 (trials trained at once), WORKERS=4 (also make faults, with CYCLES=10)
 # make bench: PACKS="1 4 8 16"
 FAMILY ?=
-TRIALS ?= 150
+TRIALS ?= 400
 TIMEOUT ?= 780
 TARGET ?=
 PRUNER ?=
@@ -50,7 +50,7 @@ test: $(STAMP) ## run the test suite (what CI runs), then the training tests on 
 experiments: $(STAMP) ## run the seed notebooks' six experiments as MLflow runs (DATA=, EPOCHS=)
 	$(PY) -m experiments run --all $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))
 
-study: $(STAMP) ## Optuna study of the sparse AEs, ~10 min (FAMILY= TRIALS= TARGET= DATA= EPOCHS= TIMEOUT= WORKERS=)
+study: $(STAMP) ## Optuna study of the sparse AEs, ~5 min (FAMILY= TRIALS= TARGET= DATA= EPOCHS= TIMEOUT= WORKERS=)
 	$(PY) -m study run --n-trials $(TRIALS) $(if $(TIMEOUT),--timeout $(TIMEOUT)) \
 		$(if $(FAMILY),--family $(subst $(comma), ,$(FAMILY))) $(if $(TARGET),--target $(TARGET)) \
 		$(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \

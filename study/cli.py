@@ -185,7 +185,7 @@ def _summary(outcome, spec: StudySpec, seconds: float, tracking) -> None:
         print(f"figures: {where}/figures/")
         print(f"retrain it as a tracked run: "
               f"python -m experiments run --config {where}/config.json")
-        print("browse every trial: make ui")
+        print("browse every trial: make ui; write a report to share: make report")
 
 
 def _report(args: argparse.Namespace) -> int:
