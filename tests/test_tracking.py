@@ -1,5 +1,11 @@
 """tracking.runs: plain values in, what MLflow stored out."""
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 from mlflow import MlflowClient
 
@@ -55,3 +61,30 @@ def test_unknown_status_is_refused(tracking_uri):
     run = Tracker("s").start_run("r")
     with pytest.raises(ValueError, match="status must be one of"):
         run.finish("DONE")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie has ended, waiting to be reaped
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_the_writer_ends_with_a_killed_training_process(tracking_uri):
+    # a worker killed by SIGKILL cannot stop its writer process; it must not live on, waiting
+    script = ("import multiprocessing, os, signal, sys\n"
+              "from tracking.writer import Writer\n"
+              "Writer(sys.argv[1])\n"
+              "print(*[p.pid for p in multiprocessing.active_children()], flush=True)\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", script, tracking_uri], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    writers = [int(pid) for pid in done.stdout.split()]
+    assert len(writers) == 1
+    deadline = time.monotonic() + 10
+    while _alive(writers[0]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(writers[0]), "the writer outlived its training process"

@@ -21,6 +21,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -30,6 +31,7 @@ from mlflow import MlflowClient
 from tracking.runs import Run
 
 BATCH = 200  # metric values per run gathered before they are sent (MLflow takes 1,000)
+ORPHAN_POLL_S = 1.0  # how often the writer checks that its training process is alive
 
 _clients: dict[tuple[int, str], MlflowClient] = {}
 
@@ -42,11 +44,25 @@ def _run(uri: str, run_id: str) -> Run:
     return Run(_clients[key], run_id)
 
 
-def _start_writer() -> None:
+def _orphaned(parent: int) -> None:
+    # a training process killed outright (SIGKILL) cannot stop its writer, which would wait
+    # for work forever; what it had not sent is lost with it, so the writer ends too
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL_S)
+    os._exit(1)
+
+
+def _start_writer(parent: int) -> None:
+    threading.Thread(target=_orphaned, args=(parent,), daemon=True).start()
     # Ctrl-C reaches the whole process group: the training process ends its trials' runs and
     # then waits for this one to write them
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.nice(10)  # writing yields the CPU to training: it catches up when training pauses
+    # writing takes only CPU time that training leaves idle (Linux's idle class), and catches
+    # up when training pauses; elsewhere it yields as far as a nice value lets it
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(10)
 
 
 def _call(uri: str, run_id: str, method: str, args: tuple, remove: str | None = None) -> None:
@@ -67,7 +83,8 @@ class Writer:
         # fork is not offered
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         self._process = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(method),
-                                            initializer=_start_writer)
+                                            initializer=_start_writer,
+                                            initargs=(os.getpid(),))
         self._process.submit(int).result()
 
     def send(self, run_id: str, method: str, *args, remove: str | None = None) -> None:
