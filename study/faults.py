@@ -37,7 +37,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.storage import for_helpers, open_storage
 from study.tracking import StudyTracking
-from study.workers import RETRIES, RETRY_ATTR, WORKER_ATTR, recover, retries_left
+from study.workers import (FAIL_REASON, RETRIES, RETRY_ATTR, WORKER_ATTR, recover,
+                           retries_left)
 from tracking.runs import Tracker
 
 FAMILIES = ("sparse_kl", "ncae")
@@ -279,6 +280,10 @@ def _phase2(drill: Drill, study: optuna.Study, tracker: Tracker, before: dict,
     retries = {t.user_attrs[RETRY_ATTR]: t for t in trials if RETRY_ATTR in t.user_attrs}
     given_up = [k for k in killed if not retries_left(by_number[k])]
     dead = [t for t in trials if t.state == TrialState.FAIL]
+    # a killed worker takes its whole pack with it; a diverging trial fails by design (no retry)
+    stopped = [t for t in dead
+               if t.user_attrs.get(FAIL_REASON, "its worker").startswith("its worker")]
+    stopped_given_up = [t for t in stopped if t.number not in retries and not retries_left(t)]
     parents, children = _runs(tracker)
     statuses = Counter(r.info.status for rs in children.values() for r in rs)
     failed_runs = sum(all(r.info.status == "FAILED" for r in children.get(t.number, []))
@@ -289,15 +294,17 @@ def _phase2(drill: Drill, study: optuna.Study, tracker: Tracker, before: dict,
     retried = sum(k in retries for k in killed)
     drill.phase2 |= {
         "kills": len(killed), "trials": len(trials), "finished": len(finished),
-        "failed": len(dead), "retried": sum(t.number in retries for t in dead),
-        "given_up": len(given_up),
+        "failed": len(dead), "failed_with_worker": len(stopped),
+        "retried": sum(t.number in retries for t in stopped),
+        "given_up": len(stopped_given_up), "diverged": len(dead) - len(stopped),
         "running": states["RUNNING"], "waiting": states["WAITING"],
         "phase1_kept": kept, "runs": sum(statuses.values()), "runs_running": statuses["RUNNING"],
         "runs_failed": statuses["FAILED"], "runs_finished": statuses["FINISHED"]}
     p = drill.phase2
-    print(f"  {p['trials']} trials: {p['finished']} finished, {p['failed']} failed (killed), "
-          f"{p['retried']} of them retried ({len(given_up)} given up after {RETRIES} tries), "
-          f"{p['running']} RUNNING, {p['waiting']} waiting")
+    print(f"  {p['trials']} trials: {p['finished']} finished, {p['failed']} failed: "
+          f"{p['failed_with_worker']} with their killed worker (its whole pack; {p['retried']} "
+          f"retried, {p['given_up']} given up after {RETRIES} tries), {p['diverged']} diverged "
+          f"(not retried); {p['running']} RUNNING, {p['waiting']} waiting")
     print(f"  {p['runs']} child runs: {p['runs_finished']} FINISHED, {p['runs_failed']} FAILED, "
           f"{p['runs_running']} RUNNING; {kept} of {len(before)} phase-1 trials unchanged",
           flush=True)
@@ -310,6 +317,9 @@ def _phase2(drill: Drill, study: optuna.Study, tracker: Tracker, before: dict,
                                           f"not FAILED")
     drill.check(retried == len(killed) - len(given_up),
                 f"{len(killed) - len(given_up) - retried} killed trials never retried")
+    drill.check(p["retried"] + p["given_up"] == len(stopped),
+                f"{len(stopped) - p['retried'] - p['given_up']} trials of killed workers neither "
+                f"retried nor given up")
     drill.check(p["running"] == 0 and p["waiting"] == 0,
                 f"{p['running']} trials RUNNING and {p['waiting']} queued after the study ended")
     drill.check(p["runs_running"] == 0, f"{p['runs_running']} runs RUNNING after the study ended")

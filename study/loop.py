@@ -29,6 +29,7 @@ from experiments.packed import PackedTrainer
 from experiments.runner import evaluate
 from experiments.train import EpochHook, History, TrainingDiverged, check_finite
 from study.objective import Objective
+from study.workers import FAIL_REASON
 
 StudyCallback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -140,6 +141,8 @@ class PackLoop:
         """A trial ends PRUNED or FAIL: its run says why, Optuna is told, the slot moves on."""
         live = self.live.pop(slot)
         self.objective.abort(live.run, state.name, reason)
+        if state == TrialState.FAIL:
+            live.trial.set_user_attr(FAIL_REASON, reason.splitlines()[0][:500])
         self._told(self.study.tell(live.trial, state=state), slot, refill)
 
     def _told(self, frozen: FrozenTrial, slot: int, refill: bool = True) -> None:

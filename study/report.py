@@ -36,6 +36,7 @@ from study.objective import CONSTRAINT_KEY
 from study.runner import SPEC_ATTR, best_feasible, closest_infeasible, feasible
 from study.storage import check_url, mask, open_storage
 from study.tracking import PARENT_ATTR
+from study.workers import FAIL_REASON
 from tracking import artifacts
 from tracking.runs import tracking_uri
 
@@ -147,7 +148,8 @@ def trials_csv(trials: list[FrozenTrial]) -> str:
     params = sorted({k for t in trials for k in t.params})
     measures = sorted({k for t in trials for k, v in t.user_attrs.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    fields = ["number", "state", "family", "value", "constraint", "feasible", *params,
+    fields = ["number", "state", "fail_reason", "family", "value", "constraint", "feasible",
+              *params,
               *measures, "last_step", "last_reported", "datetime_start", "datetime_complete",
               "duration_s", "mlflow_run_id"]
     buffer = io.StringIO()
@@ -157,6 +159,7 @@ def trials_csv(trials: list[FrozenTrial]) -> str:
         constraint = t.constraints.get(CONSTRAINT_KEY) if t.constraints else None
         writer.writerow({
             "number": t.number, "state": t.state.name,
+            "fail_reason": t.user_attrs.get(FAIL_REASON, ""),
             "family": t.user_attrs.get("config", {}).get("model.family",
                                                           t.params.get("model.family", "")),
             "value": repr(t.value) if t.state == TrialState.COMPLETE else "",

@@ -28,6 +28,7 @@ from study.tracking import StudyTracking
 
 WORKER_ATTR = "worker"  # trial user attr: host:pid of the process that runs the trial
 RETRY_ATTR = "retry_of"  # user attr and run tag of a retry: the number of the trial it repeats
+FAIL_REASON = "fail_reason"  # user attr of a FAIL trial: why (divergence, error, its worker gone)
 # a trial is labelled within milliseconds of being taken from the queue; one still unlabelled
 # after this long belongs to a worker killed in between
 UNLABELLED_SECONDS = 60
@@ -98,6 +99,8 @@ def fail_dead_trials(study: optuna.Study) -> int:
         if not _dead(t, now):
             continue
         try:
+            storage.set_trial_user_attr(t._trial_id, FAIL_REASON,
+                                        f"its worker {t.user_attrs.get(WORKER_ATTR, '')} stopped")
             if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:  # another worker failed it first, and retries it

@@ -191,6 +191,7 @@ def test_a_diverging_learning_rate_fails_its_trial_and_the_study_goes_on(
                                                TrialState.COMPLETE]
     run = MlflowClient().get_run(study.trials[1].user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and "TrainingDiverged" in run.data.tags["reason"]
+    assert study.trials[1].user_attrs["fail_reason"] == run.data.tags["reason"]
     assert "1 failed" in capsys.readouterr().out
 
 
