@@ -39,26 +39,19 @@ class Measures:
     def add(self, x, x_hat, codes=None) -> None:
         """One chunk: inputs (n, 784), reconstructions (..., n, 784), codes (..., n, units);
         without codes (PCA, the mean image) only the reconstruction measures."""
-        x = ops.convert_to_tensor(x, "float32")
-        x_hat = ops.convert_to_tensor(x_hat, "float32")
-        samples = (-2, -1)
-        sums = {"mse": ops.sum(ops.square(x - x_hat), axis=samples) / x.shape[-1]}
-        if codes is not None:
-            codes = ops.convert_to_tensor(codes, "float32")
-            sums["mean_activation"] = ops.sum(codes, axis=samples) / codes.shape[-1]
-            sums["active_fraction"] = ops.sum(ops.cast(codes > self.threshold, "float32"),
-                                              axis=samples) / codes.shape[-1]
-            sums["hoyer"] = ops.sum(_hoyer_per_sample(codes), axis=-1)
-            peak = ops.convert_to_numpy(ops.max(codes, axis=-2))
-            self.max_code = peak if self.max_code is None else np.maximum(self.max_code, peak)
-        if self.bce:
-            clipped = ops.clip(x_hat, BCE_EPS, 1 - BCE_EPS)
-            elementwise = -(x * ops.log(clipped) + (1 - x) * ops.log(1 - clipped))
-            sums["bce"] = ops.sum(elementwise, axis=samples) / x.shape[-1]
+        self.add_sums(chunk_sums(x, x_hat, codes, self.bce, self.threshold), len(x))
+
+    def add_sums(self, sums: dict, n: int) -> None:
+        """One chunk of ``n`` samples, as ``chunk_sums`` gave it (perhaps from a compiled
+        function)."""
         for key, value in sums.items():
             value = ops.convert_to_numpy(value).astype(np.float64)
-            self.sums[key] = self.sums.get(key, 0.0) + value
-        self.n += x.shape[0]
+            if key == "max_code":
+                self.max_code = value if self.max_code is None else np.maximum(self.max_code,
+                                                                                 value)
+            else:
+                self.sums[key] = self.sums.get(key, 0.0) + value
+        self.n += n
 
     def result(self) -> dict[str, float | np.ndarray]:
         """Means per sample: floats for a plain model, arrays (slots,) for a packed one."""
@@ -70,6 +63,28 @@ class Measures:
             if self.max_code.shape[-1] < 2:  # one unit has no sparseness
                 out["hoyer"] = np.full_like(out["hoyer"], math.nan)
         return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in out.items()}
+
+
+def chunk_sums(x, x_hat, codes=None, bce: bool = True, threshold: float = ACTIVE_THRESHOLD
+               ) -> dict:
+    """The sums over one chunk's samples that ``Measures`` adds up, and each unit's largest
+    activation (``max_code``): tensors, in ``keras.ops`` alone, so a backend can compile it."""
+    x = ops.convert_to_tensor(x, "float32")
+    x_hat = ops.convert_to_tensor(x_hat, "float32")
+    samples = (-2, -1)
+    sums = {"mse": ops.sum(ops.square(x - x_hat), axis=samples) / x.shape[-1]}
+    if codes is not None:
+        codes = ops.convert_to_tensor(codes, "float32")
+        sums["mean_activation"] = ops.sum(codes, axis=samples) / codes.shape[-1]
+        sums["active_fraction"] = ops.sum(ops.cast(codes > threshold, "float32"),
+                                          axis=samples) / codes.shape[-1]
+        sums["hoyer"] = ops.sum(_hoyer_per_sample(codes), axis=-1)
+        sums["max_code"] = ops.max(codes, axis=-2)
+    if bce:
+        clipped = ops.clip(x_hat, BCE_EPS, 1 - BCE_EPS)
+        elementwise = -(x * ops.log(clipped) + (1 - x) * ops.log(1 - clipped))
+        sums["bce"] = ops.sum(elementwise, axis=samples) / x.shape[-1]
+    return sums
 
 
 def _hoyer_per_sample(codes):
