@@ -155,12 +155,12 @@ def test_killed_worker_is_reconciled_and_numbering_continues(sig, tiny_npz, trac
                                                              tmp_path):
     journal = tmp_path / "j.log"
     cmd = [sys.executable, "-m", "study", "run", "--family", "sparse_kl", "--data", tiny_npz,
-           "--epochs", "400", "--pruner", "none", "--n-trials", "5", "--study-name", "k",
+           "--epochs", "400", "--pruner", "none", "--n-trials", "100", "--study-name", "k",
            "--pack", "1", "--storage", f"journal:{journal}", "--set", "train.batch_size=64"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 120
-    try:
+    try:  # (100 trials of 400 epochs: the study cannot end before the signal comes)
         while time.monotonic() < deadline:  # wait until a trial is training
             study = _load("k", journal)
             if study and any(t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
