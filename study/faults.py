@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.storage import for_helpers, open_storage
 from study.tracking import StudyTracking
-from study.workers import (FAIL_REASON, RETRIES, RETRY_ATTR, WORKER_ATTR, recover,
+from study.workers import (RETRIES, RETRY_ATTR, WORKER_ATTR, failed_with_worker, recover,
                            retries_left)
 from tracking.runs import Tracker
 
@@ -281,8 +281,7 @@ def _phase2(drill: Drill, study: optuna.Study, tracker: Tracker, before: dict,
     given_up = [k for k in killed if not retries_left(by_number[k])]
     dead = [t for t in trials if t.state == TrialState.FAIL]
     # a killed worker takes its whole pack with it; a diverging trial fails by design (no retry)
-    stopped = [t for t in dead
-               if t.user_attrs.get(FAIL_REASON, "its worker").startswith("its worker")]
+    stopped = [t for t in dead if failed_with_worker(t)]
     stopped_given_up = [t for t in stopped if t.number not in retries and not retries_left(t)]
     parents, children = _runs(tracker)
     statuses = Counter(r.info.status for rs in children.values() for r in rs)

@@ -29,6 +29,7 @@ from study.tracking import StudyTracking
 WORKER_ATTR = "worker"  # trial user attr: host:pid of the process that runs the trial
 RETRY_ATTR = "retry_of"  # user attr and run tag of a retry: the number of the trial it repeats
 FAIL_REASON = "fail_reason"  # user attr of a FAIL trial: why (divergence, error, its worker gone)
+WORKER_GONE = "its worker stopped"  # the fail reason of a trial whose worker died
 # a trial is labelled within milliseconds of being taken from the queue; one still unlabelled
 # after this long belongs to a worker killed in between
 UNLABELLED_SECONDS = 60
@@ -75,6 +76,12 @@ def retries_left(trial: FrozenTrial) -> bool:
     return len(trial.system_attrs.get("retry_history", [])) < RETRIES
 
 
+def failed_with_worker(trial: FrozenTrial) -> bool:
+    """Whether a FAIL trial failed because its worker died (one failed by Optuna's heartbeat
+    check carries no reason)."""
+    return trial.user_attrs.get(FAIL_REASON, WORKER_GONE).startswith(WORKER_GONE)
+
+
 def retry_tags(trial: optuna.Trial) -> dict[str, object]:
     """``{"retry_of": n}`` for a retry of trial n, else nothing: tags for the trial's run."""
     return {k: v for k, v in trial.user_attrs.items() if k == RETRY_ATTR}
@@ -100,7 +107,7 @@ def fail_dead_trials(study: optuna.Study) -> int:
             continue
         try:
             storage.set_trial_user_attr(t._trial_id, FAIL_REASON,
-                                        f"its worker {t.user_attrs.get(WORKER_ATTR, '')} stopped")
+                                        f"{WORKER_GONE} ({t.user_attrs.get(WORKER_ATTR, '?')})")
             if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:  # another worker failed it first, and retries it

@@ -105,9 +105,12 @@ class Writer:
         self._process.shutdown()
 
     def _report(self, wait: bool) -> None:
-        with self._lock:
-            futures = self._futures if wait else [f for f in self._futures if f.done()]
-            self._futures = [f for f in self._futures if f not in futures]
+        futures: list[Future] = []
+        with self._lock:  # one look at each future: done ones are reported, the rest kept
+            pending = []
+            for future in self._futures:
+                (futures if wait or future.done() else pending).append(future)
+            self._futures = pending
         for future in futures:
             err = future.exception()
             if err is not None:
