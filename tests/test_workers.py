@@ -23,7 +23,7 @@ from study.workers import RETRY_ATTR, WORKER_ATTR, fail_dead_trials, worker_id
 def study_args(data, name, storage, uri, *extra):
     return ["run", "--family", "sparse_kl", "ncae", "--data", data, "--epochs", "2", "--pruner",
             "none", "--study-name", name, "--storage", storage, "--tracking-uri", uri,
-            "--set", "train.batch_size=64", *extra]
+            "--set", "train.batch_size=64", "--confirm-seeds", "0", *extra]
 
 
 def runs_by_trial(client, name):
