@@ -37,8 +37,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.storage import for_helpers, open_storage
 from study.tracking import StudyTracking
-from study.workers import (RETRIES, RETRY_ATTR, WORKER_ATTR, failed_with_worker, recover,
-                           retries_left)
+from study.workers import (RETRIES, RETRY_ATTR, WORKER_ATTR, failed_with_worker, parse_worker,
+                           recover, retries_left)
 from tracking.runs import Tracker
 
 FAMILIES = ("sparse_kl", "ncae")
@@ -209,8 +209,8 @@ class _Slot:
         self.pids.append(self.proc.pid)
 
     def owns(self, trial: FrozenTrial, pid: int | None = None) -> bool:
-        host_pid = trial.user_attrs.get(WORKER_ATTR, "")
-        return any(host_pid.endswith(f":{p}") for p in ([pid] if pid else self.pids))
+        _, owner, _ = parse_worker(trial.user_attrs.get(WORKER_ATTR, ""))
+        return owner in ([pid] if pid else self.pids)
 
     def finished(self, trials: list[FrozenTrial]) -> int:
         return sum(t.state in FINISHED and self.owns(t) for t in trials)

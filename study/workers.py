@@ -1,7 +1,9 @@
 """Worker processes of one study: who runs which trial, and what happens when one dies.
 
-Every trial carries the ``host:pid`` of the process running it (user attr ``worker``, written by
-the storage as the trial starts, see study/storage.py). A trial whose worker is gone is failed,
+Every trial carries the ``host:pid:start`` of the process running it (user attr ``worker``,
+written by the storage as the trial starts, see study/storage.py; ``start`` is the process's start
+time, so that a later process given the same id is not taken for it). A trial whose worker is
+gone is failed,
 queued once more with the same parameters (Optuna's RetryHeartbeatStaleTrialCallback, up to
 ``RETRIES`` times; the new trial's user attr ``retry_of`` names the dead trial) and its MLflow run
 ended FAILED:
@@ -18,6 +20,7 @@ import copy
 import os
 import socket
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -26,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.tracking import StudyTracking
 
-WORKER_ATTR = "worker"  # trial user attr: host:pid of the process that runs the trial
+WORKER_ATTR = "worker"  # trial user attr: host:pid:start of the process that runs the trial
 RETRY_ATTR = "retry_of"  # user attr and run tag of a retry: the number of the trial it repeats
 FAIL_REASON = "fail_reason"  # user attr of a FAIL trial: why (divergence, error, its worker gone)
 WORKER_GONE = "its worker stopped"  # the fail reason of a trial whose worker died
@@ -34,25 +37,54 @@ WORKER_GONE = "its worker stopped"  # the fail reason of a trial whose worker di
 # after this long belongs to a worker killed in between
 UNLABELLED_SECONDS = 60
 RETRIES = 3  # times a dead worker's trial is run again
+PROC = Path("/proc")  # Linux's process table; elsewhere a worker is known by its pid alone
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields 3 and on of /proc/<pid>/stat (state first, start time 20th), or None. The
+    command name (field 2) may hold spaces and parentheses: the fields follow its last ')'."""
+    try:
+        return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
 def worker_id() -> str:
-    """host:pid of this process, stored on each trial so a later run can tell if it died."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """host:pid:start of this process (start: clock ticks from boot to its start, field 22 of
+    /proc/<pid>/stat), stored on each trial so a later run can tell if it died; host:pid where
+    there is no /proc."""
+    stat = _stat(os.getpid())
+    return f"{socket.gethostname()}:{os.getpid()}" + (f":{stat[19]}" if stat else "")
+
+
+def parse_worker(label: str) -> tuple[str, int | None, str | None]:
+    """(host, pid, start) of a worker label: ``host:pid:start``, or ``host:pid`` as written
+    where there is no /proc and by earlier versions (start None); pid None if unreadable."""
+    parts = label.split(":")
+    if len(parts) >= 3 and parts[-1].isdigit() and parts[-2].isdigit():
+        return ":".join(parts[:-2]), int(parts[-2]), parts[-1]
+    if len(parts) >= 2 and parts[-1].isdigit():
+        return ":".join(parts[:-1]), int(parts[-1]), None
+    return label, None, None
 
 
 def worker_alive(worker: str) -> bool | None:
-    """True/False for a worker on this host, None when it ran elsewhere (cannot tell)."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    """True/False for a worker on this host, None when it ran elsewhere (cannot tell). A process
+    that has ended but is not yet reaped (a zombie), or another process that was given the
+    worker's pid later (its start time differs), is not the worker."""
+    host, pid, start = parse_worker(worker)
+    if host != socket.gethostname() or pid is None:
         return None
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass  # someone else's process has the pid: /proc tells whose start time it has
+    stat = _stat(pid)
+    if stat is None:  # no /proc here: the pid alone; else the process ended meanwhile
+        return not PROC.is_dir()
+    return stat[0] not in ("Z", "X") and (start is None or stat[19] == start)
 
 
 class Retry(RetryHeartbeatStaleTrialCallback):
