@@ -142,8 +142,8 @@ class QueuedRun:
         self._send_metrics()  # in the order logged
         self.writer.send(self.run_id, method, *args, remove=remove)
 
-    def log_figures(self, sketches: dict[str, Callable]) -> None:
-        self._send("log_figures", sketches)
+    def log_figures(self, sketches: dict[str, Callable], folder: str = "figures") -> None:
+        self._send("log_figures", sketches, folder)
 
     def log_dict(self, data: dict, path: str) -> None:
         self._send("log_dict", data, path)
