@@ -35,7 +35,7 @@ from study.objective import OBJECTIVE, StudySpec
 from study.runner import PRUNERS, StudyError, best_feasible, closest_infeasible, run_study
 from study.space import FAMILY_PARAMS, RANGES, SEARCHED_FAMILIES
 from study.storage import DEFAULT_STORAGE, StorageError, check_url, check_workers, for_helpers
-from tracking.runs import TrackingError, check_store, tracking_uri
+from tracking.runs import TrackingError, TrackingFailed, check_store, tracking_uri
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -154,6 +154,9 @@ def _summary(outcome, spec: StudySpec, seconds: float, tracking) -> None:
     if outcome.reconciled:
         print(f"  {outcome.reconciled} trial(s) of a stopped worker were failed (and queued "
               f"again) and their runs ended")
+    if outcome.repaired:
+        print(f"  {len(outcome.repaired)} completed trial(s) whose runs lacked their record were "
+              f"repaired ({len(outcome.repaired.retrained)} trained again for their artefacts)")
     best = best_feasible(outcome.trials)
     if best is None:
         near = closest_infeasible(outcome.trials)
@@ -179,8 +182,11 @@ def _summary(outcome, spec: StudySpec, seconds: float, tracking) -> None:
           f"mean activation {a['val_mean_activation']:.4f} (target {spec.target})")
     for key in FAMILY_PARAMS[a["config"]["model.family"]]:
         print(f"  {key} = {a['config'][key]:.4g}")
+    artifacts = None
     if tracking and "mlflow_run_id" in a:
-        artifacts = tracking.tracker.client.get_run(a["mlflow_run_id"]).info.artifact_uri
+        artifacts = tracking.guarded("reading the best trial's run", lambda: tracking.tracker
+                                     .client.get_run(a["mlflow_run_id"]).info.artifact_uri, None)
+    if artifacts:
         where = artifacts.removeprefix("file://")
         print(f"figures: {where}/figures/")
         print(f"retrain it as a tracked run: "
@@ -236,12 +242,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, StorageError, StudyError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrackingFailed as err:
+        print(f"error: tracking store: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: the study is saved; run the same command to resume it",
               file=sys.stderr)
         return 130
     if args.worker_index == 0:
         _summary(outcome, spec, time.perf_counter() - start, outcome.tracking)
+    failed = outcome.tracking.failures() if outcome.tracking else ""
+    if failed:
+        print(f"error: {failed}. The study is saved; run the same command to go on (runs left "
+              f"unrecorded are repaired then)", file=sys.stderr)
+        return 1
     if outcome.helpers_failed:
         print(f"error: {outcome.helpers_failed} worker process(es) failed; their output is "
               f"above. Run the same command to go on with the study", file=sys.stderr)

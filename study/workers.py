@@ -27,7 +27,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from study.tracking import StudyTracking
+from study.tracking import RUN_ATTR, StudyTracking
 
 WORKER_ATTR = "worker"  # trial user attr: host:pid:start of the process that runs the trial
 RETRY_ATTR = "retry_of"  # user attr and run tag of a retry: the number of the trial it repeats
@@ -37,6 +37,9 @@ WORKER_GONE = "its worker stopped"  # the fail reason of a trial whose worker di
 # after this long belongs to a worker killed in between
 UNLABELLED_SECONDS = 60
 RETRIES = 3  # times a dead worker's trial is run again
+# a trial's run still unrecorded this long after the trial ended, its worker on another machine
+# (whose life cannot be looked at from here), is taken to have lost its writes
+RECORD_GRACE_SECONDS = 3600
 PROC = Path("/proc")  # Linux's process table; elsewhere a worker is known by its pid alone
 
 
@@ -127,13 +130,14 @@ def _dead(trial: FrozenTrial, now: datetime) -> bool:
     return worker_alive(worker) is False
 
 
-def fail_dead_trials(study: optuna.Study) -> int:
-    """Fail the RUNNING trials whose worker is gone and queue each once more; returns how many
-    of the trials running before this call are now failed."""
+def _fail_dead(study: optuna.Study) -> tuple[int, list[FrozenTrial]]:
+    """Fail the RUNNING trials whose worker is gone and queue each once more: how many of the
+    trials running before are now failed, and those this call failed (others may race it)."""
     storage = study._storage
     running = {t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     optuna.storages.fail_stale_trials(study)  # heartbeats, retried by the storage; journal: no-op
     now = datetime.now()
+    won = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _dead(t, now):
             continue
@@ -144,16 +148,48 @@ def fail_dead_trials(study: optuna.Study) -> int:
                 continue
         except UpdateFinishedTrialError:  # another worker failed it first, and retries it
             continue
-        Retry()(study, storage.get_trial(t._trial_id))
+        won.append(storage.get_trial(t._trial_id))
+        Retry()(study, won[-1])
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-    return sum(t._trial_id in running for t in failed)
+    return sum(t._trial_id in running for t in failed), won
+
+
+def fail_dead_trials(study: optuna.Study) -> int:
+    """Fail the RUNNING trials whose worker is gone and queue each once more; returns how many
+    of the trials running before this call are now failed."""
+    return _fail_dead(study)[0]
+
+
+def unattended(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The ended trials nobody writes to the runs of any more: their worker has ended, or is
+    this process (whose writer the caller has flushed), or ran on another machine and the trial
+    ended more than RECORD_GRACE_SECONDS ago (it cannot be asked)."""
+    now, me, alive = datetime.now(), worker_id(), {}
+    out = []
+    for t in trials:
+        if not t.state.is_finished():
+            continue
+        label = t.user_attrs.get(WORKER_ATTR)
+        if label not in alive:
+            alive[label] = None if label is None else worker_alive(label)
+        if label == me or alive[label] is False or (
+                alive[label] is None and t.datetime_complete is not None and
+                now - t.datetime_complete > timedelta(seconds=RECORD_GRACE_SECONDS)):
+            out.append(t)
+    return out
+
+
+def _reconcile(study: optuna.Study, track: StudyTracking, won: list[FrozenTrial]) -> int:
+    return track.reconcile(unattended(study.get_trials(deepcopy=False)),
+                           lost=[t for t in won if RUN_ATTR not in t.user_attrs])
 
 
 def recover(study: optuna.Study, track: StudyTracking | None) -> int:
-    """Fail the trials of dead workers (queued once more) and end every run whose trial has
-    ended; returns how many runs it ended, or without tracking how many trials it failed."""
-    failed = fail_dead_trials(study)
-    return track.reconcile(study.get_trials(deepcopy=False)) if track else failed
+    """Fail the trials of dead workers (queued once more) and end the runs of ended trials
+    nobody writes to any more (study/repair.py gives the COMPLETE ones their record); returns
+    how many runs it ended or created, or without tracking how many trials it failed."""
+    failed, won = _fail_dead(study)
+    return _reconcile(study, track, won) if track else failed
 
 
 class Recovery:
@@ -170,8 +206,8 @@ class Recovery:
         return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        fail_dead_trials(study)
+        _, won = _fail_dead(study)
         failed = self._failed(study)
         if self.track is not None and failed - self.failed - {trial.number}:
-            self.track.reconcile(study.get_trials(deepcopy=False))
+            _reconcile(study, self.track, won)
         self.failed = failed
