@@ -96,6 +96,7 @@ def repair(study: optuna.Study, track: StudyTracking | None, data: Dataset,
         cfgs = [from_flat(p.trial.user_attrs["config"]) for p in again]
         for plan, result in zip(again, train_all(cfgs, data, slots)):
             plan.result = result
+    by_kind = {"retrained": done.retrained, "re-logged": done.relogged, None: done.failed}
     for plan in plans:
         number = plan.trial.number
         if plan.retrain and plan.result is None:
@@ -104,8 +105,7 @@ def repair(study: optuna.Study, track: StudyTracking | None, data: Dataset,
         else:
             kind = track.guarded(f"repairing the run of trial {number}",
                                  lambda plan=plan: _write(plan, track, data), None)
-        {"retrained": done.retrained, "re-logged": done.relogged, None: done.failed}[
-            kind].append(number)
+        by_kind[kind].append(number)
     return done
 
 

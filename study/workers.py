@@ -3,10 +3,9 @@
 Every trial carries the ``host:pid:start`` of the process running it (user attr ``worker``,
 written by the storage as the trial starts, see study/storage.py; ``start`` is the process's start
 time, so that a later process given the same id is not taken for it). A trial whose worker is
-gone is failed,
-queued once more with the same parameters (Optuna's RetryHeartbeatStaleTrialCallback, up to
-``RETRIES`` times; the new trial's user attr ``retry_of`` names the dead trial) and its MLflow run
-ended FAILED:
+gone is failed, queued once more with the same parameters (Optuna's
+RetryHeartbeatStaleTrialCallback, up to ``RETRIES`` times; the new trial's user attr ``retry_of``
+names the dead trial) and its MLflow run ended FAILED:
 
 - workers on this machine: by process id, whenever a worker of the study opens it or finishes a
   trial, and when the study's first worker closes it;
@@ -161,22 +160,26 @@ def fail_dead_trials(study: optuna.Study) -> int:
 
 
 def unattended(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The ended trials nobody writes to the runs of any more: their worker has ended, or is
-    this process (whose writer the caller has flushed), or ran on another machine and the trial
-    ended more than RECORD_GRACE_SECONDS ago (it cannot be asked)."""
+    """The ended trials nobody writes to the runs of any more: failed with their worker, or
+    their worker has ended, or is this process (whose writer the caller has flushed), or ran on
+    another machine and the trial ended more than RECORD_GRACE_SECONDS ago (it cannot be
+    asked)."""
     now, me, alive = datetime.now(), worker_id(), {}
-    out = []
-    for t in trials:
-        if not t.state.is_finished():
-            continue
+
+    def gone(t: FrozenTrial) -> bool:
+        if t.state == TrialState.FAIL and failed_with_worker(t):  # ours or Optuna's verdict
+            return True
         label = t.user_attrs.get(WORKER_ATTR)
+        if label == me:
+            return True
         if label not in alive:
             alive[label] = None if label is None else worker_alive(label)
-        if label == me or alive[label] is False or (
-                alive[label] is None and t.datetime_complete is not None and
-                now - t.datetime_complete > timedelta(seconds=RECORD_GRACE_SECONDS)):
-            out.append(t)
-    return out
+        if alive[label] is None:
+            return t.datetime_complete is not None and \
+                now - t.datetime_complete > timedelta(seconds=RECORD_GRACE_SECONDS)
+        return not alive[label]
+
+    return [t for t in trials if t.state.is_finished() and gone(t)]
 
 
 def _reconcile(study: optuna.Study, track: StudyTracking, won: list[FrozenTrial]) -> int:

@@ -22,7 +22,7 @@ from study.storage import (PASSWORD_ENV, StorageError, WorkerStorage, _disconnec
                            for_helpers, open_storage)
 from study import workers
 from study.workers import (RETRY_ATTR, WORKER_ATTR, fail_dead_trials, parse_worker,
-                           worker_alive, worker_id)
+                           unattended, worker_alive, worker_id)
 
 
 def study_args(data, name, storage, uri, *extra):
@@ -177,6 +177,29 @@ def test_an_ended_worker_not_yet_reaped_is_dead():
     assert worker_alive(label) is False
     os.kill(pid, 0)  # still in the process table (a zombie): the pid alone would say alive
     proc.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_runs_are_left_to_live_workers_and_taken_over_from_gone_ones(tmp_path, monkeypatch):
+    host, pid, start = parse_worker(worker_id())
+    parent = os.getppid()  # alive, and another process than this one
+    labels = {"mine": worker_id(), "live": f"{host}:{parent}:{workers._stat(parent)[19]}",
+              "dead": f"{host}:{pid}:{int(start) + 1}", "elsewhere": "elsewhere:7:7"}
+    study = optuna.create_study(storage=open_storage(f"journal:{tmp_path / 'j.log'}"))
+    number = {}
+    for name, label in labels.items():
+        trial = study.ask()
+        study._storage.set_trial_user_attr(trial._trial_id, WORKER_ATTR, label)
+        study.tell(trial, 0.5)
+        number[name] = trial.number
+    silent = study.ask()  # failed by Optuna's heartbeat check: its worker is gone, wherever
+    study._storage.set_trial_user_attr(silent._trial_id, WORKER_ATTR, "elsewhere:8:8")
+    study.tell(silent, state=TrialState.FAIL)
+    study.ask()  # still running: nobody's to take over
+    found = {t.number for t in unattended(study.trials)}
+    assert found == {number["mine"], number["dead"], silent.number}
+    monkeypatch.setattr(workers, "RECORD_GRACE_SECONDS", -1)  # long enough ago
+    assert number["elsewhere"] in {t.number for t in unattended(study.trials)}
 
 
 def test_without_proc_a_worker_is_its_pid(monkeypatch, tmp_path):
