@@ -23,15 +23,16 @@ from matplotlib.figure import Figure
 from experiments import figures, models, occupancy
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
-from experiments.packed import PackedTrainer
-from experiments.train import History, TrainingDiverged, check_finite, evaluate_split, fit, \
-    history_csv
+from experiments.packed import PackError, PackedTrainer, default_slots
+from experiments.train import (History, TrainingDiverged, check_finite, evaluate_split, fit,
+                               history_csv)
 
 
 class Recorder(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
     def log_figure(self, figure: Figure, path: str) -> None: ...
-    def log_figures(self, sketches: dict[str, Callable[[], Figure]]) -> None: ...
+    def log_figures(self, sketches: dict[str, Callable[[], Figure]],
+                    folder: str = "figures") -> None: ...
     def log_dict(self, data: dict, path: str) -> None: ...
     def log_text(self, text: str, path: str) -> None: ...
     def log_file(self, local_path: str | Path, artifact_dir: str | None = None) -> None: ...
@@ -54,6 +55,30 @@ def describe(cfg: ExperimentConfig, data: Dataset) -> dict[str, str]:
     }
 
 
+def _corners(data: Dataset) -> list[int]:
+    """Four test digits of different classes: the interpolation's corners (fewer if missing)."""
+    return [int(np.flatnonzero(data.y_test == d)[0]) for d in (0, 1, 7, 8)
+            if np.any(data.y_test == d)]
+
+
+def applicable_figures(cfg: ExperimentConfig, data: Dataset) -> tuple[str, ...]:
+    """The names of the seed notebooks' presentations that apply to ``cfg``, as ``sketch``
+    keys them."""
+    vae, latent = cfg.model.family == "vae", cfg.model.latent
+    names = ["reconstruction", "receptive_fields", "digit_counts"]
+    if latent >= 2:
+        names.append("latent_scatter")
+    if vae and latent == 2:
+        names.append("latent_sweep")
+    elif len(_corners(data)) == 4:
+        names.append("interpolation")
+    if latent > 2:
+        names.append("tsne")
+    if not vae:
+        names.append("activations")
+    return tuple(names)
+
+
 def sketch(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
            names: tuple[str, ...] | None = None) -> dict[str, partial]:
     """The seed notebooks' presentations that apply to ``cfg`` (all, or those in ``names``),
@@ -63,10 +88,7 @@ def sketch(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
     another process."""
     codes = models.encode(model, data.x_test)  # (n_test, latent)
     decode = lambda z: models.decode(model, z)  # noqa: E731
-    vae, latent = cfg.model.family == "vae", cfg.model.latent
-    # four test digits of different classes as the interpolation's corners
-    corners = [int(np.flatnonzero(data.y_test == d)[0]) for d in (0, 1, 7, 8)
-               if np.any(data.y_test == d)]
+    vae = cfg.model.family == "vae"
     shown = min(10, len(codes))  # the reconstruction grid's digits
     makers = {
         "reconstruction": lambda: partial(figures.reconstruction_grid, data.x_test[:shown],
@@ -75,20 +97,16 @@ def sketch(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
                                             models.encoder_kernel(model)),
         "digit_counts": lambda: partial(figures.digit_counts, data.y_train,
                                         title="training-set digit counts"),
+        "latent_scatter": lambda: partial(
+            figures.latent_scatter, codes, data.y_test, axis_label="z[{}]" if vae else "unit {}"),
+        "latent_sweep": lambda: partial(figures.latent_sweep, decode),
+        "interpolation": lambda: partial(figures.code_interpolation, decode,
+                                         codes[_corners(data)]),
+        "tsne": lambda: partial(figures.tsne, codes, data.y_test, seed=cfg.train.seed),
+        "activations": lambda: partial(figures.activation_histogram, codes),
     }
-    if latent >= 2:
-        makers["latent_scatter"] = lambda: partial(
-            figures.latent_scatter, codes, data.y_test, axis_label="z[{}]" if vae else "unit {}")
-    if vae and latent == 2:
-        makers["latent_sweep"] = lambda: partial(figures.latent_sweep, decode)
-    elif len(corners) == 4:
-        makers["interpolation"] = lambda: partial(figures.code_interpolation, decode,
-                                                  codes[corners])
-    if latent > 2:
-        makers["tsne"] = lambda: partial(figures.tsne, codes, data.y_test, seed=cfg.train.seed)
-    if not vae:
-        makers["activations"] = lambda: partial(figures.activation_histogram, codes)
-    return {name: make() for name, make in makers.items() if names is None or name in names}
+    return {name: makers[name]() for name in applicable_figures(cfg, data)
+            if names is None or name in names}
 
 
 def draw(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
@@ -103,22 +121,44 @@ def latent_occupancy(model: keras.Model, data: Dataset, cfg: ExperimentConfig):
     return occupancy.latent_occupancy(lambda z: models.decode(model, z), classify)
 
 
+FIGURE_DIR = "figures"  # artefact folder of a run's figures, one PNG each
+CONFIG_FILE, HISTORY_FILE = "config.json", "history.csv"
+MODEL_DIR, MODEL_FILE = "model", "model.keras"
+
+
+def _occupancy(cfg: ExperimentConfig, figure_names: tuple[str, ...] | None) -> bool:
+    # the VAE's latent occupancy trains a classifier: only in a full record, not a study's
+    return cfg.model.family == "vae" and cfg.model.latent == 2 and figure_names is None
+
+
+def artifact_paths(cfg: ExperimentConfig, data: Dataset,
+                   figure_names: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The artefact files ``record_artifacts`` writes for ``cfg`` with ``figure_names``."""
+    names = [n for n in applicable_figures(cfg, data)
+             if figure_names is None or n in figure_names]
+    paths = [f"{FIGURE_DIR}/{n}.png" for n in names]
+    if _occupancy(cfg, figure_names):
+        paths += [f"{FIGURE_DIR}/occupancy.png", "occupancy.json"]
+    return (*paths, CONFIG_FILE, HISTORY_FILE, f"{MODEL_DIR}/{MODEL_FILE}")
+
+
 def record_artifacts(recorder: Recorder, result: Result, data: Dataset, cfg: ExperimentConfig,
                      figure_names: tuple[str, ...] | None = None) -> None:
-    """Figures (all that apply, or those named), model, config and history of a finished run.
-    The figures go to the recorder as sketches: a study's recorder draws them in its tracking
-    process."""
-    recorder.log_figures(sketch(result.model, data, cfg, figure_names))
-    if cfg.model.family == "vae" and cfg.model.latent == 2 and figure_names is None:
+    """Figures (all that apply, or those named), model, config and history of a finished run
+    (the files of ``artifact_paths``). The figures go to the recorder as sketches: a study's
+    recorder draws them in its tracking process."""
+    recorder.log_figures(sketch(result.model, data, cfg, figure_names), FIGURE_DIR)
+    if _occupancy(cfg, figure_names):
         occ = latent_occupancy(result.model, data, cfg)
-        recorder.log_figure(figures.occupancy_map(occ, data.y_train), "figures/occupancy.png")
+        recorder.log_figure(figures.occupancy_map(occ, data.y_train),
+                            f"{FIGURE_DIR}/occupancy.png")
         recorder.log_dict({"rows": occ.table(data.y_train)}, "occupancy.json")
-    recorder.log_dict(cfg.flat(), "config.json")
-    recorder.log_text(history_csv(result.history), "history.csv")
+    recorder.log_dict(cfg.flat(), CONFIG_FILE)
+    recorder.log_text(history_csv(result.history), HISTORY_FILE)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, "model.keras")
+        path = Path(tmp, MODEL_FILE)
         result.model.save(path)
-        recorder.log_file(path, "model")
+        recorder.log_file(path, MODEL_DIR)
 
 
 def final_measures(model: keras.Model, data: Dataset) -> dict[str, float]:
@@ -148,54 +188,67 @@ def train_and_evaluate(cfg: ExperimentConfig, data: Dataset, recorder: Recorder 
     return result
 
 
+def train_all(cfgs: list[ExperimentConfig], data: Dataset, slots: int | None = None
+              ) -> list[Result | None]:
+    """Each of ``cfgs`` trained and evaluated as ``train_and_evaluate`` does it (its seed, the
+    same trainer), in order; None for one whose training diverged. Configs that differ only
+    where a pack lets them (those of one study) train ``slots`` at a time as one pack
+    (default: ``default_slots()``); a VAE, or a config the pack refuses, trains alone."""
+    results: list[Result | None] = [None] * len(cfgs)
+    queue = [i for i, cfg in enumerate(cfgs) if cfg.model.family != "vae"]
+    alone = [i for i in range(len(cfgs)) if i not in queue]
+    if queue:
+        trainer = PackedTrainer(cfgs[queue[0]], data, min(slots or default_slots(), len(queue)))
+        for i in list(queue):
+            try:
+                trainer.check(cfgs[i])
+            except PackError:
+                queue.remove(i)
+                alone.append(i)
+        live: dict[int, tuple[int, History, float]] = {}  # slot -> (index, history, start)
+
+        def fill(slot: int) -> None:
+            if queue:
+                i = queue.pop(0)
+                # a copy: the trainer tells a slot given a new trial by the config's identity
+                trainer.assign(slot, copy.copy(cfgs[i]))
+                live[slot] = (i, History(), time.perf_counter())
+
+        def done(slot: int) -> None:
+            del live[slot]
+            trainer.release(slot)
+            fill(slot)
+
+        def each(epochs) -> None:
+            for slot, (epoch, values) in epochs.items():
+                i, history, start = live[slot]
+                history(epoch, values)
+                try:
+                    check_finite(epoch, values)
+                except TrainingDiverged:
+                    done(slot)  # no result; the slot goes to the next config
+                    continue
+                if epoch == cfgs[i].train.epochs:
+                    results[i] = evaluate(trainer.export(slot), history, data,
+                                          time.perf_counter() - start)
+                    done(slot)
+
+        for slot in trainer.free():
+            fill(slot)
+        trainer.run(each)
+    for i in sorted(alone):
+        try:
+            results[i] = train_and_evaluate(cfgs[i], data)
+        except TrainingDiverged:
+            pass
+    return results
+
+
 def evaluate(model: keras.Model, history: dict[str, list[float]], data: Dataset,
              seconds: float) -> Result:
     """The result of a trained model, with its final measures."""
     return Result(model, history, {**final_measures(model, data), "train_seconds": seconds},
                   seconds)
-
-
-def train_many(configs: list[ExperimentConfig], data: Dataset, slots: int
-               ) -> list[Result | TrainingDiverged]:
-    """Train every config to its end, ``slots`` at a time as one packed model (they may differ
-    only in ``packed.SLOT_FIELDS``: family, penalties, learning rate, epochs, seed); each one's
-    Result, or the TrainingDiverged that ended it. A config trains exactly as it would alone."""
-    if not configs:
-        return []
-    trainer = PackedTrainer(configs[0], data, max(1, min(slots, len(configs))))
-    results: list[Result | TrainingDiverged | None] = [None] * len(configs)
-    queue = list(range(len(configs)))
-    running: dict[int, tuple[int, History, float]] = {}  # slot -> (config index, ...)
-
-    def fill(slot: int) -> None:
-        if queue:
-            i = queue.pop(0)
-            # a copy: the trainer tells a slot given a new trial by the config's identity
-            trainer.assign(slot, copy.copy(configs[i]))
-            running[slot] = (i, History(), time.perf_counter())
-
-    def each(epoch_results) -> None:
-        for slot, (epoch, values) in epoch_results.items():
-            i, history, start = running[slot]
-            history(epoch, values)
-            try:
-                check_finite(epoch, values)
-            except TrainingDiverged as err:
-                results[i] = err
-                del running[slot]
-                trainer.release(slot)
-                fill(slot)
-                continue
-            if epoch == configs[i].train.epochs:
-                results[i] = evaluate(trainer.export(slot), history, data,
-                                      time.perf_counter() - start)
-                del running[slot]
-                fill(slot)
-
-    for slot in trainer.free():
-        fill(slot)
-    trainer.run(each)
-    return results  # type: ignore[return-value]
 
 
 def record_final(recorder: Recorder, result: Result, cfg: ExperimentConfig) -> None:

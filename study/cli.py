@@ -31,14 +31,13 @@ from experiments.cli import OneLineParser
 from experiments.config import ConfigError, parse_override
 from experiments.data import SOURCES, DataError
 from experiments.presets import DEFAULT
-from study import faults
-from study import confirm, summary
+from study import confirm, faults, summary
 from study.objective import StudySpec
 from study.results import DEFAULT_MEASURE, DEFAULT_TARGET
 from study.runner import PRUNERS, StudyError, run_study
 from study.space import RANGES, SEARCHED_FAMILIES
 from study.storage import DEFAULT_STORAGE, StorageError, check_url, check_workers, for_helpers
-from tracking.runs import TrackingError, check_store, tracking_uri
+from tracking.runs import TrackingError, TrackingFailed, check_store, tracking_uri
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -149,6 +148,7 @@ def worker_command(args: argparse.Namespace, name: str, index: int, n_trials: in
     common += ["--pack", str(args.pack)] if args.pack else []
     common += ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
     common += ["--no-tracking"] if args.no_tracking else []
+    common += ["--confirm-top", str(args.confirm_top), "--confirm-seeds", str(args.confirm_seeds)]
     return [sys.executable, "-m", "study", "run", *common, "--n-trials", str(n_trials),
             "--worker-index", str(index)]
 
@@ -210,24 +210,32 @@ def _summary(outcome, spec: StudySpec, seconds: float, data) -> None:
     if outcome.reconciled:
         print(f"  {outcome.reconciled} trial(s) of a stopped worker were failed (and queued "
               f"again) and their runs ended")
+    if outcome.repaired:
+        print(f"  {len(outcome.repaired)} completed trial(s) whose runs lacked their record were "
+              f"repaired ({len(outcome.repaired.retrained)} trained again for their artefacts)")
     families = list(spec.families)
     print("\n".join(summary.search_lines(outcome.trials, families, spec.constraint)))
     if outcome.confirmation is not None:
-        _confirmed(outcome.confirmation, spec, data,
-                   outcome.tracking.tracker if outcome.tracking else None)
+        track = outcome.tracking
+        _confirmed(outcome.confirmation, spec, data, track.tracker if track else None,
+                   track.guarded if track else None)
     else:
         print("not confirmed on fresh seeds (--confirm-seeds 0): the numbers above are one "
               "seed's, the best of many draws")
 
 
-def _confirmed(outcome, spec: StudySpec, data, tracker) -> None:
+def _confirmed(outcome, spec: StudySpec, data, tracker, guard=None) -> None:
     from study import baselines
 
     refs = baselines.references(data, spec.base.model.latent, spec.base.data.seed)
     print("\n".join(summary.confirmation_lines(outcome, list(spec.families), spec.constraint,
                                                refs)))
-    where = (lambda run_id: tracker.client.get_run(run_id).info.artifact_uri) if tracker else None
-    print("\n".join(summary.winner_lines(outcome, where)))
+
+    def where(run_id: str) -> str | None:
+        def read() -> str:
+            return tracker.client.get_run(run_id).info.artifact_uri
+        return guard("reading the winner's run", read, None) if guard else read()
+    print("\n".join(summary.winner_lines(outcome, where if tracker else None)))
 
 
 def _confirm(args: argparse.Namespace) -> int:
@@ -315,12 +323,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, StorageError, StudyError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrackingFailed as err:
+        print(f"error: tracking store: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: the study is saved; run the same command to resume it",
               file=sys.stderr)
         return 130
     if args.worker_index == 0:
         _summary(outcome, spec, time.perf_counter() - start, data)
+    failed = outcome.tracking.failures() if outcome.tracking else ""
+    if failed:
+        print(f"error: {failed}. The study is saved; run the same command to go on (runs left "
+              f"unrecorded are repaired then)", file=sys.stderr)
+        return 1
     if outcome.helpers_failed:
         print(f"error: {outcome.helpers_failed} worker process(es) failed; their output is "
               f"above. Run the same command to go on with the study", file=sys.stderr)

@@ -127,21 +127,32 @@ class Outcome:
     registered: str | None = None  # "name/version" when the registry got a new version
 
 
-class Recorder:
-    """Where confirmation runs go in MLflow: child runs of the study's parent run."""
+def _unguarded(what: str, call: Callable, default):
+    return call()
 
-    def __init__(self, tracker, parent, study_name: str, data: Dataset):
+
+class Recorder:
+    """Where confirmation runs go in MLflow: child runs of the study's parent run. ``guard``
+    (``StudyTracking.guarded`` in a study) makes a failing store a counted failure, not the
+    end of the confirmation; the results are stored with the study either way."""
+
+    def __init__(self, tracker, parent, study_name: str, data: Dataset,
+                 guard: Callable = _unguarded):
         self.tracker, self.parent, self.study_name, self.data = tracker, parent, study_name, data
+        self.guard = guard
 
     def run(self, name: str, cfg: ExperimentConfig, tags: dict, final: dict) -> str:
-        """A finished run of one training's params and final measures; its id."""
-        run = self.tracker.start_run(name, params=cfg.flat(), parent=self.parent,
-                                     tags={**tags, "study": self.study_name,
-                                           "family": cfg.model.family,
-                                           "seed": cfg.train.seed})
-        run.log_metrics(final, step=cfg.train.epochs)
-        run.finish("FINISHED")
-        return run.run_id
+        """A finished run of one training's params and final measures; its id ("" when the
+        store failed)."""
+        def write() -> str:
+            run = self.tracker.start_run(name, params=cfg.flat(), parent=self.parent,
+                                         tags={**tags, "study": self.study_name,
+                                               "family": cfg.model.family,
+                                               "seed": cfg.train.seed})
+            run.log_metrics(final, step=cfg.train.epochs)
+            run.finish("FINISHED")
+            return run.run_id
+        return self.guard(f"recording {name}", write, "")
 
 
 def confirm(study: optuna.Study, base: ExperimentConfig, data: Dataset, families: list[str],
@@ -150,8 +161,8 @@ def confirm(study: optuna.Study, base: ExperimentConfig, data: Dataset, families
     """Confirm the top trials of each family under ``constraint`` and train the baselines, all
     on ``n_seeds`` fresh seeds; store the results with the study and, with a ``recorder``, as
     MLflow runs. Only what is not stored yet is trained."""
-    from experiments.runner import Result, record_artifacts, train_many
-    from study.objective import TRIAL_FIGURES
+    from experiments.runner import Result, record_artifacts, train_all
+    from study.objective import trial_figures
 
     seeds = fresh_seeds(base.train.seed, n_seeds)
     if study.user_attrs.get(TOP_ATTR) != top:
@@ -170,7 +181,7 @@ def confirm(study: optuna.Study, base: ExperimentConfig, data: Dataset, families
     if trained:
         say(f"confirming {len(todo)} configuration(s) on seeds {', '.join(map(str, seeds))} and "
             f"searching the learning rate of {len(grid_todo)} baseline(s): {trained} trainings")
-    results = train_many([cfg for _, cfg in jobs] + [cfg for *_, cfg in grid], data, pack)
+    results = train_all([cfg for _, cfg in jobs] + [cfg for *_, cfg in grid], data, pack)
     models: dict[tuple[int, int], Result] = {}
     missing = []
     for t in todo:
@@ -195,7 +206,7 @@ def confirm(study: optuna.Study, base: ExperimentConfig, data: Dataset, families
             chosen_rates[name] = (min(points, key=lambda p: p[1])[0], points)
         seeded_jobs = [(name, baselines.config(base, name, chosen_rates[name][0], s))
                        for name in grid_todo for s in seeds]
-        seeded_results = train_many([cfg for _, cfg in seeded_jobs], data, pack)
+        seeded_results = train_all([cfg for _, cfg in seeded_jobs], data, pack)
         trained += len(seeded_jobs)
         for name in grid_todo:
             mine = [(cfg, r) for (n, cfg), r in zip(seeded_jobs, seeded_results) if n == name]
@@ -216,12 +227,17 @@ def confirm(study: optuna.Study, base: ExperimentConfig, data: Dataset, families
         for c in family_winners.values():
             i = c.median_seed()
             result = models.get((c.number, c.seeded.seeds[i]))
-            if result is not None and c.run_ids:  # drawn once, when it is first confirmed
+            if result is not None and c.run_ids and c.run_ids[i]:  # drawn once, when new
                 cfg = from_flat({**c.config, "train.seed": c.seeded.seeds[i]})
-                record_artifacts(recorder.tracker.run(c.run_ids[i]), result, data, cfg,
-                                 figure_names=TRIAL_FIGURES)
+                recorder.guard(f"recording the figures of trial {c.number}",
+                               lambda: record_artifacts(recorder.tracker.run(c.run_ids[i]),
+                                                        result, data, cfg,
+                                                        figure_names=trial_figures(cfg, data)),
+                               None)
         if winner is not None:
-            registered = register(recorder, winner, models, constraint)
+            registered = recorder.guard("registering the winner's model",
+                                        lambda: register(recorder, winner, models, constraint),
+                                        None)
     return Outcome(family_winners, winner, have, trained, missing, registered)
 
 
@@ -233,8 +249,8 @@ def register(recorder: Recorder, winner: Confirmed, models: dict, constraint: Co
 
     i = winner.median_seed()
     result = models.get((winner.number, winner.seeded.seeds[i]))
-    if result is None or not winner.run_ids:
-        return None  # confirmed earlier: registered then
+    if result is None or not winner.run_ids or not winner.run_ids[i]:
+        return None  # confirmed earlier: registered then (or its run could not be made)
     s = winner.seeded
     tags = {"study": recorder.study_name, "trial": winner.number,
             "family": winner.config["model.family"],

@@ -5,12 +5,20 @@
 
 Phase 1 runs ``python -m study run --workers W --n-trials W*T`` (tiny trials: 1 epoch on 400
 digits of mnist-5k) and checks for W*T finished trials numbered 0..W*T-1, each with exactly one
-child run. Phase 2 resumes the study with W worker processes started here and, C times, kills a
-random worker with SIGKILL while it is in a trial and starts it again. Once all have ended it
-checks that the trials finished in phase 1 are unchanged, that every killed trial is FAIL with its
-run FAILED and was run again by another worker, that the workers finished their share, and that
-no trial is left RUNNING or queued and no run RUNNING. It prints the counts and exits 1 when a
-check fails.
+child run that holds its whole record. Phase 2 resumes the study with W worker processes started
+here and, C times, kills a random worker with SIGKILL while it is in a trial and starts it again.
+Once all have ended it opens the study as its coordinator does at the end (runs of dead workers
+ended, runs that lack their record repaired) and checks that the trials finished in phase 1 are
+unchanged, in Optuna and in MLflow (metric histories, tags, artefact files), that every killed
+trial is FAIL and was run again by another worker, that the workers finished their share, and
+that no trial is left RUNNING or queued and no run RUNNING. It prints the counts and exits 1 when
+a check fails.
+
+The runs are checked for what they hold, not counted (``record_problems``): every COMPLETE
+trial's run is FINISHED with its whole record (``study.objective.trial_record``: final metrics
+and constraint, every epoch's objective and constraint, ``state``, ``feasible`` and ``recorded``
+tags, figures, model, config and history), every FAIL trial has a FAILED run with a reason (a
+trial without a run fails the check).
 
 The stores are a new journal file and SQLite tracking store in --dir (default: a temporary folder,
 removed afterwards), or the given --storage and --tracking-uri (a fresh study name each time).
@@ -35,11 +43,15 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from experiments.data import Dataset
+from study.objective import CONSTRAINT_METRIC, trial_record
+from study.results import OBJECTIVE
+from study.repair import repair
 from study.storage import for_helpers, open_storage
-from study.tracking import StudyTracking
-from study.workers import (RETRIES, RETRY_ATTR, WORKER_ATTR, failed_with_worker, recover,
-                           retries_left)
-from tracking.runs import Tracker
+from study.tracking import RUN_ATTR, RUN_STATUS, StudyTracking
+from study.workers import (RETRIES, RETRY_ATTR, WORKER_ATTR, failed_with_worker, parse_worker,
+                           recover, retries_left)
+from tracking.runs import Run, Tracker
 
 FAMILIES = ("sparse_kl", "ncae")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -123,18 +135,132 @@ def run(args: argparse.Namespace, folder: Path) -> Drill:
         return drill
     study = optuna.load_study(study_name=name, storage=open_storage(storage))
     tracker = Tracker(name, uri)
+    data = _data(study_args)
     _phase1(drill, study, tracker, w * t)
+    drill.phase1 |= check_records(drill, study.get_trials(), tracker, data, "phase 1")
     before = {x.number: (x.state, x.value) for x in study.get_trials() if x.state in FINISHED}
+    runs_before = _snapshot(tracker, [x for x in study.get_trials() if x.state in FINISHED])
 
     share = max(3, math.ceil(3 * args.cycles / w))  # enough trials to kill C times
     print(f"phase 2: {w} workers x {share} trials, {args.cycles} SIGKILLs mid-trial", flush=True)
     killed = _chaos(drill, study, command, env, folder, w, share, args.cycles,
                     random.Random(args.seed))
-    track = StudyTracking.open(study, {}, uri)  # as a study's first worker does at its end
+    track = StudyTracking.open(study, {}, uri)  # as a study's coordinator does at its end
     recover(study, track)
+    repaired = repair(study, track, data)
     track.close()
+    drill.phase2 |= {"repaired": len(repaired), "retrained": len(repaired.retrained)}
+    print(f"  {len(repaired)} completed trials whose runs lacked their record repaired "
+          f"({len(repaired.retrained)} trained again for their artefacts)", flush=True)
     _phase2(drill, study, tracker, before, killed, w * share)
+    drill.phase2 |= check_records(drill, study.get_trials(), tracker, data, "phase 2")
+    changed = [n for n, runs in _snapshot(tracker, [study.trials[n] for n in runs_before]).items()
+               if runs != runs_before[n]]
+    drill.phase2["phase1_runs_kept"] = len(runs_before) - len(changed)
+    print(f"  {len(runs_before) - len(changed)} of {len(runs_before)} phase-1 runs unchanged in "
+          f"MLflow", flush=True)
+    drill.check(not changed, f"phase 2 changed the runs of phase-1 trials {changed[:10]}")
     return drill
+
+
+def _data(study_args: argparse.Namespace) -> Dataset:
+    """The data the drill's workers train on, split as they split it."""
+    from experiments import data as data_module
+    from study.cli import spec_from_args
+
+    base = spec_from_args(study_args).base
+    return data_module.load(base.data.name, base.data.val_fraction, base.data.seed)
+
+
+def _run_ids(tracker: Tracker, trials: list[FrozenTrial]) -> dict[int, str | None]:
+    """Each trial's run: the one its ``mlflow_run_id`` names, else the one tagged with its
+    number (a trial failed before its run was made gets one tagged so); None if it has none
+    (a deleted run is none)."""
+    parents, children = _runs(tracker)
+    ids = {r.info.run_id for r in parents} | {r.info.run_id for rs in children.values()
+                                              for r in rs}
+    out = {}
+    for t in trials:
+        run_id = t.user_attrs.get(RUN_ATTR)
+        tagged = [r.info.run_id for r in children.get(t.number, [])]
+        out[t.number] = run_id if run_id in ids else (
+            tagged[0] if run_id is None and len(tagged) == 1 else None)
+    return out
+
+
+def record_problems(trial: FrozenTrial, run: Run | None, data: Dataset) -> list[str]:
+    """What the run of an ended trial lacks: a COMPLETE trial's run must be FINISHED and hold
+    its ``trial_record``; a FAIL (PRUNED) trial's run be FAILED (KILLED) with a reason."""
+    if run is None:
+        return ["no run"]
+    stored = run.stored()
+    state = trial.state.name
+    problems = []
+    if stored.status != RUN_STATUS[state]:
+        problems.append(f"run {stored.status}, not {RUN_STATUS[state]}")
+    if trial.state != TrialState.COMPLETE:
+        if stored.tags.get("state") != state or not stored.tags.get("reason"):
+            problems.append(f"tags state={stored.tags.get('state')} reason="
+                            f"{stored.tags.get('reason')!r}, not state={state} and a reason")
+        return problems
+    record = trial_record(trial, data)
+    missing = sorted(set(record.metrics) - set(stored.metrics))
+    if missing:
+        problems.append(f"metrics missing: {', '.join(missing)}")
+    for key, rel in ((CONSTRAINT_METRIC, 1e-9), (OBJECTIVE, 1e-3)):
+        if key in stored.metrics and not math.isclose(stored.metrics[key], record.metrics[key],
+                                                      rel_tol=rel, abs_tol=1e-9):
+            problems.append(f"{key}={stored.metrics[key]!r}, Optuna has "
+                            f"{record.metrics[key]!r}")
+    wrong = [f"{k}={stored.tags.get(k)}" for k, v in record.tags.items()
+             if stored.tags.get(k) != v]
+    if wrong:
+        problems.append(f"tags {', '.join(wrong)}, not {record.tags}")
+    lacking = sorted(set(record.artifacts) - stored.artifacts.keys())
+    if lacking:
+        problems.append(f"artefacts missing: {', '.join(lacking)}")
+    epochs = set(range(1, record.epochs + 1))
+    for key in record.histories:
+        gaps = sorted(epochs - {step for step, _ in run.metric_history(key)})
+        if gaps:
+            problems.append(f"{key} not logged after epochs {gaps}")
+    return problems
+
+
+def check_records(drill: Drill, trials: list[FrozenTrial], tracker: Tracker, data: Dataset,
+                  phase: str) -> dict[str, int]:
+    """``record_problems`` of every ended trial's run, each a failed check of ``drill``;
+    returns how many COMPLETE and how many FAIL or PRUNED trials have all their run should."""
+    ended = [t for t in trials if t.state.is_finished()]
+    run_ids = _run_ids(tracker, ended)
+    whole = Counter()
+    for t in ended:
+        run_id = run_ids[t.number]
+        problems = record_problems(t, None if run_id is None else tracker.run(run_id), data)
+        whole[t.state == TrialState.COMPLETE] += not problems
+        for problem in problems:
+            drill.check(False, f"{phase}: {t.state.name} trial {t.number}: {problem}")
+    complete = sum(t.state == TrialState.COMPLETE for t in ended)
+    print(f"  {whole[True]} of {complete} COMPLETE trials' runs hold their whole record, "
+          f"{whole[False]} of {len(ended) - complete} failed or pruned trials' runs are ended "
+          f"with a reason", flush=True)
+    return {"complete_recorded": whole[True], "ended_with_reason": whole[False]}
+
+
+def _snapshot(tracker: Tracker, trials: list[FrozenTrial]) -> dict[int, tuple]:
+    """What each trial's run holds, to compare later: status, tags, every metric's history,
+    artefact files and sizes."""
+    out = {}
+    for number, run_id in _run_ids(tracker, trials).items():
+        if run_id is None:
+            out[number] = None
+            continue
+        run = tracker.run(run_id)
+        stored = run.stored()
+        histories = {key: [(step, repr(v)) for step, v in run.metric_history(key)]  # NaN too
+                     for key in sorted(stored.metrics)}
+        out[number] = (stored.status, stored.tags, histories, stored.artifacts)
+    return out
 
 
 def _last_line(log: Path) -> str:
@@ -158,13 +284,14 @@ def _tiny_npz(folder: Path) -> Path:
 
 
 def _runs(tracker: Tracker) -> tuple[list, dict[int, list]]:
-    """The study's parent runs, and its child runs by trial number."""
+    """The study's parent runs, and its child runs by trial number (the runs of confirmation
+    and baseline seeds, tagged ``kind``, are neither)."""
     runs = tracker.client.search_runs([tracker.experiment_id], max_results=50000)
     children: dict[int, list] = {}
     for r in runs:
         if "trial" in r.data.tags:
             children.setdefault(int(r.data.tags["trial"]), []).append(r)
-    return [r for r in runs if "trial" not in r.data.tags], children
+    return [r for r in runs if "trial" not in r.data.tags and "kind" not in r.data.tags], children
 
 
 def _phase1(drill: Drill, study: optuna.Study, tracker: Tracker, n: int) -> None:
@@ -209,8 +336,8 @@ class _Slot:
         self.pids.append(self.proc.pid)
 
     def owns(self, trial: FrozenTrial, pid: int | None = None) -> bool:
-        host_pid = trial.user_attrs.get(WORKER_ATTR, "")
-        return any(host_pid.endswith(f":{p}") for p in ([pid] if pid else self.pids))
+        _, owner, _ = parse_worker(trial.user_attrs.get(WORKER_ATTR, ""))
+        return owner in ([pid] if pid else self.pids)
 
     def finished(self, trials: list[FrozenTrial]) -> int:
         return sum(t.state in FINISHED and self.owns(t) for t in trials)
@@ -285,8 +412,6 @@ def _phase2(drill: Drill, study: optuna.Study, tracker: Tracker, before: dict,
     stopped_given_up = [t for t in stopped if t.number not in retries and not retries_left(t)]
     parents, children = _runs(tracker)
     statuses = Counter(r.info.status for rs in children.values() for r in rs)
-    failed_runs = sum(all(r.info.status == "FAILED" for r in children.get(t.number, []))
-                      for t in dead)
     extra_runs = sum(len(rs) > 1 for rs in children.values())
     finished = [t for t in trials if t.state in FINISHED]
     one_run = sum(len(children.get(t.number, [])) == 1 for t in finished)
@@ -312,8 +437,6 @@ def _phase2(drill: Drill, study: optuna.Study, tracker: Tracker, before: dict,
                 f"phase 2 workers finished {p['finished_by_workers']} trials, not {n}")
     drill.check(all(by_number[k].state == TrialState.FAIL for k in killed),
                 "a killed trial is not FAIL")
-    drill.check(failed_runs == len(dead), f"{len(dead) - failed_runs} failed trials with a run "
-                                          f"not FAILED")
     drill.check(retried == len(killed) - len(given_up),
                 f"{len(killed) - len(given_up) - retried} killed trials never retried")
     drill.check(p["retried"] + p["given_up"] == len(stopped),

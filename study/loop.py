@@ -8,7 +8,9 @@ seconds have passed; the trials in the pack then train to their end. A pack of o
 unpacked study: one trial after another.
 
 If anything stops the loop (Ctrl-C, an error), every trial still in the pack is told FAIL and its
-run ended before the exception goes on.
+run ended before the exception goes on. A trial whose run cannot be created (the tracking store
+fails) is told FAIL and no more trials are asked (``stopped`` says why); those in the pack train
+to their end.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from experiments.runner import evaluate
 from experiments.train import EpochHook, History, TrainingDiverged, check_finite
 from study.objective import Objective
 from study.workers import FAIL_REASON
+from tracking.runs import TrackingFailed
 
 StudyCallback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -83,6 +86,7 @@ class PackLoop:
         self.trainer = PackedTrainer(objective.spec.base, data, max(1, min(slots, n_trials)))
         self.live: dict[int, _Live] = {}
         self.asked = 0
+        self.stopped: str | None = None  # why no more trials are asked, before n_trials
 
     def run(self) -> None:
         """Run until ``n_trials`` trials have ended (or the timeout stopped the asking)."""
@@ -99,7 +103,8 @@ class PackLoop:
             self.heartbeat.stop.set()
 
     def _fill(self, slot: int) -> None:
-        if self.asked >= self.n_trials or (self.deadline and time.monotonic() > self.deadline):
+        if self.stopped or self.asked >= self.n_trials or (
+                self.deadline and time.monotonic() > self.deadline):
             return
         if self.before_ask:
             self.before_ask()
@@ -108,7 +113,13 @@ class PackLoop:
             trial = self.study.ask()
         self.heartbeat.beat(trial)
         self.asked += 1
-        cfg, run = self.objective.begin(trial)
+        try:
+            cfg, run = self.objective.begin(trial)
+        except TrackingFailed as err:  # a trial without its run would be lost to tracking
+            self.stopped = str(err)
+            trial.set_user_attr(FAIL_REASON, self.stopped[:500])
+            self._told(self.study.tell(trial, state=TrialState.FAIL), slot, refill=False)
+            return
         history = History()
         self.live[slot] = _Live(trial, cfg, run, self.objective.epoch_hooks(trial, run, history),
                                 history)

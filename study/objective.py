@@ -15,16 +15,53 @@ from dataclasses import dataclass
 
 import optuna
 
-from experiments.config import ExperimentConfig
+from experiments.config import ExperimentConfig, from_flat
 from experiments.data import Dataset
-from experiments.runner import Result, describe, record_artifacts, record_final
+from experiments.runner import (Result, applicable_figures, artifact_paths, describe,
+                                record_artifacts, record_final)
 from experiments.train import EpochHook, History
 from study import space
 from study.results import DEFAULT_MEASURE, OBJECTIVE, Constraint
-from study.tracking import StudyTracking
+from study.tracking import StudyTracking, end_tags
 from study.workers import retry_tags
+from tracking.runs import RECORDED
 
 TRIAL_FIGURES = ("reconstruction", "receptive_fields", "activations", "latent_scatter")
+CONSTRAINT_METRIC = "constraint"  # run metric: the constraint value (violation) at the end
+MEASURES_ATTR = "measures"  # user attr of a COMPLETE trial: its final measures' names
+
+
+def trial_figures(cfg: ExperimentConfig, data: Dataset) -> tuple[str, ...]:
+    """The figures a COMPLETE trial's run holds: those of TRIAL_FIGURES that apply to ``cfg``."""
+    return tuple(n for n in applicable_figures(cfg, data) if n in TRIAL_FIGURES)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What the run of a COMPLETE trial holds once recorded: the objective writes it, the repair
+    of an unrecorded run (study/repair.py) restores it, the fault drill checks it."""
+
+    metrics: dict[str, float]  # final measures and the constraint, as Optuna stored them
+    histories: tuple[str, ...]  # metrics logged after every epoch, steps 1..epochs
+    epochs: int
+    tags: dict[str, str]
+    artifacts: tuple[str, ...]  # artefact file paths
+    figures: tuple[str, ...]
+
+
+def trial_record(trial: optuna.trial.FrozenTrial, data: Dataset) -> TrialRecord:
+    """The record of a COMPLETE trial, from what Optuna stored (a trial completed by an earlier
+    version, without its measures' names, has only the constraint among its metrics)."""
+    cfg = from_flat(trial.user_attrs["config"])
+    [(measure, violation)] = trial.constraints.items()  # Optuna's key: the measure's name
+    measures = {k: trial.user_attrs[k] for k in trial.user_attrs.get(MEASURES_ATTR, ())}
+    figures = trial_figures(cfg, data)
+    return TrialRecord(
+        metrics={**measures, CONSTRAINT_METRIC: violation},
+        histories=(OBJECTIVE, Constraint(measure, 0.0).metric),
+        epochs=cfg.train.epochs,
+        tags={**end_tags("COMPLETE", feasible=violation <= 0), RECORDED: "true"},
+        artifacts=artifact_paths(cfg, data, figures), figures=figures)
 
 
 class MissingMetric(RuntimeError):
@@ -117,11 +154,13 @@ class Objective:
         final = result.final
         for key, value in final.items():
             trial.set_user_attr(key, value)
+        trial.set_user_attr(MEASURES_ATTR, sorted(final))  # what its run's record must hold
         violation = self._constrain(trial, final)
         if run is not None:  # queued: written by the tracking process while training goes on
             record_final(run, result, cfg)
-            run.log_metrics({"constraint": violation}, step=cfg.train.epochs)
-            record_artifacts(run, result, self.data, cfg, figure_names=TRIAL_FIGURES)
+            run.log_metrics({CONSTRAINT_METRIC: violation}, step=cfg.train.epochs)
+            record_artifacts(run, result, self.data, cfg,
+                             figure_names=trial_figures(cfg, self.data))
             self.tracking.end_trial(run, "COMPLETE", feasible=violation <= 0)
         return final[OBJECTIVE]
 

@@ -2,7 +2,8 @@
 
 A study is found by name in its storage; running the same command again continues it (the trial
 numbering goes on, finished trials stay). Trials left RUNNING by a dead worker are failed, queued
-again and their MLflow runs ended (study/workers.py).
+again and their MLflow runs ended (study/workers.py); completed trials whose runs lack their
+record are repaired (study/repair.py), as the study is opened and as it is closed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -22,6 +23,7 @@ from experiments.packed import default_slots
 from study import confirm
 from study.loop import PackLoop
 from study.objective import Objective, StudySpec
+from study.repair import Repaired, repair
 from study.results import DEFAULT_MEASURE, OBJECTIVE, best_feasible, family, feasible
 from study.storage import mask, open_storage
 from study.tracking import StudyTracking
@@ -146,6 +148,7 @@ class Outcome:
     reconciled: int  # runs of dead trials ended (or dead trials failed, without tracking)
     tracking: StudyTracking | None
     helpers_failed: int = 0  # helper processes that did not end well
+    repaired: Repaired = field(default_factory=Repaired)  # runs given back their record
     confirmation: confirm.Outcome | None = None  # None when it was skipped (or a helper)
 
     def counts(self) -> dict[str, int]:
@@ -174,6 +177,8 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
     tags = spec.describe() | {"storage": mask(storage_url), "git_commit": git_commit()}
     track = StudyTracking.open(study, tags, tracking_uri) if tracking else None
     reconciled = recover(study, track)
+    # the coordinator repairs, before its helpers start and after they end: one at a time
+    repaired = repair(study, track, data, pack) if worker == 0 else Repaired()
     procs = helpers() if helpers else []
     bar = _Progress(n_trials, study, track, spec.constraint.metric) if progress else None
     loop = PackLoop(study, Objective(spec, data, track), data, pack or default_slots(),
@@ -188,9 +193,10 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
         status = "FINISHED" if all(p.returncode == 0 for p in procs) else "FAILED"
         if worker == 0:  # a helper killed in its last trial leaves it to us
             reconciled += recover(study, track)
+            repaired += repair(study, track, data, pack)
         if worker == 0 and confirm_top > 0 and confirm_seeds > 0:
-            recorder = confirm.Recorder(track.tracker, track.parent, spec.name,
-                                        data) if track else None
+            recorder = confirm.Recorder(track.tracker, track.parent, spec.name, data,
+                                        guard=track.guarded) if track else None
             confirmed = confirm.confirm(study, spec.base, data, list(spec.families),
                                         spec.constraint, confirm_top, confirm_seeds,
                                         pack or default_slots(), recorder,
@@ -207,4 +213,4 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
         if track:
             track.close(status, end_parent=worker == 0)
     return Outcome(study, study.get_trials(), reconciled, track,
-                   sum(p.returncode != 0 for p in procs), confirmed)
+                   sum(p.returncode != 0 for p in procs), repaired, confirmed)

@@ -12,9 +12,9 @@ password written into the URL works too; it is masked wherever the URL is shown 
 helper processes through their environment, not their command line.
 
 Each process opens its storage through ``open_storage``, which labels every trial the process
-starts with its ``host:pid`` in the same write that starts the trial (study/workers.py uses the
-label to find trials of dead workers) and, on a database, rides out the database going away: a
-call that loses its connection is repeated with backoff for up to ``RECONNECT_SECONDS``.
+starts with its ``host:pid:start`` in the same write that starts the trial (study/workers.py uses
+the label to find trials of dead workers) and, on a database, rides out the database going away:
+a call that loses its connection is repeated with backoff for up to ``RECONNECT_SECONDS``.
 """
 
 from __future__ import annotations
@@ -140,8 +140,8 @@ def _disconnected(err: BaseException) -> bool:
 
 class WorkerStorage(BaseHeartbeat):
     """An Optuna storage as one worker process uses it: every trial the worker starts is
-    labelled with its ``host:pid`` as it starts (created with the label, or labelled as soon as
-    it is taken from the queue), and with ``patience`` every call that loses the database
+    labelled with its ``host:pid:start`` as it starts (created with the label, or labelled as
+    soon as it is taken from the queue), and with ``patience`` every call that loses the database
     connection is repeated with exponential backoff until the database is back or ``patience``
     seconds have passed. Every other method of the wrapped storage is passed through.
 

@@ -89,7 +89,7 @@ def cost_lines(outcome: confirm.Outcome, refs: list[baselines.Reference]) -> lis
             f"{ratios['dense_vs_pca']:.2f}x PCA's)"]
 
 
-def winner_lines(outcome: confirm.Outcome, artifact_uri: Callable[[str], str] | None
+def winner_lines(outcome: confirm.Outcome, artifact_uri: Callable[[str], str | None] | None
                  ) -> list[str]:
     """The overall confirmed winner: its values, where its figures are, how to retrain it."""
     c = outcome.winner
@@ -100,8 +100,10 @@ def winner_lines(outcome: confirm.Outcome, artifact_uri: Callable[[str], str] | 
     lines += [f"  {key} = {c.config[key]:.4g}" for key in FAMILY_PARAMS[c.config['model.family']]]
     if outcome.registered:
         lines.append(f"registered: models:/{outcome.registered}")
-    if artifact_uri is not None and c.run_ids:
-        where = artifact_uri(c.run_ids[c.median_seed()]).removeprefix("file://")
+    run_id = c.run_ids[c.median_seed()] if c.run_ids else ""
+    where = artifact_uri(run_id) if artifact_uri is not None and run_id else None
+    if where:
+        where = where.removeprefix("file://")
         lines.append(f"figures: {where}/figures/")
         lines.append(f"retrain it (any seed: --set train.seed=N): "
                      f"python -m experiments run --config {where}/config.json")

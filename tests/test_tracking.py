@@ -1,5 +1,6 @@
 """tracking.runs: plain values in, what MLflow stored out."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tracking.runs import PARENT_TAG, Tracker, tracking_uri
+from tracking.runs import PARENT_TAG, RECORDED, Tracker, tracking_uri
+from tracking.writer import QueuedRun, Writer
 
 
 def test_uri_resolution(monkeypatch, tmp_path):
@@ -88,3 +90,35 @@ def test_the_writer_ends_with_a_killed_training_process(tracking_uri):
     while _alive(writers[0]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(writers[0]), "the writer outlived its training process"
+
+
+def test_a_run_is_marked_recorded_only_when_every_write_to_it_succeeded(tracking_uri, capsys):
+    tracker = Tracker("marks")
+    clean, broken = (tracker.start_run(name, tags={RECORDED: "false"})
+                     for name in ("clean", "broken"))
+    writer = Writer(tracker.uri)
+    try:
+        for run, what in ((clean, "trial 0"), (broken, "trial 1")):
+            queued = QueuedRun(writer, run.run_id, what=what)
+            queued.log_metrics({"x": 1.0}, step=1)
+            if run is broken:
+                queued.finish("DONE")  # refused in the writer's process, as a failing store
+            queued.mark_recorded()
+        writer.flush()
+        assert writer.failures == 2  # the failed write, and the mark not set after it
+        assert "trial 1 (finish, mark_recorded)" in writer.summary()
+        assert "warning: tracking failed (trial 1, finish): ValueError" in capsys.readouterr().err
+        # a writer whose process died: what is sent after is counted, never raised
+        (pid,) = writer._process._processes
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while writer.failures < 3 and time.monotonic() < deadline:
+            QueuedRun(writer, clean.run_id, what="trial 0").set_tags({"late": 1})
+            writer.flush()
+        assert writer.failures >= 3 and "trial 0 (set_tags)" in writer.summary()
+    finally:
+        writer.close()
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(clean.run_id).data.tags[RECORDED] == "true"
+    assert client.get_run(clean.run_id).data.metrics == {"x": 1.0}
+    assert client.get_run(broken.run_id).data.tags[RECORDED] == "false"

@@ -3,9 +3,12 @@ tracking server hold afterwards."""
 
 import json
 import logging
+import os
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -17,7 +20,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError, PendingRollbackErro
 from study.cli import _parser, helper_commands
 from study.storage import (PASSWORD_ENV, StorageError, WorkerStorage, _disconnected, expand,
                            for_helpers, open_storage)
-from study.workers import RETRY_ATTR, WORKER_ATTR, fail_dead_trials, worker_id
+from study import workers
+from study.workers import (RETRY_ATTR, WORKER_ATTR, fail_dead_trials, parse_worker,
+                           unattended, worker_alive, worker_id)
 
 
 def study_args(data, name, storage, uri, *extra):
@@ -138,6 +143,72 @@ def test_trials_are_labelled_with_their_worker_as_they_start(tmp_path):
     queued, new = study.ask(), study.ask()
     for trial in (queued, new):
         assert study.trials[trial.number].user_attrs == {WORKER_ATTR: worker_id()}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_reused_process_id_is_not_the_dead_worker(tmp_path):
+    host, pid, start = parse_worker(worker_id())
+    assert (host, pid) == (socket.gethostname(), os.getpid()) and start.isdigit()
+    assert worker_alive(worker_id()) is True
+    # the same pid, started at another time: the worker that had the pid is gone
+    reused = f"{host}:{pid}:{int(start) + 1}"
+    assert worker_alive(reused) is False
+    assert worker_alive(f"{host}:{pid}") is True  # an earlier version's label: the pid alone
+    assert worker_alive(f"elsewhere:{pid}:{start}") is None  # another machine: cannot tell
+    # a trial labelled with it is failed and queued again, the live worker's is left running
+    study = optuna.create_study(storage=open_storage(f"journal:{tmp_path / 'j.log'}"))
+    mine, dead = study.ask(), study.ask()
+    study._storage.set_trial_user_attr(dead._trial_id, WORKER_ATTR, reused)
+    assert fail_dead_trials(study) == 1
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.RUNNING, TrialState.FAIL, TrialState.WAITING]
+    assert reused in study.trials[1].user_attrs["fail_reason"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_an_ended_worker_not_yet_reaped_is_dead():
+    proc = subprocess.Popen([sys.executable, "-c", "import os; print(os.getpid())"],
+                            stdout=subprocess.PIPE, text=True)
+    pid = int(proc.stdout.readline())
+    label = f"{socket.gethostname()}:{pid}"
+    deadline = time.monotonic() + 30
+    while worker_alive(label) and time.monotonic() < deadline:  # until it has exited
+        time.sleep(0.05)
+    assert worker_alive(label) is False
+    os.kill(pid, 0)  # still in the process table (a zombie): the pid alone would say alive
+    proc.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_runs_are_left_to_live_workers_and_taken_over_from_gone_ones(tmp_path, monkeypatch):
+    host, pid, start = parse_worker(worker_id())
+    parent = os.getppid()  # alive, and another process than this one
+    labels = {"mine": worker_id(), "live": f"{host}:{parent}:{workers._stat(parent)[19]}",
+              "dead": f"{host}:{pid}:{int(start) + 1}", "elsewhere": "elsewhere:7:7"}
+    study = optuna.create_study(storage=open_storage(f"journal:{tmp_path / 'j.log'}"))
+    number = {}
+    for name, label in labels.items():
+        trial = study.ask()
+        study._storage.set_trial_user_attr(trial._trial_id, WORKER_ATTR, label)
+        study.tell(trial, 0.5)
+        number[name] = trial.number
+    silent = study.ask()  # failed by Optuna's heartbeat check: its worker is gone, wherever
+    study._storage.set_trial_user_attr(silent._trial_id, WORKER_ATTR, "elsewhere:8:8")
+    study.tell(silent, state=TrialState.FAIL)
+    study.ask()  # still running: nobody's to take over
+    found = {t.number for t in unattended(study.trials)}
+    assert found == {number["mine"], number["dead"], silent.number}
+    monkeypatch.setattr(workers, "RECORD_GRACE_SECONDS", -1)  # long enough ago
+    assert number["elsewhere"] in {t.number for t in unattended(study.trials)}
+
+
+def test_without_proc_a_worker_is_its_pid(monkeypatch, tmp_path):
+    monkeypatch.setattr(workers, "PROC", tmp_path / "no-proc")
+    assert worker_id() == f"{socket.gethostname()}:{os.getpid()}"
+    assert worker_alive(worker_id()) is True
+    assert worker_alive(f"{socket.gethostname()}:{os.getpid()}:12345") is True  # cannot tell
+    assert parse_worker("h:12:34") == ("h", 12, "34")
+    assert parse_worker("h:12") == ("h", 12, None) and parse_worker("h") == ("h", None, None)
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")

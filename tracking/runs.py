@@ -13,6 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,6 +25,8 @@ from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_B
 DEFAULT_URI = "sqlite:///mlflow.db"  # MLflow 3's own default: one file in the working directory
 PARENT_TAG = "mlflow.parentRunId"
 STATUSES = ("FINISHED", "FAILED", "KILLED")
+# run tag: "false" while what the run should hold is not all written, "true" once it is
+RECORDED = "recorded"
 
 
 def mask(url: str) -> str:
@@ -37,6 +40,10 @@ def mask(url: str) -> str:
 
 class TrackingError(ValueError):
     """A tracking store that cannot be used: a server that does not answer, a missing folder."""
+
+
+class TrackingFailed(RuntimeError):
+    """A tracking store that failed while in use (it errors, it is full, it went read-only)."""
 
 
 def check_store(uri: str) -> None:
@@ -116,11 +123,17 @@ class Tracker:
         """An existing run of this store, to log more to it or end it."""
         return Run(self.client, run_id)
 
-    def running_run_ids(self) -> set[str]:
-        """Ids of this experiment's runs whose status is still RUNNING."""
-        runs = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
-                                       max_results=50000)
-        return {r.info.run_id for r in runs}
+    def running_runs(self) -> dict[str, dict[str, str]]:
+        """This experiment's runs whose status is still RUNNING: their tags by run id."""
+        return self._search("attributes.status = 'RUNNING'")
+
+    def tagged(self, key: str, value: str) -> dict[str, dict[str, str]]:
+        """This experiment's runs with tag ``key`` = ``value``: their tags by run id."""
+        return self._search(f"tags.{key} = '{value}'")
+
+    def _search(self, condition: str) -> dict[str, dict[str, str]]:
+        runs = self.client.search_runs([self.experiment_id], condition, max_results=50000)
+        return {r.info.run_id: dict(r.data.tags) for r in runs}
 
     def start_run(self, name: str, params: dict[str, object] | None = None,
                   tags: dict[str, object] | None = None, parent: "Run | None" = None) -> "Run":
@@ -133,6 +146,17 @@ class Tracker:
         if params:
             run.log_params(params)
         return run
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a run holds: its status, each metric's latest value, its tags, its artefact files
+    (path: size in bytes)."""
+
+    status: str
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    artifacts: dict[str, int]
 
 
 class Run:
@@ -179,6 +203,27 @@ class Run:
 
     def log_file(self, local_path: str | Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
+
+    def stored(self) -> Stored:
+        """What the run holds now, as its store gives it back."""
+        run = self.client.get_run(self.run_id)
+        return Stored(run.info.status, dict(run.data.metrics), dict(run.data.tags),
+                      self._files())
+
+    def _files(self, folder: str | None = None) -> dict[str, int]:
+        files = {}
+        for f in self.client.list_artifacts(self.run_id, folder):
+            files.update(self._files(f.path) if f.is_dir else {f.path: f.file_size})
+        return files
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        """Every value logged of metric ``key``, as (step, value), in step order."""
+        history = self.client.get_metric_history(self.run_id, key)
+        return sorted((m.step, m.value) for m in history)
+
+    def mark_recorded(self) -> None:
+        """Tag the run ``recorded=true``: everything it should hold has been written."""
+        self.set_tags({RECORDED: "true"})
 
     def reopen(self) -> None:
         """Mark an ended run RUNNING again (a study resumed in its parent run)."""

@@ -8,8 +8,11 @@ process (forked when the writer starts, before training does) and done there, in
 Per-epoch metrics are gathered into one ``log_batch`` per run. Figures travel as sketches (a
 figure function with its data bound) and are drawn there too.
 
-Work that fails is reported on stderr (one line) and counted; it never stops the training.
-``flush`` waits until everything sent so far is done.
+Work that fails is reported on stderr (one line), counted and kept by whose run it was
+(``Writer.failed``); it never stops the training. ``flush`` waits until everything sent so far is
+done. A run's last write, ``QueuedRun.mark_recorded``, tags it ``recorded=true`` only if every
+earlier write to the run succeeded: a run whose writes were lost (its training process killed
+with them still queued) or failed keeps ``recorded=false`` (docs/faults.md).
 """
 
 from __future__ import annotations
@@ -24,16 +27,25 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow import MlflowClient
 
-from tracking.runs import Run
+from tracking.runs import RECORDED, Run
 
 BATCH = 200  # metric values per run gathered before they are sent (MLflow takes 1,000)
 ORPHAN_POLL_S = 1.0  # how often the writer checks that its training process is alive
 
 _clients: dict[tuple[int, str], MlflowClient] = {}
+# in the writer's process: held through each write, so that a writer whose training process was
+# killed ends between two writes, never halfway through one (a file half copied)
+_busy = threading.Lock()
+_failed_runs: set[str] = set()  # in the writer's process: runs with a write that failed
+
+
+class Unrecorded(RuntimeError):
+    """A run's mark not set, because an earlier write to the run failed."""
 
 
 def _run(uri: str, run_id: str) -> Run:
@@ -46,9 +58,11 @@ def _run(uri: str, run_id: str) -> Run:
 
 def _orphaned(parent: int) -> None:
     # a training process killed outright (SIGKILL) cannot stop its writer, which would wait
-    # for work forever; what it had not sent is lost with it, so the writer ends too
+    # for work forever; what it had not sent is lost with it (its runs keep recorded=false),
+    # so the writer ends too, once the write in progress is done
     while os.getppid() == parent:
         time.sleep(ORPHAN_POLL_S)
+    _busy.acquire()
     os._exit(1)
 
 
@@ -66,18 +80,33 @@ def _start_writer(parent: int) -> None:
 
 
 def _call(uri: str, run_id: str, method: str, args: tuple, remove: str | None = None) -> None:
-    try:
-        getattr(_run(uri, run_id), method)(*args)
-    finally:
-        if remove:
-            shutil.rmtree(remove, ignore_errors=True)
+    with _busy:
+        try:
+            if method == "mark_recorded" and run_id in _failed_runs:
+                raise Unrecorded("not marked recorded: an earlier write to the run failed")
+            getattr(_run(uri, run_id), method)(*args)
+        except BaseException:
+            _failed_runs.add(run_id)
+            raise
+        finally:
+            if remove:
+                shutil.rmtree(remove, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A write that failed: whose run (``what``, e.g. ``trial 12``), which call, why."""
+
+    what: str
+    method: str
+    error: str  # the exception's type and the first line of its message
 
 
 class Writer:
     def __init__(self, uri: str):
         self.uri = uri
-        self.failures = 0
-        self._futures: list[Future] = []
+        self.failed: list[Failure] = []
+        self._futures: list[tuple[Future, str, str]] = []  # (future, what, method)
         self._lock = threading.Lock()
         # forked now, while nothing of the study runs yet; spawned (a fresh interpreter) where
         # fork is not offered
@@ -87,12 +116,23 @@ class Writer:
                                             initargs=(os.getpid(),))
         self._process.submit(int).result()
 
-    def send(self, run_id: str, method: str, *args, remove: str | None = None) -> None:
+    @property
+    def failures(self) -> int:
+        """How many writes have failed so far (of those found done)."""
+        return len(self.failed)
+
+    def send(self, run_id: str, method: str, *args, remove: str | None = None,
+             what: str = "") -> None:
         """``Run(run_id).method(*args)`` in the writer's process, after everything sent before;
-        the folder ``remove`` is deleted after it."""
-        future = self._process.submit(_call, self.uri, run_id, method, args, remove)
+        the folder ``remove`` is deleted after it. ``what`` names the run in failure reports."""
+        what = what or f"run {run_id}"
+        try:
+            future = self._process.submit(_call, self.uri, run_id, method, args, remove)
+        except RuntimeError as err:  # the writer's process died (BrokenProcessPool) or ended
+            self._failed(what, method, err)
+            return
         with self._lock:
-            self._futures.append(future)
+            self._futures.append((future, what, method))
         self._report(wait=False)
 
     def flush(self) -> None:
@@ -104,28 +144,45 @@ class Writer:
         self.flush()
         self._process.shutdown()
 
+    def summary(self) -> str:
+        """The failed writes in one line: how many, whose runs, the first error; "" if none."""
+        if not self.failed:
+            return ""
+        runs: dict[str, list[str]] = {}
+        for f in self.failed:
+            runs.setdefault(f.what, []).append(f.method)
+        named = ", ".join(f"{what} ({', '.join(dict.fromkeys(methods))})"
+                          for what, methods in list(runs.items())[:5])
+        more = f" and {len(runs) - 5} more" if len(runs) > 5 else ""
+        return (f"{len(self.failed)} tracking write(s) failed: {named}{more}; first: "
+                f"{self.failed[0].method}: {self.failed[0].error}")
+
     def _report(self, wait: bool) -> None:
-        futures: list[Future] = []
+        done: list[tuple[Future, str, str]] = []
         with self._lock:  # one look at each future: done ones are reported, the rest kept
             pending = []
-            for future in self._futures:
-                (futures if wait or future.done() else pending).append(future)
+            for item in self._futures:
+                (done if wait or item[0].done() else pending).append(item)
             self._futures = pending
-        for future in futures:
+        for future, what, method in done:
             err = future.exception()
             if err is not None:
-                self.failures += 1
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-                print(f"warning: tracking failed: {type(err).__name__}: {first}",
-                      file=sys.stderr, flush=True)
+                self._failed(what, method, err)
+
+    def _failed(self, what: str, method: str, err: BaseException) -> None:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        self.failed.append(Failure(what, method, f"{type(err).__name__}: {first}"))
+        print(f"warning: tracking failed ({what}, {method}): {type(err).__name__}: {first}",
+              file=sys.stderr, flush=True)
 
 
 class QueuedRun:
     """A run whose writes are sent to a ``Writer``: the methods of ``tracking.runs.Run`` that a
-    trial uses, returning at once. ``log_figures`` sends sketches, drawn by the writer."""
+    trial uses, returning at once. ``log_figures`` sends sketches, drawn by the writer. ``what``
+    names the run in failure reports (e.g. ``trial 12``)."""
 
-    def __init__(self, writer: Writer, run_id: str):
-        self.writer, self.run_id = writer, run_id
+    def __init__(self, writer: Writer, run_id: str, what: str = ""):
+        self.writer, self.run_id, self.what = writer, run_id, what
         self._metrics: list[tuple[dict[str, float], int]] = []
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
@@ -135,15 +192,15 @@ class QueuedRun:
 
     def _send_metrics(self) -> None:
         if self._metrics:
-            self.writer.send(self.run_id, "log_metric_steps", self._metrics)
+            self.writer.send(self.run_id, "log_metric_steps", self._metrics, what=self.what)
             self._metrics = []
 
     def _send(self, method: str, *args, remove: str | None = None) -> None:
         self._send_metrics()  # in the order logged
-        self.writer.send(self.run_id, method, *args, remove=remove)
+        self.writer.send(self.run_id, method, *args, remove=remove, what=self.what)
 
-    def log_figures(self, sketches: dict[str, Callable]) -> None:
-        self._send("log_figures", sketches)
+    def log_figures(self, sketches: dict[str, Callable], folder: str = "figures") -> None:
+        self._send("log_figures", sketches, folder)
 
     def log_dict(self, data: dict, path: str) -> None:
         self._send("log_dict", data, path)
@@ -162,6 +219,10 @@ class QueuedRun:
 
     def finish(self, status: str = "FINISHED") -> None:
         self._send("finish", status)
+
+    def mark_recorded(self) -> None:
+        """The run's last write: tag it ``recorded=true``, unless a write to it failed."""
+        self._send("mark_recorded")
 
     def flush(self) -> None:
         """Send the metrics gathered so far."""
