@@ -150,7 +150,7 @@ def test_experiment_page_and_the_reports_feasible_trials_view(reported_study, ml
     screenshot(link, "mlflow_experiment.png", "1400,900")
     # the report's link to the feasible trials, best first, opens just those, in that order
     md = (reported_study.folder / "report.md").read_text()
-    feasible_first = re.search(r"lowest `val_mse` first: (\S+)", md)[1]
+    feasible_first = re.search(r"lowest `val_mse` first: <(\S+)>", md)[1]  # an autolink
     dom = chromium("--dump-dom", feasible_first.replace("http://127.0.0.1:5000", base))
     rows = dict(re.findall(r'row-index="(\d+)" row-id="([0-9a-f]+)"', dom))
     study = optuna.load_study(study_name=reported_study.name,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from markdown_it import MarkdownIt
 from mlflow import MlflowClient
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
@@ -110,6 +111,51 @@ def test_document_escapes_every_kind_of_block(tmp_path):
     assert "<script>" not in outside_code and "&lt;script&gt;" in outside_code
     table_row = next(line for line in md.splitlines() if line.endswith("| 1.5 |"))
     assert table_row.count(" | ") == 1 and "\\|" in table_row  # the | in text is not a column
+
+
+# report.md as GitHub renders it: CommonMark with tables and strikethrough, raw HTML allowed
+COMMONMARK = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+# everything that is markup in Markdown, as a study name or a parameter value could hold it
+MD_EVIL = ("[x](javascript:alert(1)) ![i](x.png) [r]: /ref *em* _em_ __strong__ ~~gone~~ a*b*c "
+           "sparse_kl <b>raw</b> <javascript:alert(1)> &lt; &#60; \\*kept\\* \\ & # h # `<i>code</i>`")
+BLOCK_STARTS = ["- x", "+ x", "* x", "1. x", "2) x", "# x", "> x", "---", "***", "___", "=== x",
+                "    indented", "[r]: javascript:alert(1)"]
+
+
+def shown(md: str) -> list[tuple[str, set[str]]]:
+    """Each piece of inline text of ``md`` as CommonMark shows it, with the kinds of its tokens."""
+    inline = [t for t in COMMONMARK.parse(md) if t.type == "inline"]
+    return [("".join(c.content for c in t.children if c.type in ("text", "code_inline")),
+             {c.type for c in t.children}) for t in inline]
+
+
+@pytest.mark.parametrize("text", [MD_EVIL, *BLOCK_STARTS])
+def test_markdown_shows_every_string_as_text(text, tmp_path):
+    plain = text.replace("`", "")  # what a reader sees: the code span's content
+    blocks = [document.Heading(text), document.Paragraph(text), document.Bullets((text, text)),
+              document.Warn(text), document.Table((text, "n"), ((text, "1.5"),)),
+              document.Image("f.png", text)]
+    pieces = shown(document.markdown(text, blocks))
+    leading = plain.strip()
+    assert [p for p, _ in pieces] == [leading] * 5 + [f"Warning: {leading}", leading, "n",
+                                                      leading, "1.5", "", leading]
+    text_only = {"text", "code_inline", "softbreak"}
+    # the document's own markup: the warning's bold label, the figure and its italic caption
+    own = [set()] * 5 + [{"strong_open", "strong_close"}] + [set()] * 4 + [
+        {"image"}, {"em_open", "em_close"}]
+    for (piece, kinds), allowed in zip(pieces, own):
+        assert kinds <= text_only | allowed, (piece, kinds)
+
+
+def test_markdown_urls_are_links_to_themselves():
+    url = "http://127.0.0.1:5000/#/experiments/1/runs?a=b_c&orderByKey=metrics.%60val_mse%60"
+    [inline] = [t for t in COMMONMARK.parse(document.markdown("t", [
+        document.Paragraph(f"feasible trials: {url}, best first")])) if t.type == "inline"][1:]
+    assert [c.type for c in inline.children] == ["text", "link_open", "text", "link_close",
+                                                 "text"]
+    assert inline.children[1].attrs["href"] == url  # the sentence's comma is not part of it
+    assert (inline.children[0].content, inline.children[-1].content) == (
+        "feasible trials: ", ", best first")
 
 
 def test_retraining_best_config_lands_within_5_percent(reported_study):
