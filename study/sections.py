@@ -201,8 +201,9 @@ def best_configurations(f: Findings) -> list[Block]:
                             str(f.folder / "best_config.json")])]
     for fam, t in f.best.items():
         commands += [f"# best {fam} (trial {t.number})", reproduce_command(t.user_attrs["config"])]
-    return out + [Paragraph("Train one of them again as a tracked MLflow run (seeded: it repeats "
-                            "the trial's numbers):"),
+    return out + [Paragraph("Train one of them again as a tracked MLflow run (seeded: on the same "
+                            "Keras backend it repeats the trial's numbers, up to float "
+                            "rounding):"),
                   Code("\n".join(commands))]
 
 
