@@ -26,9 +26,11 @@ import warnings
 
 import optuna
 
+from experiments import memory
 from experiments.cli import OneLineParser
 from experiments.config import ConfigError, parse_override
 from experiments.data import SOURCES, DataError
+from experiments.packed import default_slots
 from experiments.presets import DEFAULT
 from study import faults
 from study.objective import OBJECTIVE, StudySpec
@@ -223,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
 
         data = data_module.load(spec.base.data.name, spec.base.data.val_fraction,
                                 spec.base.data.seed)
-        if not args.no_tracking and args.worker_index == 0:  # helpers wait for it instead
-            check_store(tracking_uri(args.tracking_uri))
+        if args.worker_index == 0:  # helpers: their coordinator checked for them
+            slots = min(args.pack or default_slots(), args.n_trials)  # every worker's pack
+            memory.check(spec.base, data.sizes(), slots, min(args.workers, args.n_trials))
+            if not args.no_tracking:
+                check_store(tracking_uri(args.tracking_uri))
         start = time.perf_counter()
         commands = helper_commands(args, spec.name)
         env = os.environ | for_helpers(args.storage)[1]
