@@ -17,6 +17,7 @@ store is touched. ``report`` writes what a study found to reports/<study>/ (stud
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import subprocess
@@ -55,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data", default=DEFAULT.data.name, help=f"dataset: {', '.join(SOURCES)}")
     run.add_argument("--pruner", default="hyperband", help=f"one of {', '.join(PRUNERS)}")
     run.add_argument("--seed", type=int, default=0, help="sampler, weights and split seed")
-    run.add_argument("--study-name", help="default: derived from families, data, target, epochs")
+    run.add_argument("--study-name", help="default: derived from families, data, target, "
+                                          "epochs; an empty name is refused, not the default")
     run.add_argument("--storage", default=DEFAULT_STORAGE,
                      help=f"journal:PATH or a database URL (default {DEFAULT_STORAGE})")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -75,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
 
     add_arguments(bench)
     report = sub.add_parser("report", help="write a study's report to reports/<study>/")
-    report.add_argument("--study-name", help="default: the study whose latest trial started last")
+    report.add_argument("--study-name", help="default: the study whose latest trial started "
+                                             "last; an empty name is refused")
     report.add_argument("--storage", default=DEFAULT_STORAGE,
                         help=f"the study's storage (default {DEFAULT_STORAGE})")
     report.add_argument("--out", help="report folder (default reports/<study>)")
@@ -115,6 +118,18 @@ def default_name(families, data: str, target: float, epochs: int) -> str:
     return f"{'+'.join(families)}-{data}-target{target:g}-{epochs}ep"
 
 
+def check_study_name(name: str) -> None:
+    """Refuse an empty study name (it would fall back to another study) and one with a character
+    that is not printable (a newline, a control character): it names the Optuna study, the MLflow
+    experiment and the report's folder."""
+    if not name.strip():
+        raise ConfigError("--study-name must not be empty; leave it out for the default name")
+    odd = next((c for c in name if not c.isprintable()), None)
+    if odd is not None:
+        raise ConfigError(f"--study-name {name!r} holds the non-printable character {odd!r}; "
+                          f"use printable characters only")
+
+
 def spec_from_args(args: argparse.Namespace) -> StudySpec:
     """Validate every argument; raises ConfigError or StorageError."""
     unknown = [f for f in args.family if f not in SEARCHED_FAMILIES]
@@ -124,8 +139,8 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
     families = tuple(dict.fromkeys(args.family))
     if args.pruner not in PRUNERS:
         raise ConfigError(f"unknown pruner {args.pruner!r}; one of {', '.join(PRUNERS)}")
-    if not args.target > 0:
-        raise ConfigError(f"--target must be > 0, got {args.target!r}")
+    if not (args.target > 0 and math.isfinite(args.target)):  # inf: every trial feasible
+        raise ConfigError(f"--target must be > 0 and finite, got {args.target!r}")
     if args.n_trials < 1:
         raise ConfigError(f"--n-trials must be >= 1, got {args.n_trials}")
     if args.pack is not None and args.pack < 1:
@@ -143,6 +158,8 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
         raise ConfigError(f"{clash[0]} is searched by the study; it cannot be fixed with --set")
     base = DEFAULT.replace(**{"name": "study", "data.name": args.data, "data.seed": args.seed,
                               "train.epochs": args.epochs, "train.seed": args.seed, **fixed})
+    if args.study_name is not None:
+        check_study_name(args.study_name)
     name = args.study_name or default_name(families, args.data, args.target, args.epochs)
     return StudySpec(name=name, families=families, target=args.target, base=base,
                      pruner=args.pruner)
@@ -194,6 +211,8 @@ def _report(args: argparse.Namespace) -> int:
     from study import report
 
     try:
+        if args.study_name is not None:
+            check_study_name(args.study_name)
         written = report.write(args.storage, args.study_name, args.out, args.tracking_uri)
     except (ConfigError, DataError, StorageError, report.ReportError) as err:
         print(f"error: {err}", file=sys.stderr)

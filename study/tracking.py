@@ -15,11 +15,12 @@ import optuna
 from optuna.trial import TrialState
 
 from experiments.config import ExperimentConfig
-from tracking.runs import Run, Tracker
+from tracking.runs import Run, Tracker, TrackingError, has_run, mask, tracking_uri
 from tracking.writer import QueuedRun, Writer
 
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attr: the study's parent run
+TRACKING_ATTR = "mlflow_tracking_uri"  # study user attr: the store of its runs, password masked
 
 
 class StudyTracking:
@@ -31,9 +32,13 @@ class StudyTracking:
     @classmethod
     def open(cls, study: optuna.Study, tags: dict[str, str], uri: str | None = None
              ) -> "StudyTracking":
-        """Open the study's parent run (creating it on first use) and mark it RUNNING."""
-        tracker = Tracker(study.study_name, uri)
+        """Open the study's parent run (creating it on first use) and mark it RUNNING. A study
+        resumed with a tracking store that does not hold its parent run raises TrackingError,
+        naming the store it started with, before anything is written."""
         run_id = study.user_attrs.get(PARENT_ATTR)
+        if run_id is not None and not has_run(tracking_uri(uri), run_id):
+            raise TrackingError(_elsewhere(study, tracking_uri(uri)))
+        tracker = Tracker(study.study_name, uri)
         if run_id is None:
             parent = tracker.start_run(f"study {study.study_name}", tags=tags)
             study.set_user_attr(PARENT_ATTR, parent.run_id)
@@ -41,6 +46,8 @@ class StudyTracking:
             parent = tracker.run(run_id)
             parent.reopen()
             parent.set_tags(tags)
+        if study.user_attrs.get(TRACKING_ATTR) != mask(tracker.uri):  # new, or a moved store
+            study.set_user_attr(TRACKING_ATTR, mask(tracker.uri))
         return cls(tracker, study.study_name, parent)
 
     def start_trial(self, number: int, cfg: ExperimentConfig, tags: dict[str, str]
@@ -85,3 +92,15 @@ class StudyTracking:
         self.writer.close()
         if end_parent:
             self.parent.finish(status)
+
+
+def _elsewhere(study: optuna.Study, uri: str) -> str:
+    """What to tell a user who resumes ``study`` with the tracking store ``uri``, which does not
+    hold its runs."""
+    where = study.user_attrs.get(TRACKING_ATTR)
+    start = f"study {study.study_name!r} keeps its MLflow runs in "
+    if where is None:  # a study from before the store was recorded
+        return (f"{start}another tracking store than {mask(uri)} (its parent run is not there): "
+                f"resume it with the --tracking-uri it started with, or pick a new --study-name")
+    return (f"{start}{where}, not {mask(uri)}: resume it with --tracking-uri {where} (or that "
+            f"MLFLOW_TRACKING_URI), or pick a new --study-name")
