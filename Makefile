@@ -11,13 +11,18 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 DATA ?=
 EPOCHS ?=
 PORT ?= 5000
-# make study: FAMILY=sparse_kl,ncae TRIALS=100 TARGET=0.05 TIMEOUT=780 PRUNER=median STUDY=name
-# PACK=8 (trials trained at once), WORKERS=4 (also make faults, with CYCLES=10)
+# make study: FAMILY=sparse_kl,ncae TRIALS=100 TARGET=0.05 (or TARGET_L0=4) TIMEOUT=600
+# PRUNER=median STUDY=name PACK=8 (trials trained at once) WORKERS=4 (also make faults, with
+# CYCLES=10) CONFIRM_TOP=3 CONFIRM_SEEDS=3 (0 skips the confirmation on fresh seeds)
+# make report: STUDY= STORAGE= OUT= TARGET= TARGET_L0= (another target, from the stored trials)
 # make bench: PACKS="1 4 8 16"
 FAMILY ?=
 TRIALS ?= 400
-TIMEOUT ?= 780
+TIMEOUT ?= 600
 TARGET ?=
+TARGET_L0 ?=
+CONFIRM_TOP ?=
+CONFIRM_SEEDS ?=
 PRUNER ?=
 STUDY ?=
 STORAGE ?=
@@ -28,6 +33,7 @@ SEED ?=
 WORKERS ?=
 CYCLES ?=
 comma := ,
+TARGETS = $(if $(TARGET),--target $(TARGET)) $(if $(TARGET_L0),--target-l0 $(TARGET_L0))
 
 .DEFAULT_GOAL := help
 .PHONY: help install test experiments study report bench faults ui clean
@@ -51,16 +57,18 @@ test: $(STAMP) ## run the test suite (what CI runs), then the training tests on 
 experiments: $(STAMP) ## run the seed notebooks' six experiments as MLflow runs (DATA=, EPOCHS=)
 	$(PY) -m experiments run --all $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))
 
-study: $(STAMP) ## Optuna study of the sparse AEs, ~5 min (FAMILY= TRIALS= TARGET= DATA= EPOCHS= TIMEOUT= WORKERS=)
+study: $(STAMP) ## Optuna study of the sparse AEs, then its winners confirmed on fresh seeds (~8 min)
 	$(PY) -m study run --n-trials $(TRIALS) $(if $(TIMEOUT),--timeout $(TIMEOUT)) \
-		$(if $(FAMILY),--family $(subst $(comma), ,$(FAMILY))) $(if $(TARGET),--target $(TARGET)) \
+		$(if $(FAMILY),--family $(subst $(comma), ,$(FAMILY))) $(TARGETS) \
+		$(if $(CONFIRM_TOP),--confirm-top $(CONFIRM_TOP)) \
+		$(if $(CONFIRM_SEEDS),--confirm-seeds $(CONFIRM_SEEDS)) \
 		$(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(PRUNER),--pruner $(PRUNER)) $(if $(STUDY),--study-name $(STUDY)) \
 		$(if $(STORAGE),--storage $(STORAGE)) $(if $(SEED),--seed $(SEED)) \
 		$(if $(PACK),--pack $(PACK)) $(if $(WORKERS),--workers $(WORKERS))
 
-report: $(STAMP) ## report of the latest study to reports/<study>/ (STUDY= STORAGE= OUT=)
-	$(PY) -m study report $(if $(STUDY),--study-name $(STUDY)) \
+report: $(STAMP) ## report of the latest study to reports/<study>/ (STUDY= STORAGE= OUT= TARGET=)
+	$(PY) -m study report $(if $(STUDY),--study-name $(STUDY)) $(TARGETS) \
 		$(if $(STORAGE),--storage $(STORAGE)) $(if $(OUT),--out $(OUT))
 
 bench: $(STAMP) ## training, packing and tracking speed against plain fit (bench/results.json)

@@ -115,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
         f = result.final
         sparsity = ("" if cfg.model.family == "vae" else  # its codes are Gaussian means
                     f"mean_activation={f['test_mean_activation']:.3f} "
-                    f"active={f['test_active_fraction']:.2f} ")
+                    f"l0={f['test_l0']:.1f} ")
         print(f"{cfg.name}: val_mse={f['val_mse']:.4f} test_mse={f['test_mse']:.4f} "
               f"{sparsity}({result.seconds:.0f} s) run {run.run_id}", flush=True)
     print(f"tracking store: {mask(tracker.uri)}; browse it with `make ui`")

@@ -200,6 +200,14 @@ def decode(model: keras.Model, z: np.ndarray, chunk: int = 4096) -> np.ndarray:
     return _apply(_submodel(model, "decoder"), z, chunk)
 
 
+def decoder_kernel(model: keras.Model) -> np.ndarray | None:
+    """The decoder's weights (units, 784) of a one-layer decoder: row j is code unit j's
+    contribution to the output's logits. None for the VAE, whose decoder has a hidden layer."""
+    if isinstance(model, VAE):
+        return None
+    return np.asarray(model.get_layer("decoder").get_layer("reconstruction").kernel)
+
+
 def encoder_kernel(model: keras.Model) -> np.ndarray:
     """The first encoder layer's weights (784, units): the receptive fields."""
     encoder = _submodel(model, "encoder")

@@ -296,6 +296,7 @@ class PackedTrainer:
         self._order = np.zeros((slots, len(data.x_train)), np.int32)
         self._streams: list[np.random.Generator | None] = [None] * slots
         self._initial: dict[tuple, list[np.ndarray]] = {}  # plain models' initial weights
+        self._val_variance = metrics.pixel_variance(data.x_val)
         self._sums = {bce: _compiled(lambda x, bce=bce: self._chunk_sums(x, bce))
                       for bce in (False, True)}
 
@@ -348,7 +349,9 @@ class PackedTrainer:
 
     def measure(self, x: np.ndarray, bce: bool = False) -> dict[str, np.ndarray]:
         """Every slot's measures on ``x`` (n, 784), each an array (slots,)."""
-        measures = metrics.Measures(bce=bce)
+        # the validation split is measured after every epoch: its variance is taken once
+        variance = self._val_variance if x is self.data.x_val else metrics.pixel_variance(x)
+        measures = metrics.Measures(bce=bce, variance=variance)
         chunk = max(1, MEASURE_ELEMENTS // (self.slots * PIXELS))
         for start in range(0, len(x), chunk):
             part = x[start:start + chunk]
@@ -357,7 +360,8 @@ class PackedTrainer:
 
     def _chunk_sums(self, x, bce: bool) -> dict:
         codes = self.model.encode(x)
-        return metrics.chunk_sums(x, self.model.decode(codes), codes, bce=bce)
+        return metrics.chunk_sums(x, self.model.decode(codes), codes,
+                                  metrics.unit_scale(self.model.decoder_kernel), bce=bce)
 
     def run(self, on_epoch: Callable[[EpochResults], None]) -> None:
         """Train until every slot is free. Exceptions from ``on_epoch`` end the training."""

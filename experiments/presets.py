@@ -11,7 +11,8 @@ DEFAULT = ExperimentConfig()
 
 PRESETS: dict[str, ExperimentConfig] = {
     # the Keras blog VAE: 2 latent variables so the latent space can be drawn without reduction
-    "vae": DEFAULT.replace(**{"name": "vae", "model.family": "vae", "model.latent": 2}),
+    "vae": DEFAULT.replace(**{"name": "vae", "model.family": "vae", "model.latent": 2,
+                              "model.decoder_norm": 0.0}),  # its decoder is not one layer
     # the seed's "ordinary" autoencoder with 32 code units
     "ae": DEFAULT,
     # the seed's L1 activity regularizer: 1e-7 stays sharp ("10e-5 is blurry")

@@ -7,6 +7,7 @@ Recording goes to any object with ``log_metrics``, ``log_figure``, ``log_figures
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,7 +23,9 @@ from matplotlib.figure import Figure
 from experiments import figures, models, occupancy
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
-from experiments.train import evaluate_split, fit, history_csv
+from experiments.packed import PackedTrainer
+from experiments.train import History, TrainingDiverged, check_finite, evaluate_split, fit, \
+    history_csv
 
 
 class Recorder(Protocol):
@@ -119,8 +122,16 @@ def record_artifacts(recorder: Recorder, result: Result, data: Dataset, cfg: Exp
 
 
 def final_measures(model: keras.Model, data: Dataset) -> dict[str, float]:
-    """Every measure of a trained model on the validation and test splits (``val_*``, ``test_*``)."""
-    return {**evaluate_split(model, data.x_val, "val"), **evaluate_split(model, data.x_test, "test")}
+    """Every measure of a trained model on the validation and test splits (``val_*``,
+    ``test_*``), and the L2 norms of its decoder columns (median and max over the code units:
+    how far the decoder grew)."""
+    out = {**evaluate_split(model, data.x_val, "val"), **evaluate_split(model, data.x_test, "test")}
+    kernel = models.decoder_kernel(model)
+    if kernel is not None:
+        norms = np.linalg.norm(kernel, axis=1)  # (units,)
+        out |= {"decoder_norm_median": float(np.median(norms)),
+                "decoder_norm_max": float(norms.max())}
+    return out
 
 
 def train_and_evaluate(cfg: ExperimentConfig, data: Dataset, recorder: Recorder | None = None,
@@ -142,6 +153,49 @@ def evaluate(model: keras.Model, history: dict[str, list[float]], data: Dataset,
     """The result of a trained model, with its final measures."""
     return Result(model, history, {**final_measures(model, data), "train_seconds": seconds},
                   seconds)
+
+
+def train_many(configs: list[ExperimentConfig], data: Dataset, slots: int
+               ) -> list[Result | TrainingDiverged]:
+    """Train every config to its end, ``slots`` at a time as one packed model (they may differ
+    only in ``packed.SLOT_FIELDS``: family, penalties, learning rate, epochs, seed); each one's
+    Result, or the TrainingDiverged that ended it. A config trains exactly as it would alone."""
+    if not configs:
+        return []
+    trainer = PackedTrainer(configs[0], data, max(1, min(slots, len(configs))))
+    results: list[Result | TrainingDiverged | None] = [None] * len(configs)
+    queue = list(range(len(configs)))
+    running: dict[int, tuple[int, History, float]] = {}  # slot -> (config index, ...)
+
+    def fill(slot: int) -> None:
+        if queue:
+            i = queue.pop(0)
+            # a copy: the trainer tells a slot given a new trial by the config's identity
+            trainer.assign(slot, copy.copy(configs[i]))
+            running[slot] = (i, History(), time.perf_counter())
+
+    def each(epoch_results) -> None:
+        for slot, (epoch, values) in epoch_results.items():
+            i, history, start = running[slot]
+            history(epoch, values)
+            try:
+                check_finite(epoch, values)
+            except TrainingDiverged as err:
+                results[i] = err
+                del running[slot]
+                trainer.release(slot)
+                fill(slot)
+                continue
+            if epoch == configs[i].train.epochs:
+                results[i] = evaluate(trainer.export(slot), history, data,
+                                      time.perf_counter() - start)
+                del running[slot]
+                fill(slot)
+
+    for slot in trainer.free():
+        fill(slot)
+    trainer.run(each)
+    return results  # type: ignore[return-value]
 
 
 def record_final(recorder: Recorder, result: Result, cfg: ExperimentConfig) -> None:

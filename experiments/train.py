@@ -41,7 +41,10 @@ def evaluate_split(model: keras.Model, x: np.ndarray, prefix: str,
     """All measures of ``metrics.summarize`` on one split, keys prefixed (``val_mse``, ...)."""
     codes = models.encode(model, x)
     x_hat = models.decode(model, codes)
-    return {f"{prefix}_{k}": v for k, v in metrics.summarize(x, x_hat, codes, bce=bce).items()}
+    kernel = models.decoder_kernel(model)
+    scale = None if kernel is None else metrics.unit_scale(kernel)
+    return {f"{prefix}_{k}": v
+            for k, v in metrics.summarize(x, x_hat, codes, scale, bce=bce).items()}
 
 
 def check_finite(epoch: int, values: dict[str, float]) -> None:

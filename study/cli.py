@@ -34,9 +34,11 @@ from experiments.data import SOURCES, DataError
 from experiments.packed import default_slots
 from experiments.presets import DEFAULT
 from study import faults
-from study.objective import OBJECTIVE, StudySpec
-from study.runner import PRUNERS, StudyError, best_feasible, closest_infeasible, run_study
-from study.space import FAMILY_PARAMS, RANGES, SEARCHED_FAMILIES
+from study import confirm, summary
+from study.objective import StudySpec
+from study.results import DEFAULT_MEASURE, DEFAULT_TARGET
+from study.runner import PRUNERS, StudyError, run_study
+from study.space import RANGES, SEARCHED_FAMILIES
 from study.storage import DEFAULT_STORAGE, StorageError, check_url, check_workers, for_helpers
 from tracking.runs import TrackingError, check_store, tracking_uri
 
@@ -47,8 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="create or resume a study and run trials")
     run.add_argument("--family", nargs="+", default=list(SEARCHED_FAMILIES),
                      help=f"families to search (default: all of {', '.join(SEARCHED_FAMILIES)})")
-    run.add_argument("--target", type=float, default=0.05,
-                     help="largest acceptable validation mean code activation (default 0.05)")
+    _add_targets(run, default=True)
     run.add_argument("--n-trials", type=int, default=60, help="trials to run now (default 60)")
     run.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     run.add_argument("--epochs", type=int, default=DEFAULT.train.epochs,
@@ -70,30 +71,81 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--pack", type=int,
                      help="trials trained at once as one model (default: 8 on a CPU, 256 on a "
                           "GPU with JAX; 1 trains one trial after another)")
+    run.add_argument("--confirm-top", type=int, default=confirm.TOP,
+                     help=f"after the search, train the best N feasible configurations of each "
+                          f"family again on fresh seeds (default {confirm.TOP}; 0 skips)")
+    run.add_argument("--confirm-seeds", type=int, default=confirm.SEEDS,
+                     help=f"fresh seeds per confirmed configuration and baseline (default "
+                          f"{confirm.SEEDS}; 0 skips)")
     run.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # helpers
+    conf = sub.add_parser("confirm", help="train a study's best configurations (for its target "
+                                          "or another) and its baselines on fresh seeds")
+    _add_study(conf)
+    _add_targets(conf, default=False)
+    conf.add_argument("--confirm-top", type=int, default=confirm.TOP,
+                      help=f"configurations per family (default {confirm.TOP})")
+    conf.add_argument("--confirm-seeds", type=int, default=confirm.SEEDS,
+                      help=f"fresh seeds each (default {confirm.SEEDS})")
+    conf.add_argument("--pack", type=int, help="trainings at once (default as for run)")
     bench = sub.add_parser("bench", help="measure training, packing and tracking speed "
                                          "(bench/results.json)")
     from study.bench import add_arguments
 
     add_arguments(bench)
     report = sub.add_parser("report", help="write a study's report to reports/<study>/")
-    report.add_argument("--study-name", help="default: the study whose latest trial started "
-                                             "last; an empty name is refused")
-    report.add_argument("--storage", default=DEFAULT_STORAGE,
-                        help=f"the study's storage (default {DEFAULT_STORAGE})")
+    _add_study(report)
+    _add_targets(report, default=False)
     report.add_argument("--out", help="report folder (default reports/<study>)")
-    report.add_argument("--tracking-uri", help="MLflow tracking URI the study used (default: "
-                                               "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     faults.add_arguments(sub.add_parser(
         "faults", help="kill workers mid-trial, restart them, check that nothing was lost"))
     return parser
+
+
+def _add_study(parser: argparse.ArgumentParser) -> None:
+    """The options that find an existing study and its runs."""
+    parser.add_argument("--study-name", help="default: the study whose latest trial started "
+                                             "last; an empty name is refused")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help=f"the study's storage (default {DEFAULT_STORAGE})")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI the study used (default: "
+                                               "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+
+
+def _add_targets(parser: argparse.ArgumentParser, default: bool) -> None:
+    """--target, --target-l0, --target-raw: one of them bounds one sparsity measure."""
+    which = parser.add_mutually_exclusive_group()
+    own = "the study's own" if not default else None
+    which.add_argument("--target", type=float,
+                       help=f"largest validation mean activation, each unit weighted by its "
+                            f"decoder column's RMS (default {own or DEFAULT_TARGET})")
+    which.add_argument("--target-l0", type=float, metavar="K",
+                       help="largest mean number of active code units per validation digit")
+    which.add_argument("--target-raw", type=float, metavar="X",
+                       help="largest unweighted validation mean activation, as the notebooks "
+                            "measured it (a code can meet it by shrinking against its decoder)")
+
+
+def chosen_target(args: argparse.Namespace) -> tuple[str, float] | None:
+    """(measure, target) from the --target options, or None when none was given."""
+    for option, measure in (("target", "mean_activation"), ("target_l0", "l0"),
+                            ("target_raw", "raw_activation")):
+        value = getattr(args, option)
+        if value is not None:
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"--{option.replace('_', '-')} must be > 0 and finite, "
+                                  f"got {value!r}")
+            return measure, value
+    return None
 
 
 def worker_command(args: argparse.Namespace, name: str, index: int, n_trials: int) -> list[str]:
     """The command of helper process ``index`` (> 0) running ``n_trials`` of study ``name``;
     an inline storage password is left out of it (see ``for_helpers``)."""
     storage, _ = for_helpers(args.storage)
-    common = ["--family", *args.family, "--target", repr(args.target), "--epochs",
+    measure, target = chosen_target(args) or (DEFAULT_MEASURE, DEFAULT_TARGET)
+    option = {"mean_activation": "--target", "l0": "--target-l0",
+              "raw_activation": "--target-raw"}[measure]
+    common = ["--family", *args.family, option, repr(target), "--epochs",
               str(args.epochs), "--data", args.data, "--pruner", args.pruner, "--seed",
               str(args.seed), "--study-name", name, "--storage", storage]
     common += [x for s in args.set for x in ("--set", s)]
@@ -113,15 +165,18 @@ def helper_commands(args: argparse.Namespace, name: str) -> list[list[str]]:
     return [worker_command(args, name, i, n) for i, n in enumerate(shares) if i > 0 and n > 0]
 
 
-def default_name(families, data: str, target: float, epochs: int) -> str:
+def default_name(families, data: str, measure: str, target: float, epochs: int) -> str:
     data = re.sub(r"[^A-Za-z0-9._-]+", "_", data.split("/")[-1])
-    return f"{'+'.join(families)}-{data}-target{target:g}-{epochs}ep"
+    kind = {"mean_activation": "", "l0": "-l0", "raw_activation": "-raw"}[measure]
+    return f"{'+'.join(families)}-{data}-target{kind}{target:g}-{epochs}ep"
 
 
-def check_study_name(name: str) -> None:
+def check_study_name(name: str | None) -> None:
     """Refuse an empty study name (it would fall back to another study) and one with a character
     that is not printable (a newline, a control character): it names the Optuna study, the MLflow
-    experiment and the report's folder."""
+    experiment and the report's folder. None (no --study-name) is the default's to decide."""
+    if name is None:
+        return
     if not name.strip():
         raise ConfigError("--study-name must not be empty; leave it out for the default name")
     odd = next((c for c in name if not c.isprintable()), None)
@@ -139,14 +194,15 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
     families = tuple(dict.fromkeys(args.family))
     if args.pruner not in PRUNERS:
         raise ConfigError(f"unknown pruner {args.pruner!r}; one of {', '.join(PRUNERS)}")
-    if not (args.target > 0 and math.isfinite(args.target)):  # inf: every trial feasible
-        raise ConfigError(f"--target must be > 0 and finite, got {args.target!r}")
+    measure, target = chosen_target(args) or (DEFAULT_MEASURE, DEFAULT_TARGET)
     if args.n_trials < 1:
         raise ConfigError(f"--n-trials must be >= 1, got {args.n_trials}")
     if args.pack is not None and args.pack < 1:
         raise ConfigError(f"--pack must be >= 1, got {args.pack}")
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.confirm_top < 0 or args.confirm_seeds < 0:
+        raise ConfigError("--confirm-top and --confirm-seeds must be >= 0")
     if args.timeout is not None and not args.timeout > 0:
         raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout!r}")
     check_url(args.storage)
@@ -158,69 +214,87 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
         raise ConfigError(f"{clash[0]} is searched by the study; it cannot be fixed with --set")
     base = DEFAULT.replace(**{"name": "study", "data.name": args.data, "data.seed": args.seed,
                               "train.epochs": args.epochs, "train.seed": args.seed, **fixed})
-    if args.study_name is not None:
-        check_study_name(args.study_name)
-    name = args.study_name or default_name(families, args.data, args.target, args.epochs)
-    return StudySpec(name=name, families=families, target=args.target, base=base,
-                     pruner=args.pruner)
+    check_study_name(args.study_name)
+    name = args.study_name or default_name(families, args.data, measure, target, args.epochs)
+    return StudySpec(name=name, families=families, target=target, base=base,
+                     pruner=args.pruner, measure=measure)
 
 
-def _summary(outcome, spec: StudySpec, seconds: float, tracking) -> None:
+def _summary(outcome, spec: StudySpec, seconds: float, data) -> None:
     counts = outcome.counts()
     print(f"\nstudy {spec.name!r}: {len(outcome.trials)} trials in total "
           f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed, "
-          f"{counts['feasible']} feasible); this run took {seconds:.0f} s")
+          f"{counts['feasible']} feasible: {spec.constraint.describe()}); this run took "
+          f"{seconds:.0f} s")
     if outcome.reconciled:
         print(f"  {outcome.reconciled} trial(s) of a stopped worker were failed (and queued "
               f"again) and their runs ended")
-    best = best_feasible(outcome.trials)
-    if best is None:
-        near = closest_infeasible(outcome.trials)
-        print(f"no feasible trial: none reached mean activation <= {spec.target}")
-        if near is not None:
-            print(f"closest: trial {near.number} ({near.user_attrs['config']['model.family']}) "
-                  f"mean activation {near.user_attrs['val_mean_activation']:.4f}, "
-                  f"{OBJECTIVE}={near.value:.4f}")
-        return
-    for family in spec.families:
-        fam = best_feasible([t for t in outcome.trials
-                             if t.user_attrs.get("config", {}).get("model.family") == family])
-        if fam is None:
-            print(f"  {family:9s} no feasible trial")
-            continue
-        a = fam.user_attrs
-        print(f"  {family:9s} trial {fam.number:4d}: val_mse={a['val_mse']:.4f} "
-              f"test_mse={a['test_mse']:.4f} mean_act={a['val_mean_activation']:.4f} "
-              f"active={a['val_active_fraction']:.2f} hoyer={a['val_hoyer']:.2f}")
-    a = best.user_attrs
-    print(f"\nbest feasible: trial {best.number} ({a['config']['model.family']}), "
-          f"val_mse={a['val_mse']:.4f}, test_mse={a['test_mse']:.4f}, "
-          f"mean activation {a['val_mean_activation']:.4f} (target {spec.target})")
-    for key in FAMILY_PARAMS[a["config"]["model.family"]]:
-        print(f"  {key} = {a['config'][key]:.4g}")
-    if tracking and "mlflow_run_id" in a:
-        artifacts = tracking.tracker.client.get_run(a["mlflow_run_id"]).info.artifact_uri
-        where = artifacts.removeprefix("file://")
-        print(f"figures: {where}/figures/")
-        print(f"retrain it as a tracked run: "
-              f"python -m experiments run --config {where}/config.json")
-        print("browse every trial: make ui; write a report to share: make report")
+    families = list(spec.families)
+    print("\n".join(summary.search_lines(outcome.trials, families, spec.constraint)))
+    if outcome.confirmation is not None:
+        _confirmed(outcome.confirmation, spec, data,
+                   outcome.tracking.tracker if outcome.tracking else None)
+    else:
+        print("not confirmed on fresh seeds (--confirm-seeds 0): the numbers above are one "
+              "seed's, the best of many draws")
+
+
+def _confirmed(outcome, spec: StudySpec, data, tracker) -> None:
+    from study import baselines
+
+    refs = baselines.references(data, spec.base.model.latent, spec.base.data.seed)
+    print("\n".join(summary.confirmation_lines(outcome, list(spec.families), spec.constraint,
+                                               refs)))
+    where = (lambda run_id: tracker.client.get_run(run_id).info.artifact_uri) if tracker else None
+    print("\n".join(summary.winner_lines(outcome, where)))
+
+
+def _confirm(args: argparse.Namespace) -> int:
+    """``python -m study confirm``: confirm an existing study's winners (for its own target or
+    another) and train its baselines."""
+    from experiments import data as data_module
+    from study import confirm as confirming
+    from study.report import ReportError, load_study, open_tracking
+    from study.runner import stored_spec
+
+    try:
+        if args.confirm_top < 1 or args.confirm_seeds < 1:
+            raise ConfigError("--confirm-top and --confirm-seeds must be >= 1")
+        if args.pack is not None and args.pack < 1:
+            raise ConfigError(f"--pack must be >= 1, got {args.pack}")
+        check_study_name(args.study_name)
+        study = load_study(args.storage, args.study_name)
+        spec = stored_spec(study, chosen_target(args))
+        data = data_module.load(spec.base.data.name, spec.base.data.val_fraction,
+                                spec.base.data.seed)
+        recorder = open_tracking(study, args.tracking_uri, data)
+    except (ConfigError, DataError, StorageError, ReportError, TrackingError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    outcome = confirming.confirm(study, spec.base, data, list(spec.families), spec.constraint,
+                                 args.confirm_top, args.confirm_seeds,
+                                 args.pack or default_slots(), recorder)
+    _confirmed(outcome, spec, data, recorder.tracker if recorder else None)
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
     from study import report
 
     try:
-        if args.study_name is not None:
-            check_study_name(args.study_name)
-        written = report.write(args.storage, args.study_name, args.out, args.tracking_uri)
+        check_study_name(args.study_name)
+        written = report.write(args.storage, args.study_name, args.out, args.tracking_uri,
+                               chosen_target(args))
     except (ConfigError, DataError, StorageError, report.ReportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"report: {written.folder / 'report.html'} (and report.md, trials.csv"
+    print(f"report: {written.folder / 'report.html'} (and report.md, summary.json, trials.csv"
           f"{', best_config.json' if written.best else ''})")
     if written.logged_to:
         print(f"logged to the study's MLflow run {written.logged_to} under report/")
+    if written.to_confirm:
+        print(f"not everything is confirmed on fresh seeds; to confirm it:\n  "
+              f"{written.to_confirm}")
     return 0
 
 
@@ -238,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         return bench.main(args)
     if args.command == "faults":
         return faults.main(args)
+    if args.command == "confirm":
+        return _confirm(args)
     try:
         spec = spec_from_args(args)
         from experiments import data as data_module
@@ -256,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_study(spec, data, args.storage, own, args.timeout, args.tracking_uri,
                             tracking=not args.no_tracking, progress=args.worker_index == 0,
                             worker=args.worker_index, pack=args.pack,
+                            confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds,
                             helpers=lambda: [subprocess.Popen(c, env=env) for c in commands])
     except (ConfigError, DataError, StorageError, StudyError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -265,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     if args.worker_index == 0:
-        _summary(outcome, spec, time.perf_counter() - start, outcome.tracking)
+        _summary(outcome, spec, time.perf_counter() - start, data)
     if outcome.helpers_failed:
         print(f"error: {outcome.helpers_failed} worker process(es) failed; their output is "
               f"above. Run the same command to go on with the study", file=sys.stderr)

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace, folder: Path) -> Drill:
     study_args = _parser().parse_args([
         "run", "--family", *FAMILIES, "--data", f"npz:{_tiny_npz(folder)}", "--epochs",
         str(args.epochs), "--pruner", "none", "--seed", str(args.seed), "--storage", storage,
-        "--tracking-uri", uri, "--set", "train.batch_size=64"])
+        "--tracking-uri", uri, "--set", "train.batch_size=64", "--confirm-seeds", "0"])
 
     def command(index: int, n_trials: int) -> list[str]:
         return worker_command(study_args, name, index, n_trials)

@@ -1,7 +1,8 @@
 """The objective: one trial = suggest, train, evaluate, track, finish.
 
-Minimise the validation reconstruction MSE subject to the validation mean code activation being at
-most the target, recorded with ``trial.set_constraint`` (feasible when ``value - target <= 0``).
+Minimise the validation reconstruction MSE subject to a validation sparsity measure being at most
+the target (study/results.py), recorded with ``trial.set_constraint`` (feasible when
+``value - target <= 0``).
 The steps around training (``begin``, ``epoch_hooks``, ``complete``, ``abort``) are separate
 methods: study/loop.py trains several trials at once and drives them through Optuna's ask/tell
 interface.
@@ -19,12 +20,10 @@ from experiments.data import Dataset
 from experiments.runner import Result, describe, record_artifacts, record_final
 from experiments.train import EpochHook, History
 from study import space
+from study.results import DEFAULT_MEASURE, OBJECTIVE, Constraint
 from study.tracking import StudyTracking
 from study.workers import retry_tags
 
-OBJECTIVE = "val_mse"  # returned: minimised; every epoch, pruning compares it plus the violation
-CONSTRAINT = "val_mean_activation"  # must end at or below the study's target
-CONSTRAINT_KEY = "mean_activation"  # the name under which Optuna stores the constraint
 TRIAL_FIGURES = ("reconstruction", "receptive_fields", "activations", "latent_scatter")
 
 
@@ -38,17 +37,24 @@ class StudySpec:
 
     name: str
     families: tuple[str, ...]
-    target: float  # the largest acceptable mean code activation
+    target: float  # the largest acceptable value of the sparsity measure
     base: ExperimentConfig  # data, latent size, batch size, epochs, seed: fixed budget
     pruner: str
+    measure: str = DEFAULT_MEASURE  # the sparsity measure the target bounds (study/results.py)
+
+    @property
+    def constraint(self) -> Constraint:
+        return Constraint(self.measure, self.target)
 
     def describe(self) -> dict[str, str]:
         b = self.base
         return {"study": self.name, "families": ",".join(self.families),
-                "target": repr(self.target), "pruner": self.pruner, "sampler": "TPE",
+                "target": repr(self.target), "measure": self.measure,
+                "pruner": self.pruner, "sampler": "TPE",
                 "data": b.data.name, "epochs": str(b.train.epochs),
                 "latent": str(b.model.latent), "activation": b.model.activation,
                 "penalty_layers": b.model.penalty_layers, "loss": b.train.loss,
+                "decoder_norm": repr(b.model.decoder_norm),
                 "seed": str(b.train.seed)}
 
 
@@ -81,28 +87,29 @@ class Objective:
 
     def _pruning(self, trial: optuna.Trial) -> EpochHook:
         def report(epoch: int, values: dict[str, float]) -> None:
-            if OBJECTIVE not in values or CONSTRAINT not in values:
-                raise MissingMetric(f"the study monitors {OBJECTIVE!r} and {CONSTRAINT!r}, "
+            metric = self.spec.constraint.metric
+            if OBJECTIVE not in values or metric not in values:
+                raise MissingMetric(f"the study monitors {OBJECTIVE!r} and {metric!r}, "
                                     f"but epoch {epoch} reported only {sorted(values)}")
             if not math.isfinite(values[OBJECTIVE]):
                 return  # training raises TrainingDiverged right after the hooks
             trial.report(self.pruning_value(values), epoch)
             if trial.should_prune():
                 # a pruned trial still tells the sampler how sparse it was
-                self._constrain(trial, values[CONSTRAINT])
+                self._constrain(trial, values)
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}: "
                                          f"{OBJECTIVE}={values[OBJECTIVE]:.4g}")
         return report
 
     def pruning_value(self, values: dict[str, float]) -> float:
         """What the pruner compares across trials at an epoch: the validation MSE plus how far
-        the mean activation is above the target. On the MSE alone, dense (infeasible) trials
+        the sparsity measure is above the target. On the MSE alone, dense (infeasible) trials
         reconstruct best and get feasible ones pruned."""
-        return values[OBJECTIVE] + max(0.0, values[CONSTRAINT] - self.spec.target)
+        return values[OBJECTIVE] + max(0.0, self.spec.constraint.violation(values))
 
-    def _constrain(self, trial: optuna.Trial, mean_activation: float) -> float:
-        violation = mean_activation - self.spec.target
-        trial.set_constraint(CONSTRAINT_KEY, violation)
+    def _constrain(self, trial: optuna.Trial, values: dict[str, float]) -> float:
+        violation = self.spec.constraint.violation(values)
+        trial.set_constraint(self.spec.measure, violation)
         return violation
 
     def complete(self, trial: optuna.Trial, cfg: ExperimentConfig, run, result: Result) -> float:
@@ -110,7 +117,7 @@ class Objective:
         final = result.final
         for key, value in final.items():
             trial.set_user_attr(key, value)
-        violation = self._constrain(trial, final[CONSTRAINT])
+        violation = self._constrain(trial, final)
         if run is not None:  # queued: written by the tracking process while training goes on
             record_final(run, result, cfg)
             run.log_metrics({"constraint": violation}, step=cfg.train.epochs)

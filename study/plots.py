@@ -17,12 +17,10 @@ from pathlib import Path
 import numpy as np
 import optuna
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 from optuna.trial import FrozenTrial, TrialState
 
-from study.objective import CONSTRAINT, OBJECTIVE
-from study.runner import feasible
+from study.results import OBJECTIVE, Constraint, completed, family
 from study.space import SEARCHED_FAMILIES
 
 DPI = 100
@@ -134,43 +132,57 @@ def _renumber_colorbar(fig, numbers: list[int]) -> None:
     cax.set_ylabel("trial")
 
 
-def tradeoff(trials: list[FrozenTrial], target: float, mean_image: float,
-             best: FrozenTrial | None, path: Path) -> None:
-    """Validation MSE against validation mean activation of every completed trial: the target
-    line, feasible trials filled, infeasible hollow, the best feasible starred, and the MSE of
-    predicting the mean training image (a model at or above it has learned nothing)."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE and CONSTRAINT in t.user_attrs]
-    fig = Figure(figsize=(9, 5.2), dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
-    ax.axvspan(0, target, color="tab:green", alpha=0.08, lw=0)
-    ax.axvline(target, color="tab:green", ls="--", lw=1.2)
-    ax.axhline(mean_image, color="0.45", ls=":", lw=1.2)
-    families = sorted({t.user_attrs["config"]["model.family"] for t in done})
-    for family in families:
-        mine = [t for t in done if t.user_attrs["config"]["model.family"] == family]
-        x = np.array([t.user_attrs[CONSTRAINT] for t in mine])
-        y = np.array([t.user_attrs[OBJECTIVE] for t in mine])
-        ok = np.array([feasible(t) for t in mine], dtype=bool)
-        color = FAMILY_COLORS.get(family, "0.3")
-        ax.scatter(x[ok], y[ok], s=36, color=color, edgecolors=color, zorder=3)
-        ax.scatter(x[~ok], y[~ok], s=36, facecolors="none", edgecolors=color, zorder=3)
-    if best is not None:
-        bx, by = best.user_attrs[CONSTRAINT], best.user_attrs[OBJECTIVE]
-        ax.scatter([bx], [by], marker="*", s=260, color="gold", edgecolors="k", zorder=4)
-        ax.annotate(f"best feasible: trial {best.number}", (bx, by), xytext=(8, -14),
-                    textcoords="offset points", fontsize=9)
-    # activations span decades and dead codes are exactly 0: linear below 1e-3, log above
-    ax.set_xscale("symlog", linthresh=1e-3, linscale=0.5)
-    ax.set_xlim(left=0)
-    ax.set_xlabel(f"validation mean code activation ({CONSTRAINT})")
-    ax.set_ylabel(f"validation MSE ({OBJECTIVE})")
-    ax.set_title(f"Reconstruction against sparsity: {len(done)} completed trials")
-    handles = [Line2D([], [], marker="o", ls="", color=FAMILY_COLORS.get(f, "0.3"), label=f)
-               for f in families]
-    handles += [Line2D([], [], marker="o", ls="", color="0.3", label="feasible"),
-                Line2D([], [], marker="o", ls="", markerfacecolor="none", color="0.3",
-                       label="infeasible"),
-                Line2D([], [], color="tab:green", ls="--", label=f"target {target:g}"),
-                Line2D([], [], color="0.45", ls=":", label=f"mean image {mean_image:.4f}")]
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5))
+def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The lower-left front of (sparsity, error) points: each point no other point beats on
+    both, by increasing sparsity measure."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points):
+        if not front or y < front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+FRONTIER_AXES = (("mean_activation", "validation mean activation (decoder-weighted)"),
+                 ("l0", "validation L0: active code units per digit"))
+
+
+def frontier(trials: list[FrozenTrial], constraint: Constraint, mean_image: float,
+             marked: dict[str, FrozenTrial], path: Path) -> None:
+    """Validation MSE against the mean activation and against L0 of every completed trial, each
+    family's Pareto front as a step line, the target where it applies, each family's winner
+    (``marked``) starred, and the mean image's MSE (a model at or above it learned nothing)."""
+    done = [t for t in completed(trials) if all(f"val_{m}" in t.user_attrs
+                                                for m, _ in FRONTIER_AXES)]
+    fig = Figure(figsize=(12, 4.8), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    families = sorted({family(t) for t in done})
+    for ax, (measure, label) in zip(axes, FRONTIER_AXES):
+        metric = f"val_{measure}"
+        for fam in families:
+            color = FAMILY_COLORS.get(fam, "0.3")
+            points = [(t.user_attrs[metric], t.user_attrs[OBJECTIVE]) for t in done
+                      if family(t) == fam]
+            xs, ys = zip(*points)
+            ax.scatter(xs, ys, s=14, color=color, alpha=0.35, lw=0, zorder=2)
+            front = pareto(points)
+            front.append((max(x for x, _ in points), front[-1][1]))  # on to the sparsest
+            ax.step([x for x, _ in front], [y for _, y in front], where="post", color=color,
+                    lw=1.8, label=f"{fam} ({len(points)} trials)", zorder=3)
+            if fam in marked:
+                t = marked[fam]
+                ax.scatter([t.user_attrs[metric]], [t.user_attrs[OBJECTIVE]], marker="*",
+                           s=240, color=color, edgecolors="k", zorder=4)
+        if constraint.measure == measure:
+            ax.axvline(constraint.target, color="tab:green", ls="--", lw=1.2,
+                       label=f"target {constraint.target:g}")
+        ax.axhline(mean_image, color="0.45", ls=":", lw=1.2,
+                   label=f"mean image {mean_image:.4f}")
+        if measure == "mean_activation":  # spans decades; dead codes are exactly 0
+            ax.set_xscale("symlog", linthresh=1e-3, linscale=0.5)
+            ax.set_xlim(left=0)
+        ax.set_xlabel(label)
+    axes[0].set_ylabel(f"validation MSE ({OBJECTIVE})")
+    axes[1].legend(loc="upper right", fontsize=9)
+    fig.suptitle(f"Reconstruction against sparsity: {len(done)} completed trials, each "
+                 f"family's Pareto front, winners starred")
     fig.savefig(path, dpi=DPI)

@@ -16,10 +16,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
+from experiments.config import from_flat
 from experiments.data import Dataset
 from experiments.packed import default_slots
+from study import confirm
 from study.loop import PackLoop
-from study.objective import CONSTRAINT, OBJECTIVE, Objective, StudySpec
+from study.objective import Objective, StudySpec
+from study.results import DEFAULT_MEASURE, OBJECTIVE, best_feasible, family, feasible
 from study.storage import mask, open_storage
 from study.tracking import StudyTracking
 from study.workers import Recovery, recover
@@ -63,7 +66,8 @@ def open_study(spec: StudySpec, storage_url: str, worker: int = 0) -> optuna.Stu
                                     load_if_exists=True, sampler=sampler, pruner=pruner)
     # what makes trials comparable: families, target and every fixed config value (the pruner
     # may change between sessions; it only decides when to stop a trial)
-    wanted = {"families": ",".join(spec.families), "target": spec.target, **spec.base.flat()}
+    wanted = {"families": ",".join(spec.families), "target": spec.target,
+              "measure": spec.measure, **spec.base.flat()}
     stored = study.user_attrs.get(SPEC_ATTR)
     if stored is None:
         study.set_user_attr(SPEC_ATTR, wanted)
@@ -77,19 +81,16 @@ def open_study(spec: StudySpec, storage_url: str, worker: int = 0) -> optuna.Stu
     return study
 
 
-def feasible(t: FrozenTrial) -> bool:
-    return bool(t.constraints) and all(v <= 0 for v in t.constraints.values())
-
-
-def best_feasible(trials: list[FrozenTrial]) -> FrozenTrial | None:
-    done = [t for t in trials if t.state == TrialState.COMPLETE and feasible(t)]
-    return min(done, key=lambda t: t.value) if done else None
-
-
-def closest_infeasible(trials: list[FrozenTrial]) -> FrozenTrial | None:
-    """The completed trial that came nearest the sparsity target."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.constraints]
-    return min(done, key=lambda t: max(t.constraints.values())) if done else None
+def stored_spec(study: optuna.Study, target: tuple[str, float] | None = None) -> StudySpec:
+    """The spec a study was created with (its user attr), or with another ``(measure,
+    target)``; the pruner is not part of it."""
+    stored = dict(study.user_attrs[SPEC_ATTR])
+    families = tuple(str(stored.pop("families")).split(","))
+    measure, value = target or (stored.get("measure", DEFAULT_MEASURE), stored["target"])
+    for key in ("target", "measure"):
+        stored.pop(key, None)
+    return StudySpec(study.study_name, families, float(value), from_flat(stored), pruner="",
+                     measure=measure)
 
 
 def balance_families(study: optuna.Study, families: tuple[str, ...]) -> Callable[[], None]:
@@ -108,18 +109,19 @@ def balance_families(study: optuna.Study, families: tuple[str, ...]) -> Callable
 class _Progress:
     """Study callback: a progress bar with the best feasible value so far, and a line per trial."""
 
-    def __init__(self, total: int | None, study: optuna.Study, tracking: StudyTracking | None):
+    def __init__(self, total: int | None, study: optuna.Study, tracking: StudyTracking | None,
+                 metric: str):
         self.bar = tqdm(total=total, unit="trial", dynamic_ncols=True, leave=True)
-        self.tracking = tracking
+        self.tracking, self.metric = tracking, metric
         self.best = best_feasible(study.get_trials(deepcopy=False))
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.bar.update(1)
-        family = trial.user_attrs.get("config", {}).get("model.family", "?")
-        line = f"trial {trial.number:4d} {family:9s} {trial.state.name:8s}"
+        line = f"trial {trial.number:4d} {family(trial) or '?':9s} {trial.state.name:8s}"
         if trial.state == TrialState.COMPLETE:
-            act = trial.user_attrs.get(CONSTRAINT, math.nan)
-            line += (f" {OBJECTIVE}={trial.value:.4f} mean_act={act:.3f}"
+            measure = trial.user_attrs.get(self.metric, math.nan)
+            line += (f" {OBJECTIVE}={trial.value:.4f} {self.metric.removeprefix('val_')}="
+                     f"{measure:.3f}"
                      f"{' feasible' if feasible(trial) else ''}")
             if feasible(trial) and (self.best is None or trial.value < self.best.value):
                 self.best = trial
@@ -144,6 +146,7 @@ class Outcome:
     reconciled: int  # runs of dead trials ended (or dead trials failed, without tracking)
     tracking: StudyTracking | None
     helpers_failed: int = 0  # helper processes that did not end well
+    confirmation: confirm.Outcome | None = None  # None when it was skipped (or a helper)
 
     def counts(self) -> dict[str, int]:
         out = {s: sum(t.state.name == s for t in self.trials)
@@ -156,9 +159,12 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
               timeout: float | None = None, tracking_uri: str | None = None,
               tracking: bool = True, progress: bool = True, worker: int = 0,
               helpers: Callable[[], list[subprocess.Popen]] | None = None,
-              pack: int | None = None) -> Outcome:
+              pack: int | None = None, confirm_top: int = 0,
+              confirm_seeds: int = 0) -> Outcome:
     """Open (or resume) the study and run ``n_trials`` more trials (or until ``timeout``),
-    ``pack`` of them training at a time as one model (default: ``default_slots()``).
+    ``pack`` of them training at a time as one model (default: ``default_slots()``); then
+    confirm the ``confirm_top`` best feasible trials of each family on ``confirm_seeds`` fresh
+    seeds and train the baselines (study/confirm.py; 0 skips it).
 
     ``worker`` > 0 marks a helper process of a parallel study: it leaves the study's parent run
     to the coordinator, which starts its helpers with ``helpers()`` once the study exists and
@@ -169,12 +175,12 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
     track = StudyTracking.open(study, tags, tracking_uri) if tracking else None
     reconciled = recover(study, track)
     procs = helpers() if helpers else []
-    bar = _Progress(n_trials, study, track) if progress else None
+    bar = _Progress(n_trials, study, track, spec.constraint.metric) if progress else None
     loop = PackLoop(study, Objective(spec, data, track), data, pack or default_slots(),
                     n_trials, timeout, callbacks=[c for c in (bar, Recovery(study, track)) if c],
                     before_ask=balance_families(study, spec.families)
                     if len(spec.families) > 1 else None)
-    status = "FAILED"
+    status, confirmed = "FAILED", None
     try:
         loop.run()
         for proc in procs:
@@ -182,6 +188,13 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
         status = "FINISHED" if all(p.returncode == 0 for p in procs) else "FAILED"
         if worker == 0:  # a helper killed in its last trial leaves it to us
             reconciled += recover(study, track)
+        if worker == 0 and confirm_top > 0 and confirm_seeds > 0:
+            recorder = confirm.Recorder(track.tracker, track.parent, spec.name,
+                                        data) if track else None
+            confirmed = confirm.confirm(study, spec.base, data, list(spec.families),
+                                        spec.constraint, confirm_top, confirm_seeds,
+                                        pack or default_slots(), recorder,
+                                        say=bar.bar.write if bar else print)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -194,4 +207,4 @@ def run_study(spec: StudySpec, data: Dataset, storage_url: str, n_trials: int,
         if track:
             track.close(status, end_parent=worker == 0)
     return Outcome(study, study.get_trials(), reconciled, track,
-                   sum(p.returncode != 0 for p in procs))
+                   sum(p.returncode != 0 for p in procs), confirmed)

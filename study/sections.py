@@ -1,7 +1,7 @@
-"""The report's sections, as document blocks: summary and warnings, the study, the best
-configuration per family, the comparison table, the figures (drawn here into the report's
-figures/ folder) and the files. Numbers come from what Optuna stored for the trials; nothing is
-recomputed but the baselines (study/comparison.py).
+"""The report's sections, as document blocks: summary and warnings, the study, the confirmed
+winners, the comparison, the figures (drawn here into the report's figures/ folder) and the files.
+Numbers come from what Optuna stored for the trials and their confirmations (study/confirm.py);
+nothing is trained here.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from experiments import presets
 from experiments.data import Dataset
-from study import plots
-from study.comparison import Row, trial_rows
+from study import baselines, comparison, plots
+from study.confirm import Confirmed
 from study.document import Block, Bullets, Code, Heading, Image, Paragraph, Table, Warn
-from study.objective import CONSTRAINT, OBJECTIVE
-from study.runner import feasible
+from study.results import OBJECTIVE, Constraint, completed, family, feasible
 from study.space import FAMILY_PARAMS, RANGES, near_edge
 from study.storage import mask
 
-BEST_FIGURES = {  # figures of the best trial's run, and what to look for in them
+BEST_FIGURES = {  # figures of the winner's run, and what to look for in them
     "reconstruction": "test digits (top) over their reconstructions",
     "receptive_fields": "encoder weights of each code unit (red +, blue −)",
     "activations": "its code activations on the test split: how sparse, how many units dead",
@@ -41,43 +40,51 @@ class Findings:
 
     study_name: str
     storage: str  # URL, masked where shown
-    spec: dict  # the study's spec user attr: families, target and the fixed flat config
+    spec: dict  # the study's spec user attr: families, target, measure, the fixed flat config
+    constraint: Constraint  # the study's own, or the one the report was asked for
     trials: list[FrozenTrial]
-    best: dict[str, FrozenTrial]  # best feasible trial per family that has one
-    overall: FrozenTrial | None  # best feasible trial of all
-    shown: FrozenTrial  # whose figures are shown: the overall best, else the closest
-    figure_source: str  # where the shown trial's figures came from
+    search_best: dict[str, FrozenTrial]  # best feasible trial per family, one seed
+    search_overall: FrozenTrial | None
+    confirmed: list[Confirmed]  # the candidates' confirmations on the fresh seeds
+    winners: dict[str, Confirmed]  # each family's confirmed winner
+    winner: Confirmed | None
+    unconfirmed: list[FrozenTrial]  # candidates not confirmed on those seeds
+    confirm_command: str  # what confirms them
+    baselines: dict[str, baselines.Baseline]
+    references: list[baselines.Reference]  # PCA, then the mean image
+    shown: FrozenTrial  # whose figures are shown
+    figure_source: str
     data: Dataset
-    baselines: list[Row]  # comparison rows; the last is the mean image
     uri: str  # MLflow tracking URI
     tags: dict[str, str] | None  # the parent run's tags; None without MLflow
     parent: str | None  # the parent run id
     folder: Path  # where the report will be
-
-    @property
-    def target(self) -> float:
-        return float(self.spec["target"])
+    registered: str | None  # "name/version" of the winner in MLflow's Model Registry
 
     @property
     def families(self) -> list[str]:
         return self.spec["families"].split(",")
 
-
-def family(t: FrozenTrial) -> str:
-    return t.user_attrs["config"]["model.family"]
+    @property
+    def mean_image(self) -> baselines.Reference:
+        return self.references[-1]
 
 
 def _f(value: float | None, digits: int = 4) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _pm(c: Confirmed, key: str, digits: int = 4) -> str:
+    return f"{_f(c.seeded.mean(key), digits)} ± {_f(c.seeded.sd(key), digits)}"
+
+
 def _seconds(s: float) -> str:
     return f"{s:.0f} s" + (f" ({s / 60:.1f} min)" if s >= 120 else "")
 
 
-def _values(t: FrozenTrial) -> str:
-    config = t.user_attrs["config"]
-    return ", ".join(f"{k.split('.')[-1]}={config[k]:.3g}" for k in FAMILY_PARAMS[family(t)])
+def _values(config: dict) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={config[k]:.3g}"
+                     for k in FAMILY_PARAMS[config["model.family"]])
 
 
 def edge_warnings(best: dict[str, FrozenTrial]) -> list[str]:
@@ -109,46 +116,75 @@ def reproduce_command(config: dict[str, object]) -> str:
     return shlex.join(args)
 
 
+def cost_sentence(f: Findings) -> str | None:
+    ratios = comparison.cost(f.winner, f.baselines, f.references)
+    if ratios is None:
+        return None
+    return (f"Cost of sparsity: the confirmed winner's test MSE is {ratios['vs_dense']:.2f}× "
+            f"the tuned dense autoencoder's, {ratios['vs_pca']:.2f}× PCA's and "
+            f"{ratios['vs_mean_image']:.2f}× the mean image's (the dense autoencoder: "
+            f"{ratios['dense_vs_pca']:.2f}× PCA's).")
+
+
 def summary(f: Findings) -> list[Block]:
-    if f.overall is None:
-        return [Paragraph(f"No trial met the target (mean activation ≤ {f.target:g}); the "
-                          f"closest is trial {f.shown.number} at "
-                          f"{_f(f.shown.user_attrs[CONSTRAINT])}.")]
-    a = f.overall.user_attrs
-    return [Paragraph(f"Best feasible: trial {f.overall.number} ({family(f.overall)}), val MSE "
-                      f"{_f(a['val_mse'])}, test MSE {_f(a['test_mse'])}, mean activation "
-                      f"{_f(a['val_mean_activation'])} (target {f.target:g}), active fraction "
-                      f"{_f(a['val_active_fraction'], 2)}, Hoyer {_f(a['val_hoyer'], 2)}.")]
+    c = f.constraint.describe()
+    if f.winner is not None:
+        w, a = f.winner, f.winner.trial.user_attrs
+        seeds = ", ".join(map(str, w.seeded.seeds))
+        text = (f"Confirmed winner: trial {w.number} ({family(w.trial)}), test MSE "
+                f"{_pm(w, 'test_mse')} over fresh seeds {seeds} (worst seed "
+                f"{_f(w.seeded.worst('test_mse'))}), val MSE {_pm(w, 'val_mse')}, mean "
+                f"activation {_f(w.seeded.mean('val_mean_activation'))} (worst "
+                f"{_f(w.seeded.worst('val_mean_activation'))}), L0 "
+                f"{_f(w.seeded.mean('val_l0'), 1)} active units per digit; constraint: {c}, "
+                f"met on average over the seeds. In the search, on the study's seed alone, it "
+                f"scored val MSE {_f(a['val_mse'])}, test MSE {_f(a['test_mse'])}.")
+        cost = cost_sentence(f)
+        return [Paragraph(text)] + ([Paragraph(cost)] if cost else [])
+    if f.search_overall is not None:
+        t, a = f.search_overall, f.search_overall.user_attrs
+        return [Paragraph(f"Not confirmed on fresh seeds: the search's best feasible trial is "
+                          f"{t.number} ({family(t)}), val MSE {_f(a['val_mse'])}, test MSE "
+                          f"{_f(a['test_mse'])} on the study's seed alone (the best of many "
+                          f"draws: expect it to do worse when trained again). Confirm it:"),
+                Code(f.confirm_command)]
+    return [Paragraph(f"No trial met the target ({c}); the closest is trial {f.shown.number} "
+                      f"at {_f(f.shown.user_attrs.get(f.constraint.metric))}.")]
 
 
 def warnings(f: Findings) -> list[Block]:
-    """Edges of the search space, best trials that learned nothing or whose code is mostly dead,
-    and the relu scale loophole when the study left it open."""
-    lines = edge_warnings(f.best)
-    mean_image = f.baselines[-1].val_mse
+    """Edges of the search space, winners that learned nothing or whose code is mostly dead,
+    unconfirmed candidates, and a sparsity measure or a decoder open to rescaling."""
+    lines = edge_warnings(f.search_best)
     latent = int(f.spec["model.latent"])
-    for fam, t in f.best.items():
-        a = t.user_attrs
-        if a["val_mse"] >= LEARNED_NOTHING * mean_image:
-            lines.append(f"{fam}: the best feasible trial ({t.number}) reconstructs no better "
-                         f"than the mean training image (val MSE {a['val_mse']:.4f} vs "
-                         f"{mean_image:.4f}): it met the target by learning nothing")
-        dead = int(a.get("val_dead_units", 0))
+    for fam, c in f.winners.items():
+        val = c.seeded.mean("val_mse")
+        if val >= LEARNED_NOTHING * f.mean_image.val_mse:
+            lines.append(f"{fam}: the confirmed winner (trial {c.number}) reconstructs no "
+                         f"better than the mean training image (val MSE {val:.4f} vs "
+                         f"{f.mean_image.val_mse:.4f}): it met the target by learning nothing")
+        dead = c.seeded.mean("val_dead_units")
         if dead >= latent / 2:
-            lines.append(f"{fam}: {dead} of the {latent} code units of trial {t.number} are "
-                         f"dead (never active on the validation split)")
-    s = f.spec
-    if (s.get("model.activation") == "relu" and s.get("model.penalty_layers") == "encoder"
-            and not s.get("model.decoder_norm")):
-        lines.append("relu codes with decay on the encoder only and no `model.decoder_norm`: a "
-                     "code can meet the mean-activation target by shrinking while the decoder "
-                     "grows; judge sparsity by the active fraction and Hoyer columns")
+            lines.append(f"{fam}: {dead:.0f} of the {latent} code units of trial {c.number} are "
+                         f"dead on average (never active on the validation split)")
+    if f.unconfirmed and f.winner is not None:
+        lines.append(f"trial(s) {', '.join(str(t.number) for t in f.unconfirmed)} are among "
+                     f"the best feasible but not confirmed on these seeds: "
+                     f"`{f.confirm_command}`")
+    if f.constraint.measure == "raw_activation":
+        lines.append("the constraint bounds the raw mean activation, which a relu code meets by "
+                     "shrinking while its decoder grows; judge sparsity by L0 and the "
+                     "decoder-weighted mean activation")
+    if not f.spec.get("model.decoder_norm"):
+        lines.append("no bound on the decoder columns (`model.decoder_norm=0`): the penalties act "
+                     "on codes that can shrink while the decoder grows, so they buy less "
+                     "sparsity than they cost (the measures here are weighted and not fooled)")
     return [Heading("Warnings"), *map(Warn, lines)] if lines else []
 
 
 def the_study(f: Findings) -> list[Block]:
     states = Counter(t.state.name for t in f.trials)
-    n_feasible = sum(t.state == TrialState.COMPLETE and feasible(t) for t in f.trials)
+    n_feasible = sum(feasible(t, f.constraint) for t in completed(f.trials))
     starts = [t.datetime_start for t in f.trials if t.datetime_start]
     ends = [t.datetime_complete for t in f.trials if t.datetime_complete]
     span = (max(ends) - min(starts)).total_seconds() if starts and ends else math.nan
@@ -159,12 +195,17 @@ def the_study(f: Findings) -> list[Block]:
     sizes = f.data.sizes()
     unrecorded = "not recorded (the study ran without MLflow)"
     tags = f.tags or {}
+    seeds = sorted({x for c in f.confirmed for x in c.seeded.seeds})
+    own = Constraint.of(s)
     items = [
         f"name: `{f.study_name}`; storage: `{mask(f.storage)}`",
         f"data: `{s['data.name']}`, {sizes['train']:,} training / {sizes['val']:,} validation / "
         f"{sizes['test']:,} test digits (content hash {f.data.content_hash})",
         f"families: {', '.join(f.families)}",
-        f"objective: minimise `{OBJECTIVE}`; constraint: `{CONSTRAINT}` ≤ target {f.target:g}",
+        f"objective: minimise `{OBJECTIVE}`; constraint: `{f.constraint.metric}` ≤ "
+        f"{f.constraint.target:g}" + ("" if own == f.constraint else
+                                      f" (asked of the report; the study ran with "
+                                      f"`{own.metric}` ≤ {own.target:g})"),
         f"budget: {len(f.trials)} trials, {s['train.epochs']} epochs each, batch size "
         f"{s['train.batch_size']}, {s['model.latent']} {s['model.activation']} code units; "
         f"fixed settings: {', '.join(fixed) or 'the defaults'}",
@@ -173,6 +214,9 @@ def the_study(f: Findings) -> list[Block]:
         f"{states['COMPLETE'] - n_feasible} infeasible), {states['PRUNED']} pruned, "
         f"{states['FAIL']} failed" + (f", {states['RUNNING']} running"
                                       if states["RUNNING"] else ""),
+        f"confirmation: {len(f.confirmed)} configuration(s) trained again on fresh seeds "
+        f"{', '.join(map(str, seeds)) or '–'}; all trials of the search use seed "
+        f"{s['train.seed']}",
         f"wall time: {_seconds(span)} from the first trial's start to the last one's end; the "
         f"trials took {_seconds(busy)} in all",
     ]
@@ -181,77 +225,103 @@ def the_study(f: Findings) -> list[Block]:
     return [Heading("The study"), Bullets(tuple(items))]
 
 
-def best_configurations(f: Findings) -> list[Block]:
-    out: list[Block] = [Heading("Best feasible configuration per family")]
-    if f.overall is None:
-        return out + [Paragraph("No trial met the target, so there is no best configuration and "
-                                "no best_config.json.")]
-    rows = tuple((fam + (" (best overall)" if t is f.overall else ""), str(t.number),
-                  _values(t), _f(t.user_attrs["val_mse"]), _f(t.user_attrs["test_mse"]),
-                  _f(t.user_attrs["val_mean_activation"]),
-                  _f(t.user_attrs["val_active_fraction"], 2), _f(t.user_attrs["val_hoyer"], 2))
-                 for fam, t in f.best.items())
-    out.append(Table(("family", "trial", "values", "val MSE", "test MSE",
-                      "mean activation (val)", "active fraction (val)", "Hoyer (val)"), rows))
-    missing = [fam for fam in f.families if fam not in f.best]
-    if missing:
-        out.append(Paragraph(f"No feasible trial in: {', '.join(missing)}."))
-    commands = [f"# best overall (trial {f.overall.number}, {family(f.overall)})",
-                shlex.join(["python", "-m", "experiments", "run", "--config",
-                            str(f.folder / "best_config.json")])]
-    for fam, t in f.best.items():
-        commands += [f"# best {fam} (trial {t.number})", reproduce_command(t.user_attrs["config"])]
-    return out + [Paragraph("Train one of them again as a tracked MLflow run (seeded: on the same "
-                            "Keras backend it repeats the trial's numbers, up to float "
-                            "rounding):"),
-                  Code("\n".join(commands))]
+def confirmed_table(f: Findings) -> list[Block]:
+    out: list[Block] = [Heading("Confirmed configurations")]
+    if not f.confirmed:
+        return out + [Paragraph("Nothing confirmed on fresh seeds yet:"),
+                      Code(f.confirm_command)]
+    rows = []
+    for c in sorted(f.confirmed, key=lambda c: (f.families.index(family(c.trial)),
+                                                c.seeded.mean("val_mse"))):
+        mark = " (winner)" if c is f.winner else (" (family winner)" if c in
+                                                  f.winners.values() else "")
+        rows.append((family(c.trial) + mark, str(c.number), _values(c.config),
+                     _f(c.trial.user_attrs["val_mse"]), _pm(c, "val_mse"), _pm(c, "test_mse"),
+                     _f(c.seeded.worst("test_mse")), _f(c.seeded.mean("val_mean_activation")),
+                     _f(c.seeded.mean("val_l0"), 1), "yes" if c.feasible(f.constraint) else "no"))
+    seed = f.spec["train.seed"]
+    out += [Paragraph(f"The best feasible trials of each family in the search, trained again "
+                      f"on fresh seeds and ranked by their mean validation MSE; a configuration "
+                      f"is feasible when its `{f.constraint.metric}` averaged over the seeds "
+                      f"meets the target. \"search\" is the trial's own value on seed {seed}."),
+            Table(("family", "trial", "values", f"search val MSE (seed {seed})",
+                   "val MSE (mean ± sd)", "test MSE (mean ± sd)", "worst test MSE",
+                   "mean activation", "L0", "feasible"), tuple(rows))]
+    if f.winner is not None:
+        commands = [f"# the winner (trial {f.winner.number}, {family(f.winner.trial)}); "
+                    f"--set train.seed=N for another seed",
+                    shlex.join(["python", "-m", "experiments", "run", "--config",
+                                str(f.folder / "best_config.json")])]
+        for fam, c in f.winners.items():
+            commands += [f"# {fam} (trial {c.number})", reproduce_command(c.config)]
+        out += [Paragraph("Train one of them again as a tracked MLflow run (with the study's "
+                          "seed, on the same Keras backend, it repeats the trial up to float "
+                          "rounding; other seeds land around the confirmed mean):"),
+                Code("\n".join(commands))]
+    return out
 
 
-def comparison(f: Findings) -> list[Block]:
-    rows = trial_rows(f.best, f.overall) + f.baselines
-    table = Table(("model", "how it was chosen", "val MSE", "test MSE", "mean activation",
-                   "active fraction", "Hoyer"),
-                  tuple((r.model, r.chosen, _f(r.val_mse), _f(r.test["mse"]),
-                         _f(r.test["mean_activation"]), _f(r.test["active_fraction"], 2),
+def comparison_table(f: Findings) -> list[Block]:
+    rows = (comparison.winner_rows(f.winners, f.winner) + comparison.baseline_rows(f.baselines)
+            + comparison.reference_rows(f.references))
+    table = Table(("model", "how it was chosen", "val MSE", "test MSE", "test FVU",
+                   "mean activation", "L0", "active fraction", "Hoyer"),
+                  tuple((r.model, r.chosen, _f(r.val_mse), _f(r.test_mse) + (
+                      f" ± {_f(r.test_mse_sd)}" if r.test_mse_sd is not None else ""),
+                         _f(r.test["fvu"], 3), _f(r.test["mean_activation"]),
+                         _f(r.test["l0"], 1), _f(r.test["active_fraction"], 2),
                          _f(r.test["hoyer"], 2)) for r in rows))
     s = f.spec
-    return [Heading("Comparison on the test split"),
-            Paragraph(f"All rows are measured on the same {len(f.data.x_test):,} test digits of "
-                      f"`{s['data.name']}` (the sparsity measures on their codes). The presets "
-                      f"are trained with the study's data, seed, epochs ({s['train.epochs']}), "
-                      f"batch size and code size ({s['model.latent']}); every other setting is "
-                      f"the preset's. A model near the mean image has learned nothing."),
-            table]
+    grid = ", ".join(f"{lr:g}" for lr in baselines.lr_grid())
+    blocks: list[Block] = [
+        Heading("Comparison on the test split"),
+        Paragraph(f"All rows are measured on the same {len(f.data.x_test):,} test digits of "
+                  f"`{s['data.name']}` (the code measures on their codes). The presets train "
+                  f"with everything the trials share: data, epochs ({s['train.epochs']}), batch "
+                  f"size, code size ({s['model.latent']}) and activation, loss, optimizer, "
+                  f"penalty layers and decoder bound; only their family and penalty weights are "
+                  f"the preset's. Their learning rate is chosen from {grid} by the validation "
+                  f"MSE on the study's seed, then trained on the winners' fresh seeds (mean ± "
+                  f"sd). A model near the mean image has learned nothing.")]
+    if not f.baselines:
+        blocks.append(Paragraph(f"The baselines are not trained yet: `{f.confirm_command}`"))
+    cost = cost_sentence(f)
+    return blocks + [table] + ([Paragraph(cost)] if cost else [])
 
 
 def figures(f: Findings, folder: Path) -> list[Block]:
     """Draw the study's figures into ``folder``/figures and show them, with what to read in
     each; the shown trial's own figures are expected there already."""
     out = folder / "figures"
-    done = [t for t in f.trials if t.state == TrialState.COMPLETE]
+    done = completed(f.trials)
     n_pruned = sum(t.state == TrialState.PRUNED for t in f.trials)
-    blocks: list[Block] = [Heading("Figures")]
-    plots.tradeoff(f.trials, f.target, f.baselines[-1].val_mse, f.overall, out / "tradeoff.png")
+    marked = {fam: c.trial for fam, c in f.winners.items()} or f.search_best
+    plots.frontier(f.trials, f.constraint, f.mean_image.val_mse, marked, out / "frontier.png")
     pruned = f" ({n_pruned} pruned trials stopped early and are not shown)" if n_pruned else ""
-    blocks.append(Image("figures/tradeoff.png",
-                        f"Validation MSE against validation mean activation of every completed "
-                        f"trial{pruned}. Left of the green line is feasible (filled), right of it "
-                        f"infeasible (hollow); the dotted line is the mean image's MSE."))
+    blocks: list[Block] = [Heading("Figures"), Image(
+        "figures/frontier.png",
+        f"Validation MSE against the decoder-weighted mean activation (left) and against L0, "
+        f"the active units per digit (right), of every completed trial{pruned}: one seed each. "
+        f"The lines are each family's Pareto front (the lowest MSE at or below that sparsity); "
+        f"stars mark the trials of each family's "
+        f"{'confirmed winner' if f.winners else 'best feasible trial'}; the dashed line is the "
+        f"target, the dotted one the mean image's MSE.")]
     plots.history(f.trials, out / "history.png")
     blocks.append(Image("figures/history.png",
                         "Optimisation history (Optuna): each completed trial's val MSE, "
                         "infeasible trials grey, and the best feasible value so far."))
 
     def penalised(t: FrozenTrial) -> float:
-        return t.value + max(0.0, t.user_attrs[CONSTRAINT] - f.target)
+        return t.value + max(0.0, f.constraint.violation(t.user_attrs))
 
-    if plots.importances(f.trials, penalised, f"{OBJECTIVE} + excess activation",
+    if plots.importances(f.trials, penalised, f"{OBJECTIVE} + excess sparsity measure",
                          out / "importances.png"):
         blocks.append(Image("figures/importances.png",
                             f"Parameter importances (Optuna's PED-ANOVA, conditional parameters "
-                            f"included) for the val MSE plus how far the mean activation exceeds "
-                            f"the target, the constrained objective the pruner also compares; "
-                            f"from {len(done)} completed trials (steadier from about 50)."))
+                            f"included) for the val MSE plus how far the sparsity measure "
+                            f"exceeds the target, the constrained objective the pruner also "
+                            f"compares; from {len(done)} completed trials (steadier from "
+                            f"about 50)."))
     else:
         blocks.append(Paragraph(f"Too few completed trials ({len(done)}) to tell parameter "
                                 f"importances (at least {plots.MIN_IMPORTANCE_TRIALS})."))
@@ -264,7 +334,8 @@ def figures(f: Findings, folder: Path) -> list[Block]:
                                 f"Slice plot (Optuna) of the {len(mine)} completed {fam} "
                                 f"trials: val MSE against each searched value, colour = trial "
                                 f"number, infeasible grey."))
-    what = ("best feasible trial" if f.overall is not None else
+    what = ("confirmed winner" if f.winner is not None else "search's best feasible trial"
+            if f.search_overall is not None else
             "trial closest to the target (no trial is feasible)")
     blocks += [Heading(f"The {what}: trial {f.shown.number} ({family(f.shown)})", 3),
                Paragraph(f"Figures: {f.figure_source}.")]
@@ -276,15 +347,21 @@ def figures(f: Findings, folder: Path) -> list[Block]:
 def files(f: Findings) -> list[Block]:
     items = ["`report.html`: this page, self-contained; `report.md`: the same, figures in "
              "`figures/`",
+             "`summary.json`: the winner, its confirmation and the baselines, for programs",
              "`trials.csv`: one row per trial (params, measures, state, constraint, MLflow run)"]
-    if f.overall is not None:
-        items.append("`best_config.json`: the flat config of the best feasible trial")
+    if f.winner is not None or f.search_overall is not None:
+        items.append("`best_config.json`: the flat config of the "
+                     + ("confirmed winner" if f.winner else "search's best feasible trial"))
+    if f.registered:
+        items.append(f"MLflow Model Registry: `models:/{f.registered}`, the confirmed winner's "
+                     f"model (`mlflow.keras.load_model`)")
     if f.tags is not None:
         from tracking.ui import experiment_links
 
         link = dict(experiment_links(f.uri, UI_BASE))[f.study_name]
         items += [f"MLflow: experiment `{f.study_name}` in `{f.uri}`, parent run `{f.parent}` "
-                  f"(this report is logged to it under `report/`), one child run per trial",
+                  f"(this report is logged to it under `report/`), one child run per trial "
+                  f"and per confirmation seed",
                   f"`make ui` serves it at {link}",
                   f"its feasible trials, lowest `{OBJECTIVE}` first: {feasible_first(link)}"]
     return [Heading("Files"), Bullets(tuple(items))]
@@ -301,5 +378,5 @@ def feasible_first(link: str) -> str:
 
 def page(f: Findings, folder: Path) -> list[Block]:
     """Every section, in reading order."""
-    return (summary(f) + warnings(f) + the_study(f) + best_configurations(f) + comparison(f)
+    return (summary(f) + warnings(f) + the_study(f) + confirmed_table(f) + comparison_table(f)
             + figures(f, folder) + files(f))

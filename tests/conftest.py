@@ -62,6 +62,7 @@ def reported_study(tmp_path_factory, tiny_npz):
                    "--tracking-uri", study.uri]
     assert main(["run", "--family", "sparse_kl", "ncae", "--data", tiny_npz, "--epochs", "2",
                  "--n-trials", "6", "--pruner", "none", "--target", "1.0",
+                 "--confirm-top", "2", "--confirm-seeds", "2",
                  "--set", "train.batch_size=64", *study.where]) == 0
     assert main(["report", *study.where, "--out", str(study.folder)]) == 0
     return study

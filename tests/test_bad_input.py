@@ -24,7 +24,7 @@ from study.cli import main as study_main
 from study.tracking import TRACKING_ATTR, _elsewhere
 
 STUDY = ["--family", "sparse_kl", "--epochs", "1", "--pruner", "none", "--set",
-         "train.batch_size=64"]
+         "train.batch_size=64", "--confirm-seeds", "0"]
 CLOSED = free_port()  # nothing listens here
 
 # (command line, what the one-line error says); <data>: the tiny dataset, <in>: a folder of

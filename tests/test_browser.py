@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from study.runner import best_feasible, feasible
+from study.results import best_feasible, feasible
 from study.storage import open_storage
 from study.tracking import PARENT_ATTR
 from servers import answers, free_port, unavailable
@@ -73,10 +73,10 @@ def test_report_page_loads_every_image_and_shows_the_numbers(reported_study, tmp
     dom = chromium("--dump-dom", probe.as_uri())
     loaded, total = map(int, re.search(r'<p id="probe">images (\d+)/(\d+)</p>', dom).groups())
     assert loaded == total == page.count("<img ") == 8
-    best = best_feasible(optuna.load_study(study_name=reported_study.name,
-                                           storage=open_storage(reported_study.storage)).trials)
-    for value in ("val_mse", "test_mse", "val_mean_activation"):
-        assert f"{best.user_attrs[value]:.4f}" in dom
+    winner = json.loads((reported_study.folder / "summary.json").read_text())["winner"]
+    for value in (winner["search"]["val_mse"], winner["search"]["test_mse"],
+                  winner["confirmed"]["test_mse_mean"], winner["confirmed"]["test_mse_sd"]):
+        assert f"{value:.4f}" in dom
     assert "<i>" not in dom and "Study &lt;i&gt;tiny&lt;/i&gt; &amp;" in dom
     assert "Comparison on the test split" in dom and "PCA, 32 components" in dom
     screenshot((reported_study.folder / "report.html").as_uri(), "report.png", "1400,2600")
@@ -125,8 +125,12 @@ def test_server_serves_the_study_runs_and_their_images(reported_study, mlflow_ui
             for r in runs}
     parent = study.user_attrs[PARENT_ATTR]
     assert "mlflow.parentRunId" not in tags[parent]
-    children = {run_id for run_id, t in tags.items() if t.get("mlflow.parentRunId") == parent}
+    children = {run_id for run_id, t in tags.items() if t.get("mlflow.parentRunId") == parent
+                and "trial" in t}
     assert children == {t.user_attrs["mlflow_run_id"] for t in study.trials}
+    # beside the trials: one run per confirmation seed and per baseline seed, both nested
+    confirmations = [t for t in tags.values() if t.get("kind") == "confirmation"]
+    assert confirmations and all(t["mlflow.parentRunId"] == parent for t in confirmations)
 
     def artefacts(run_id: str, path: str) -> set[str]:
         query = urllib.parse.urlencode({"run_id": run_id, "path": path})
@@ -138,7 +142,7 @@ def test_server_serves_the_study_runs_and_their_images(reported_study, mlflow_ui
     best = best_feasible(study.trials).user_attrs["mlflow_run_id"]
     served = {
         (best, "figures/reconstruction.png"): None,
-        (parent, "report/figures/tradeoff.png"): None,
+        (parent, "report/figures/frontier.png"): None,
         (parent, "report/report.html"): (reported_study.folder / "report.html").read_bytes(),
     }
     assert "report/report.html" in artefacts(parent, "report")

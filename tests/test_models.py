@@ -10,6 +10,8 @@ from keras import ops
 
 from experiments import models
 from experiments.runner import train_and_evaluate
+from experiments.train import evaluate_split
+from study.results import DEFAULT_MEASURE, DEFAULT_TARGET, Constraint
 from tests.conftest import tiny
 
 FAMILIES = ["vae", "ae", "sparse_l1", "sparse_kl", "ncae"]
@@ -114,19 +116,25 @@ def test_decoder_norm_bounds_each_code_units_decoder_weights(tiny_data):
     assert np.linalg.norm(kernel, axis=1).max() <= 0.5 + 1e-5
 
 
-def test_relu_scale_loophole_is_real(tiny_data):
-    # why decoder_norm exists: a relu code rescaled by s with the decoder rescaled by 1/s
-    # reconstructs identically while its mean activation shrinks by s
-    model = train_and_evaluate(tiny("ae"), tiny_data).model
+def test_a_rescaled_dense_autoencoder_cannot_pass_as_sparse(tiny_data):
+    # relu is positively homogeneous: the encoder times s and the decoder over s reconstruct
+    # identically while the raw mean activation shrinks by s. The notebooks' measure is fooled;
+    # the default constraint's, weighted by each unit's decoder column, is not
+    model = train_and_evaluate(tiny("ae", **{"train.learning_rate": 3e-3}), tiny_data).model
     x = tiny_data.x_val
-    codes = models.encode(model, x)
-    before = models.decode(model, codes)
+    before = evaluate_split(model, x, "val")
+    default = Constraint(DEFAULT_MEASURE, DEFAULT_TARGET)
+    assert not default.met(before)  # a dense code
+    s = 0.5 * DEFAULT_TARGET / before["val_raw_activation"]
     enc = model.get_layer("encoder").get_layer("code")
     dec = model.get_layer("decoder").get_layer("reconstruction")
     k, b = enc.get_weights()
-    enc.set_weights([k * 0.01, b * 0.01])
+    enc.set_weights([k * s, b * s])
     k, b = dec.get_weights()
-    dec.set_weights([k / 0.01, b])
-    small = models.encode(model, x)
-    assert small.mean() == pytest.approx(codes.mean() * 0.01, rel=1e-4)
-    np.testing.assert_allclose(models.decode(model, small), before, atol=1e-4)
+    dec.set_weights([k / s, b])
+    after = evaluate_split(model, x, "val")
+    assert after["val_mse"] == pytest.approx(before["val_mse"], rel=1e-4)
+    assert Constraint("raw_activation", DEFAULT_TARGET).met(after)  # the loophole is real
+    for key in ("val_mean_activation", "val_l0", "val_hoyer"):
+        assert after[key] == pytest.approx(before[key], rel=1e-4), key
+    assert not default.met(after)

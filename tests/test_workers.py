@@ -32,7 +32,7 @@ def test_a_missing_server_skips_its_tests_but_fails_them_in_ci(ci, outcome, monk
 def study_args(data, name, storage, uri, *extra):
     return ["run", "--family", "sparse_kl", "ncae", "--data", data, "--epochs", "2", "--pruner",
             "none", "--study-name", name, "--storage", storage, "--tracking-uri", uri,
-            "--set", "train.batch_size=64", *extra]
+            "--set", "train.batch_size=64", "--confirm-seeds", "0", *extra]
 
 
 def runs_by_trial(client, name):

@@ -1,0 +1,248 @@
+"""Confirmation: the search's best configurations trained again with fresh seeds, and the
+baselines trained the same way.
+
+Every trial of a study trains with the study's seed, so the search compares configurations, not
+luck; but the best of many trials is also the luckiest on that seed (the winner's curse). After
+the search the ``top`` best feasible trials of each family (by the search's validation MSE) are
+trained again with ``seeds`` fresh seeds (the study's seed + 1, + 2, ...), packed like trials.
+They are ranked by their mean validation MSE over those seeds, and one is feasible when its
+sparsity measure averaged over the seeds meets the target; the winner of each family is shown as
+mean ± sd, with its worst seed. The baselines (study/baselines.py) get their learning rate
+searched and are trained on the same fresh seeds.
+
+Everything is stored with the study (user attrs ``confirmed:<trial number>`` and
+``baseline:<preset>``), so a resumed study, ``python -m study confirm`` and the report reuse it;
+a study resumed with more trials confirms only what is new. Each training of a fresh seed is also
+an MLflow run under the study's parent run, tagged ``confirms=<trial number>`` (or
+``baseline=<preset>``) and ``seed``; each family's winner's median seed also gets the trial's
+figures and model, and the overall winner's model is registered in MLflow's Model Registry under
+the study's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from experiments.config import ExperimentConfig, from_flat
+from experiments.data import Dataset
+from study import baselines
+from study.results import Constraint, Seeded, by_family, ranked_feasible
+
+ATTR = "confirmed:"  # study user attr prefix: confirmed:<trial number>
+TOP_ATTR = "confirm_top"  # study user attr: the --confirm-top it was last confirmed with
+TOP, SEEDS = 3, 3  # defaults of --confirm-top and --confirm-seeds
+
+
+def fresh_seeds(study_seed: int, n: int) -> tuple[int, ...]:
+    """The seeds a confirmation trains with: none of them is the search's."""
+    return tuple(study_seed + 1 + i for i in range(n))
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """A trial's configuration trained again on fresh seeds."""
+
+    trial: FrozenTrial
+    seeded: Seeded
+    run_ids: tuple[str, ...] = ()
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    @property
+    def config(self) -> dict:
+        return self.trial.user_attrs["config"]
+
+    def feasible(self, constraint: Constraint) -> bool:
+        """Judged on the measure averaged over the seeds."""
+        return self.seeded.mean(constraint.metric) - constraint.target <= 0
+
+    def median_seed(self) -> int:
+        """The index of the seed whose validation MSE is the median: the representative run."""
+        values = self.seeded.values("val_mse")
+        return sorted(range(len(values)), key=values.__getitem__)[(len(values) - 1) // 2]
+
+    def to_attr(self) -> dict:
+        return {"seeds": list(self.seeded.seeds), "finals": [dict(f) for f in self.seeded.finals],
+                "run_ids": list(self.run_ids)}
+
+
+def stored(study: optuna.Study, trials: list[FrozenTrial] | None = None,
+           seeds: tuple[int, ...] | None = None) -> dict[int, Confirmed]:
+    """The confirmations stored with the study, by trial number (those on ``seeds``, if given)."""
+    trials = trials if trials is not None else study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    out = {}
+    for key, value in study.user_attrs.items():
+        if not key.startswith(ATTR):
+            continue
+        number = int(key.removeprefix(ATTR))
+        if number in by_number and (seeds is None or tuple(value["seeds"]) == seeds):
+            out[number] = Confirmed(by_number[number],
+                                    Seeded(tuple(value["seeds"]), tuple(value["finals"])),
+                                    tuple(value.get("run_ids", ())))
+    return out
+
+
+def candidates(trials: list[FrozenTrial], families: list[str], constraint: Constraint,
+               top: int) -> list[FrozenTrial]:
+    """The ``top`` best feasible trials of each family, by the search's value."""
+    return [t for mine in by_family(trials, families).values()
+            for t in ranked_feasible(mine, constraint)[:top]]
+
+
+def winners(confirmed: dict[int, Confirmed], families: list[str], constraint: Constraint,
+            among: list[FrozenTrial] | None = None) -> dict[str, Confirmed]:
+    """Each family's confirmed winner: the lowest mean validation MSE over the seeds among the
+    confirmations (of the trials ``among``, if given) feasible on average."""
+    allowed = None if among is None else {t.number for t in among}
+    out = {}
+    for family in families:
+        mine = [c for c in confirmed.values()
+                if c.config["model.family"] == family and c.feasible(constraint)
+                and (allowed is None or c.number in allowed)]
+        if mine:
+            out[family] = min(mine, key=lambda c: c.seeded.mean("val_mse"))
+    return out
+
+
+def overall(family_winners: dict[str, Confirmed]) -> Confirmed | None:
+    return min(family_winners.values(), key=lambda c: c.seeded.mean("val_mse"), default=None)
+
+
+@dataclass
+class Outcome:
+    """What a confirmation found: the winners, the baselines, and how much it trained."""
+
+    winners: dict[str, Confirmed]
+    winner: Confirmed | None
+    baselines: dict[str, baselines.Baseline]
+    trained: int  # trainings this call ran (0: all was stored already)
+    missing: list[int]  # candidate trials that could not be confirmed (diverged)
+    registered: str | None = None  # "name/version" when the registry got a new version
+
+
+class Recorder:
+    """Where confirmation runs go in MLflow: child runs of the study's parent run."""
+
+    def __init__(self, tracker, parent, study_name: str, data: Dataset):
+        self.tracker, self.parent, self.study_name, self.data = tracker, parent, study_name, data
+
+    def run(self, name: str, cfg: ExperimentConfig, tags: dict, final: dict) -> str:
+        """A finished run of one training's params and final measures; its id."""
+        run = self.tracker.start_run(name, params=cfg.flat(), parent=self.parent,
+                                     tags={**tags, "study": self.study_name,
+                                           "family": cfg.model.family,
+                                           "seed": cfg.train.seed})
+        run.log_metrics(final, step=cfg.train.epochs)
+        run.finish("FINISHED")
+        return run.run_id
+
+
+def confirm(study: optuna.Study, base: ExperimentConfig, data: Dataset, families: list[str],
+            constraint: Constraint, top: int = TOP, n_seeds: int = SEEDS, pack: int = 8,
+            recorder: Recorder | None = None, say: Callable[[str], None] = print) -> Outcome:
+    """Confirm the top trials of each family under ``constraint`` and train the baselines, all
+    on ``n_seeds`` fresh seeds; store the results with the study and, with a ``recorder``, as
+    MLflow runs. Only what is not stored yet is trained."""
+    from experiments.runner import Result, record_artifacts, train_many
+    from study.objective import TRIAL_FIGURES
+
+    seeds = fresh_seeds(base.train.seed, n_seeds)
+    if study.user_attrs.get(TOP_ATTR) != top:
+        study.set_user_attr(TOP_ATTR, top)
+    trials = study.get_trials(deepcopy=False)
+    done = stored(study, trials, seeds)
+    chosen = candidates(trials, families, constraint, top)
+    todo = [t for t in chosen if t.number not in done]
+    have = baselines.stored(study, seeds)
+    grid_todo = [n for n in baselines.PRESETS if n not in have]
+    jobs = [(t, from_flat({**t.user_attrs["config"], "train.seed": s})) for t in todo
+            for s in seeds]
+    grid = [(n, lr, baselines.config(base, n, lr, base.train.seed)) for n in grid_todo
+            for lr in baselines.lr_grid()]
+    trained = len(jobs) + len(grid)
+    if trained:
+        say(f"confirming {len(todo)} configuration(s) on seeds {', '.join(map(str, seeds))} and "
+            f"searching the learning rate of {len(grid_todo)} baseline(s): {trained} trainings")
+    results = train_many([cfg for _, cfg in jobs] + [cfg for *_, cfg in grid], data, pack)
+    models: dict[tuple[int, int], Result] = {}
+    missing = []
+    for t in todo:
+        mine = [(cfg, r) for (trial, cfg), r in zip(jobs, results) if trial is t]
+        if not all(isinstance(r, Result) for _, r in mine):
+            missing.append(t.number)  # a seed diverged: the configuration is not confirmed
+            continue
+        run_ids = () if recorder is None else tuple(
+            recorder.run(f"confirm trial {t.number} seed {cfg.train.seed}", cfg,
+                         {"kind": "confirmation", "confirms": t.number}, r.final)
+            for cfg, r in mine)
+        for cfg, r in mine:
+            models[(t.number, cfg.train.seed)] = r
+        done[t.number] = Confirmed(t, Seeded(seeds, tuple(r.final for _, r in mine)), run_ids)
+        study.set_user_attr(ATTR + str(t.number), done[t.number].to_attr())
+    grid_results = results[len(jobs):]
+    if grid_todo:
+        chosen_rates = {}
+        for name in grid_todo:
+            points = [(lr, r.final["val_mse"] if isinstance(r, Result) else float("inf"))
+                      for (n, lr, _), r in zip(grid, grid_results) if n == name]
+            chosen_rates[name] = (min(points, key=lambda p: p[1])[0], points)
+        seeded_jobs = [(name, baselines.config(base, name, chosen_rates[name][0], s))
+                       for name in grid_todo for s in seeds]
+        seeded_results = train_many([cfg for _, cfg in seeded_jobs], data, pack)
+        trained += len(seeded_jobs)
+        for name in grid_todo:
+            mine = [(cfg, r) for (n, cfg), r in zip(seeded_jobs, seeded_results) if n == name]
+            finals = tuple(r.final if isinstance(r, Result) else {} for _, r in mine)
+            run_ids = () if recorder is None else tuple(
+                recorder.run(f"baseline {name} seed {cfg.train.seed}", cfg,
+                             {"kind": "baseline", "baseline": name}, f) if f else ""
+                for (cfg, _), f in zip(mine, finals))
+            lr, points = chosen_rates[name]
+            have[name] = baselines.Baseline(
+                name, tuple(points), lr, Seeded(seeds, finals),
+                baselines.config(base, name, lr, base.train.seed).flat(), run_ids)
+            study.set_user_attr(baselines.ATTR + name, have[name].to_attr())
+    family_winners = winners(done, families, constraint, among=chosen)
+    winner = overall(family_winners)
+    registered = None
+    if recorder is not None:
+        for c in family_winners.values():
+            i = c.median_seed()
+            result = models.get((c.number, c.seeded.seeds[i]))
+            if result is not None and c.run_ids:  # drawn once, when it is first confirmed
+                cfg = from_flat({**c.config, "train.seed": c.seeded.seeds[i]})
+                record_artifacts(recorder.tracker.run(c.run_ids[i]), result, data, cfg,
+                                 figure_names=TRIAL_FIGURES)
+        if winner is not None:
+            registered = register(recorder, winner, models, constraint)
+    return Outcome(family_winners, winner, have, trained, missing, registered)
+
+
+def register(recorder: Recorder, winner: Confirmed, models: dict, constraint: Constraint
+             ) -> str | None:
+    """Register the overall winner's model (its median seed) under the study's name, unless
+    the latest version is this winner already; returns "name/version" when registered."""
+    from tracking.registry import register_model
+
+    i = winner.median_seed()
+    result = models.get((winner.number, winner.seeded.seeds[i]))
+    if result is None or not winner.run_ids:
+        return None  # confirmed earlier: registered then
+    s = winner.seeded
+    tags = {"study": recorder.study_name, "trial": winner.number,
+            "family": winner.config["model.family"],
+            "seeds": ",".join(map(str, s.seeds)), "seed": s.seeds[i],
+            "constraint": constraint.describe(),
+            **{f"{key}_mean": f"{s.mean(key):.6g}" for key in
+               ("val_mse", "test_mse", "val_mean_activation", "val_l0", "test_fvu")},
+            **{f"{key}_sd": f"{s.sd(key):.6g}" for key in ("val_mse", "test_mse")},
+            "config": winner.config}
+    return register_model(recorder.tracker.uri, recorder.study_name, winner.run_ids[i],
+                          result.model, tags, identity=("trial", "seeds"))
