@@ -7,9 +7,10 @@
 
 Each experiment becomes one MLflow run (experiment "seed-experiments" by default) in the store
 given by --tracking-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db. Bad input (unknown name,
-key or dataset, wrong type, value out of range, a tracking server that does not answer) prints one
-line and exits 2 before anything is written to the store. A run whose training diverges is stored
-as FAILED with the reason; the others still run, and the exit code is 2.
+key or dataset, wrong type, value out of range, a model too large for the memory available, a
+tracking server that does not answer) prints one line and exits 2 before anything is written to
+the store. A run whose training diverges is stored as FAILED with the reason; the others still
+run, and the exit code is 2.
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ def _run(args: argparse.Namespace) -> int:
     configs = configs_from_args(args)
     datasets = {c.data: data_module.load(c.data.name, c.data.val_fraction, c.data.seed)
                 for c in configs}
+    from experiments import memory
+
+    for cfg in configs:  # a size that cannot fit is refused before the first run starts
+        memory.check(cfg, datasets[cfg.data].sizes(), what=cfg.name)
 
     from experiments import runner
     from experiments.train import TrainingDiverged

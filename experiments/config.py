@@ -45,7 +45,7 @@ class DataConfig:
 class ModelConfig:
     family: str = "ae"  # one of FAMILIES
     latent: int = 32  # code units; the seed's AE size (the VAE preset sets 2)
-    activation: str = "relu"  # code units; KL needs p̂ < 1, which relu meets only by clipping
+    activation: str = "relu"  # code units; KL needs p̂ < 1: above, relu codes pay its tangent
     hidden: int = 256  # VAE hidden layer, as in the Keras blog VAE
     l1: float = 0.0  # lambda of the L1 activity penalty (sparse_l1)
     beta: float = 0.0  # weight of the KL sparsity penalty (sparse_kl, ncae)

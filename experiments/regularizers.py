@@ -16,15 +16,28 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-# p̂ is clipped into [EPS, 1 - EPS]: relu codes can average above 1 or exactly 0, where KL is
-# undefined; the clip keeps the loss finite while still pushing p̂ towards p
+# KL(p ‖ p̂) is exact for p̂ in [EPS, 1 - EPS] and continued by its tangent lines outside: relu
+# codes can average 1 or more, or exactly 0, where KL is undefined
 EPS = 1e-6
 
 
 def kl_divergence(p: float, p_hat):
-    """Elementwise KL(p ‖ p̂) between Bernoulli(p) and Bernoulli(p̂), p̂ clipped into (0, 1)."""
-    p_hat = ops.clip(p_hat, EPS, 1.0 - EPS)
-    return p * ops.log(p / p_hat) + (1.0 - p) * ops.log((1.0 - p) / (1.0 - p_hat))
+    """Elementwise KL(p ‖ p̂) between Bernoulli(p) and Bernoulli(p̂), for any real p̂.
+
+    With q = clip(p̂, EPS, 1 − EPS) and KL'(q) = (1 − p)/(1 − q) − p/q:
+
+        KL(p ‖ p̂) = p·log(p/q) + (1 − p)·log((1 − p)/(1 − q)) + KL'(q)·(p̂ − q)
+
+    Inside [EPS, 1 − EPS] the last term is 0 and this is KL itself. Outside, it is KL's tangent
+    line at the nearer clip point: finite, convex, and with KL's own slope there, so a relu unit
+    whose batch mean is 1 or more is still pushed down (slope ≈ (1 − p)/EPS), rather than paying
+    a constant with no gradient as a plain clip would. ``p`` is a float or broadcasts against
+    ``p_hat`` (a packed model's (slots, 1) against (slots, units)).
+    """
+    q = ops.clip(p_hat, EPS, 1.0 - EPS)
+    kl = p * ops.log(p / q) + (1.0 - p) * ops.log((1.0 - p) / (1.0 - q))
+    slope = (1.0 - p) / (1.0 - q) - p / q  # KL'(q)
+    return kl + slope * (p_hat - q)
 
 
 @keras.saving.register_keras_serializable(package="sae")

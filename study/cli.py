@@ -27,9 +27,11 @@ import warnings
 
 import optuna
 
+from experiments import memory
 from experiments.cli import OneLineParser
 from experiments.config import ConfigError, parse_override
 from experiments.data import SOURCES, DataError
+from experiments.packed import default_slots
 from experiments.presets import DEFAULT
 from study import confirm, faults, summary
 from study.objective import StudySpec
@@ -54,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data", default=DEFAULT.data.name, help=f"dataset: {', '.join(SOURCES)}")
     run.add_argument("--pruner", default="hyperband", help=f"one of {', '.join(PRUNERS)}")
     run.add_argument("--seed", type=int, default=0, help="sampler, weights and split seed")
-    run.add_argument("--study-name", help="default: derived from families, data, target, epochs")
+    run.add_argument("--study-name", help="default: derived from families, data, target, "
+                                          "epochs; an empty name is refused, not the default")
     run.add_argument("--storage", default=DEFAULT_STORAGE,
                      help=f"journal:PATH or a database URL (default {DEFAULT_STORAGE})")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -99,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_study(parser: argparse.ArgumentParser) -> None:
     """The options that find an existing study and its runs."""
-    parser.add_argument("--study-name", help="default: the study whose latest trial started last")
+    parser.add_argument("--study-name", help="default: the study whose latest trial started "
+                                             "last; an empty name is refused")
     parser.add_argument("--storage", default=DEFAULT_STORAGE,
                         help=f"the study's storage (default {DEFAULT_STORAGE})")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI the study used (default: "
@@ -167,6 +171,20 @@ def default_name(families, data: str, measure: str, target: float, epochs: int) 
     return f"{'+'.join(families)}-{data}-target{kind}{target:g}-{epochs}ep"
 
 
+def check_study_name(name: str | None) -> None:
+    """Refuse an empty study name (it would fall back to another study) and one with a character
+    that is not printable (a newline, a control character): it names the Optuna study, the MLflow
+    experiment and the report's folder. None (no --study-name) is the default's to decide."""
+    if name is None:
+        return
+    if not name.strip():
+        raise ConfigError("--study-name must not be empty; leave it out for the default name")
+    odd = next((c for c in name if not c.isprintable()), None)
+    if odd is not None:
+        raise ConfigError(f"--study-name {name!r} holds the non-printable character {odd!r}; "
+                          f"use printable characters only")
+
+
 def spec_from_args(args: argparse.Namespace) -> StudySpec:
     """Validate every argument; raises ConfigError or StorageError."""
     unknown = [f for f in args.family if f not in SEARCHED_FAMILIES]
@@ -196,6 +214,7 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
         raise ConfigError(f"{clash[0]} is searched by the study; it cannot be fixed with --set")
     base = DEFAULT.replace(**{"name": "study", "data.name": args.data, "data.seed": args.seed,
                               "train.epochs": args.epochs, "train.seed": args.seed, **fixed})
+    check_study_name(args.study_name)
     name = args.study_name or default_name(families, args.data, measure, target, args.epochs)
     return StudySpec(name=name, families=families, target=target, base=base,
                      pruner=args.pruner, measure=measure)
@@ -251,6 +270,7 @@ def _confirm(args: argparse.Namespace) -> int:
             raise ConfigError("--confirm-top and --confirm-seeds must be >= 1")
         if args.pack is not None and args.pack < 1:
             raise ConfigError(f"--pack must be >= 1, got {args.pack}")
+        check_study_name(args.study_name)
         study = load_study(args.storage, args.study_name)
         spec = stored_spec(study, chosen_target(args))
         data = data_module.load(spec.base.data.name, spec.base.data.val_fraction,
@@ -259,8 +279,6 @@ def _confirm(args: argparse.Namespace) -> int:
     except (ConfigError, DataError, StorageError, ReportError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from experiments.packed import default_slots
-
     outcome = confirming.confirm(study, spec.base, data, list(spec.families), spec.constraint,
                                  args.confirm_top, args.confirm_seeds,
                                  args.pack or default_slots(), recorder)
@@ -272,6 +290,7 @@ def _report(args: argparse.Namespace) -> int:
     from study import report
 
     try:
+        check_study_name(args.study_name)
         written = report.write(args.storage, args.study_name, args.out, args.tracking_uri,
                                chosen_target(args))
     except (ConfigError, DataError, StorageError, report.ReportError) as err:
@@ -309,8 +328,11 @@ def main(argv: list[str] | None = None) -> int:
 
         data = data_module.load(spec.base.data.name, spec.base.data.val_fraction,
                                 spec.base.data.seed)
-        if not args.no_tracking and args.worker_index == 0:  # helpers wait for it instead
-            check_store(tracking_uri(args.tracking_uri))
+        if args.worker_index == 0:  # helpers: their coordinator checked for them
+            slots = min(args.pack or default_slots(), args.n_trials)  # every worker's pack
+            memory.check(spec.base, data.sizes(), slots, min(args.workers, args.n_trials))
+            if not args.no_tracking:
+                check_store(tracking_uri(args.tracking_uri))
         start = time.perf_counter()
         commands = helper_commands(args, spec.name)
         env = os.environ | for_helpers(args.storage)[1]

@@ -3,7 +3,8 @@ self-contained HTML page with the figures inlined as data URIs (it opens without
 
 Both renderings come from the same blocks, so they say the same thing. Every string in a block is
 plain text that the renderer escapes, so a study name or a parameter value can never become
-markup; text between backticks is shown as code, and http(s) URLs become links in the HTML.
+markup (HTML, or Markdown: links, emphasis, headings, lists); text between backticks is shown as
+code, and http(s) URLs become links.
 """
 
 from __future__ import annotations
@@ -64,18 +65,36 @@ def _numeric_columns(table: Table) -> list[bool]:
             for i in range(len(table.header))]
 
 
+# an http(s) URL, less the punctuation that ends a sentence after it
+_URL = re.compile(r"https?://[^\s<>\"']*[^\s<>\"'.,;:!?)\]]")
+# what could open Markdown inline markup: links and images ([ ]), emphasis (* and _ where it is
+# not inside a word), strikethrough (~), a backslash escape, # (headings), raw HTML and autolinks
+# (< >) and character references (&name;)
+_MD_SPECIAL = re.compile(r"[\\*\[\]~#<>]|(?<![^\W_])_|_(?![^\W_])|&(?=#?\w+;)")
+_MD_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+# what opens a block at the start of a line: a list item (- + 1. 1)) or a thematic break (---)
+_MD_BLOCK_START = re.compile(r"[-+]|\d{1,9}[.)](?=\s|$)")
+
+
+def _escape_md(text: str) -> str:
+    """Plain text as Markdown that shows it as it is; http(s) URLs become autolinks."""
+    parts = re.split(f"({_URL.pattern})", text)  # URLs at the odd places
+    return "".join(f"<{part}>" if i % 2 else
+                   _MD_SPECIAL.sub(lambda m: _MD_ENTITIES.get(m[0], "\\" + m[0]), part)
+                   for i, part in enumerate(parts))
+
+
 def _inline_md(text: str, cell: bool = False) -> str:
-    parts = text.replace("\n", " ").split("`")
+    text = text.replace("\n", " ").strip()
+    parts = text.split("`")
     if len(parts) % 2 == 0:  # an unpaired backtick is text
         parts = [text.replace("`", "'")]
-    out = []
-    for i, part in enumerate(parts):
-        if i % 2:  # a code span: literal in Markdown, markup cannot start inside it
-            out.append(f"`{part}`")
-        else:  # < and > are all that could open markup; & stays, so URLs copy as they are
-            out.append(part.replace("<", "&lt;").replace(">", "&gt;"))
-    joined = "".join(out)
-    return joined.replace("|", "\\|") if cell else joined
+    # a code span is literal in Markdown: markup cannot start inside it
+    joined = "".join(f"`{part}`" if i % 2 else _escape_md(part) for i, part in enumerate(parts))
+    if cell:  # a | in text is not a column
+        return joined.replace("|", "\\|")
+    start = _MD_BLOCK_START.match(joined)  # a block's text starts a line
+    return joined if start is None else f"{joined[:start.end() - 1]}\\{joined[start.end() - 1:]}"
 
 
 def _inline_html(text: str) -> str:
@@ -88,7 +107,7 @@ def _inline_html(text: str) -> str:
 
 def _linked(escaped: str) -> str:
     """Escaped text with its http(s) URLs made links (a URL's escaped & stays valid in href)."""
-    return re.sub(r"https?://[^\s<>\"']+", lambda m: f'<a href="{m[0]}">{m[0]}</a>', escaped)
+    return _URL.sub(lambda m: f'<a href="{m[0]}">{m[0]}</a>', escaped)
 
 
 def markdown(title: str, blocks: list[Block]) -> str:

@@ -255,8 +255,9 @@ def confirmed_table(f: Findings) -> list[Block]:
         for fam, c in f.winners.items():
             commands += [f"# {fam} (trial {c.number})", reproduce_command(c.config)]
         out += [Paragraph("Train one of them again as a tracked MLflow run (with the study's "
-                          "seed it repeats the trial; other seeds land around the confirmed "
-                          "mean):"), Code("\n".join(commands))]
+                          "seed, on the same Keras backend, it repeats the trial up to float "
+                          "rounding; other seeds land around the confirmed mean):"),
+                Code("\n".join(commands))]
     return out
 
 

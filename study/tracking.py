@@ -24,11 +24,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from experiments.config import ExperimentConfig
-from tracking.runs import RECORDED, Run, Tracker, TrackingFailed
+from tracking.runs import (RECORDED, Run, Tracker, TrackingError, TrackingFailed, has_run, mask,
+                           tracking_uri)
 from tracking.writer import QueuedRun, Writer
 
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attr: the study's parent run
+TRACKING_ATTR = "mlflow_tracking_uri"  # study user attr: the store of its runs, password masked
 RUN_ATTR = "mlflow_run_id"  # trial user attr: the trial's run
 WORKER_STOPPED = "worker stopped before it could end this run"  # reason of a run ended for it
 T = TypeVar("T")
@@ -62,11 +64,15 @@ class StudyTracking:
     @classmethod
     def open(cls, study: optuna.Study, tags: dict[str, str], uri: str | None = None
              ) -> "StudyTracking":
-        """Open the study's parent run (creating it on first use) and mark it RUNNING; raises
-        TrackingFailed, in one line, if the store fails."""
+        """Open the study's parent run (creating it on first use) and mark it RUNNING. A study
+        resumed with a tracking store that does not hold its parent run raises TrackingError,
+        naming the store it started with, before anything is written; a store that fails
+        raises TrackingFailed, in one line."""
+        run_id = study.user_attrs.get(PARENT_ATTR)
+        if run_id is not None and not has_run(tracking_uri(uri), run_id):
+            raise TrackingError(_elsewhere(study, tracking_uri(uri)))
         try:
             tracker = Tracker(study.study_name, uri)
-            run_id = study.user_attrs.get(PARENT_ATTR)
             if run_id is None:
                 parent = tracker.start_run(f"study {study.study_name}", tags=tags)
                 study.set_user_attr(PARENT_ATTR, parent.run_id)
@@ -78,6 +84,8 @@ class StudyTracking:
             raise
         except Exception as err:  # whatever the store raises: one line for the user
             raise _failed("cannot open the study's run", err) from err
+        if study.user_attrs.get(TRACKING_ATTR) != mask(tracker.uri):  # new, or a moved store
+            study.set_user_attr(TRACKING_ATTR, mask(tracker.uri))
         return cls(tracker, study.study_name, parent)
 
     def start_trial(self, number: int, cfg: ExperimentConfig, tags: dict[str, str]
@@ -166,3 +174,15 @@ class StudyTracking:
         self.writer.close()
         if end_parent:
             self.guarded("ending the study's run", lambda: self.parent.finish(status), None)
+
+
+def _elsewhere(study: optuna.Study, uri: str) -> str:
+    """What to tell a user who resumes ``study`` with the tracking store ``uri``, which does not
+    hold its runs."""
+    where = study.user_attrs.get(TRACKING_ATTR)
+    start = f"study {study.study_name!r} keeps its MLflow runs in "
+    if where is None:  # a study from before the store was recorded
+        return (f"{start}another tracking store than {mask(uri)} (its parent run is not there): "
+                f"resume it with the --tracking-uri it started with, or pick a new --study-name")
+    return (f"{start}{where}, not {mask(uri)}: resume it with --tracking-uri {where} (or that "
+            f"MLFLOW_TRACKING_URI), or pick a new --study-name")

@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up
 
 import numpy as np
 import pytest
-from servers import MlflowServer, Postgres, ServerUnavailable
+from servers import MlflowServer, Postgres, ServerUnavailable, unavailable
 
 from experiments import data as data_module
 from experiments.presets import PRESETS
@@ -71,11 +71,11 @@ def reported_study(tmp_path_factory, tiny_npz):
 @pytest.fixture(scope="session")
 def postgres():
     """A throw-away PostgreSQL cluster on 127.0.0.1 (password in ``.password``); the tests that
-    need it are skipped, with the reason, where the server cannot be started."""
+    need it are skipped, with the reason, where the server cannot be started (in CI: failed)."""
     try:
         cluster = Postgres()
     except ServerUnavailable as err:
-        pytest.skip(f"PostgreSQL cannot be started here: {err}")
+        unavailable(f"PostgreSQL cannot be started here: {err}")
     yield cluster
     cluster.close()
 

@@ -1,5 +1,6 @@
 """Throw-away servers for tests: a PostgreSQL cluster and an MLflow tracking server, both bound to
-127.0.0.1, both with a stop and a start so tests can take them away mid-study."""
+127.0.0.1, both with a stop and a start so tests can take them away mid-study. What a test needs
+but cannot have here (a server, a browser) skips it, except in CI, where it fails it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 from tracking.ui import port_free, server_command
 
@@ -40,6 +44,19 @@ def answers(url: str, proc: subprocess.Popen, timeout: float) -> bool:
             pass
         time.sleep(0.5)  # the server gives no other sign of being up than answering
     return False
+
+
+def in_ci() -> bool:
+    """Whether $CI says this is a CI run (CI services set CI=true; so does .ci/run)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test that needs what ``reason`` says is missing; in CI fail it instead, so that
+    CI cannot pass by skipping the tests of PostgreSQL or the browser."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: this test must run, not skip)", pytrace=False)
+    pytest.skip(reason)
 
 
 class ServerUnavailable(RuntimeError):

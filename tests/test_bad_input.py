@@ -9,6 +9,7 @@ command line here."""
 import hashlib
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -20,6 +21,7 @@ from test_data import BAD_INPUTS
 from experiments.cli import main as experiments_main
 from study import space
 from study.cli import main as study_main
+from study.tracking import TRACKING_ATTR, _elsewhere
 
 STUDY = ["--family", "sparse_kl", "--epochs", "1", "--pruner", "none", "--set",
          "train.batch_size=64", "--confirm-seeds", "0"]
@@ -34,6 +36,14 @@ CASES = {
     "unknown pruner": (["run", "--pruner", "asha"], "unknown pruner 'asha'"),
     "target 0": (["run", "--target", "0"], "--target must be > 0"),
     "negative target": (["run", "--target", "-0.1"], "--target must be > 0"),
+    "infinite target": (["run", "--target", "inf"], "--target must be > 0 and finite, got inf"),
+    "target not a number": (["run", "--target", "nan"], "--target must be > 0 and finite, got nan"),
+    "empty study name": (["run", "--study-name", ""], "--study-name must not be empty"),
+    "study name with a newline": (["run", "--study-name", "a\nb"],
+                                  "--study-name 'a\\nb' holds the non-printable character '\\n'"),
+    "study name with a terminal escape": (["run", "--study-name", "x\x1b[2J"],
+                                          "non-printable character '\\x1b'"),
+    "report: empty study name": (["report", "--study-name", ""], "--study-name must not be empty"),
     "no trials": (["run", "--n-trials", "0"], "--n-trials must be >= 1"),
     "negative timeout": (["run", "--timeout", "-5"], "--timeout must be > 0"),
     "no epochs": (["run", "--epochs", "0"], "train.epochs must be >= 1"),
@@ -48,6 +58,16 @@ CASES = {
     "--set without =": (["run", "--set", "nonsense"], "--set expects key=value"),
     "resumed with another target": (["run", *STUDY, "--data", "<data>", "--study-name", "kept",
                                      "--target", "0.1"], "exists with target=0.05, not 0.1"),
+    "resumed with another tracking store": (["run", *STUDY, "--data", "<data>", "--study-name",
+                                             "kept", "--tracking-uri", "sqlite:///<in>/other.db"],
+                                            "not sqlite:///<in>/other.db: resume it with "
+                                            "--tracking-uri sqlite:///"),
+    "a code too large for memory": (["run", *STUDY, "--data", "<data>", "--set",
+                                     "model.latent=100000000"],
+                                    "model.latent=100000000 does not fit in memory"),
+    "experiments: a code too large for memory": (["x", "run", "ae", "--data", "<data>", "--set",
+                                                  "model.latent=100000000"],
+                                                 "ae: model.latent=100000000 does not fit in memory"),
     "unknown command": (["fly"], "invalid choice: 'fly'"),
     "experiments: unknown name": (["x", "run", "gan"], "unknown experiment 'gan'"),
     "experiments: p out of range": (["x", "run", "sparse_kl", "--set", "model.p=1.5"],
@@ -204,3 +224,35 @@ def test_a_diverging_experiment_is_one_line_exit_2_and_a_failed_run(workdir, tin
     client = MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name("seed-experiments").experiment_id])
     assert run.info.status == "FAILED" and run.data.tags["error"].startswith("TrainingDiverged")
+
+
+def _kept():
+    return optuna.load_study(study_name="kept", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend("studies/optuna-journal.log")))
+
+
+def test_a_study_resumed_with_another_tracking_store_names_the_one_it_started_with(
+        stores, workdir, tiny_npz, tmp_path, monkeypatch, capsys):
+    started = _kept().user_attrs[TRACKING_ATTR]  # recorded as its parent run was created
+    assert started == f"sqlite:///{stores / 'mlflow.db'}"
+    elsewhere = tmp_path / "elsewhere.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{elsewhere}")
+    before = _listing(tmp_path)
+    assert study_main(["run", *STUDY, "--data", tiny_npz, "--study-name", "kept"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: study 'kept' keeps its MLflow runs in {started}, not sqlite:///{elsewhere}: "
+        f"resume it with --tracking-uri {started} (or that MLFLOW_TRACKING_URI), or pick a new "
+        f"--study-name\n")
+    assert _listing(tmp_path) == before and not elsewhere.exists()
+    # the store moved (here: copied) with the study holds its runs: it resumes there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+    assert study_main(["run", *STUDY, "--data", tiny_npz, "--study-name", "kept",
+                       "--n-trials", "1"]) == 0
+    assert _kept().user_attrs[TRACKING_ATTR] == f"sqlite:///{workdir / 'mlflow.db'}"
+    # a study from before the store was recorded: its runs are elsewhere, it cannot say where
+    older = SimpleNamespace(study_name="old", user_attrs={})
+    assert _elsewhere(older, "http://u:secret@h:5000") == (
+        "study 'old' keeps its MLflow runs in another tracking store than http://u:***@h:5000 "
+        "(its parent run is not there): resume it with the --tracking-uri it started with, or "
+        "pick a new --study-name")
+

@@ -54,6 +54,21 @@ def test_vae_loss_is_summed_bce_plus_summed_kl():
     assert got == pytest.approx(bce + kl, rel=1e-4)
 
 
+def test_vae_sampling_draws_from_mean_and_variance():
+    # z = mean + exp(log_variance / 2) · eps: many draws have mean ``mean`` and variance
+    # exp(log_variance); exp(log_variance) · eps (the blog's log_sigma confusion) has exp(2·lv)
+    n = 20000
+    mean = np.array([-1.0, 0.0, 2.0], "float32")
+    log_variance = np.array([-2.0, 0.0, 1.5], "float32")
+    sampling = models.build(tiny("vae", **{"model.latent": 3})).sampling
+    z = ops.convert_to_numpy(sampling([np.tile(mean, (n, 1)), np.tile(log_variance, (n, 1))]))
+    variance = np.exp(log_variance)
+    np.testing.assert_allclose(z.mean(axis=0), mean, atol=5 * np.sqrt(variance / n).max())
+    np.testing.assert_allclose(z.var(axis=0), variance, rtol=5 * np.sqrt(2 / n))
+    again = ops.convert_to_numpy(sampling([np.tile(mean, (n, 1)), np.tile(log_variance, (n, 1))]))
+    assert not np.allclose(again, z)  # a fresh draw each call
+
+
 @pytest.mark.parametrize("name", ["vae", "sparse_kl_wd", "ncae"])
 def test_saved_model_reloads_in_safe_mode(name, tmp_path):
     model = models.build(tiny(name))

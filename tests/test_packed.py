@@ -1,11 +1,11 @@
 """Packed training: every slot is the trial trained alone, which is the plain Keras model."""
 
-import keras
 import numpy as np
 import pytest
 
 from experiments import models
 from experiments.packed import PackedTrainer, PackError
+from experiments.train import evaluate_split
 from tests.conftest import tiny
 
 EPOCHS = 3
@@ -20,11 +20,35 @@ TRIALS = [
     tiny("ae", **{"train.learning_rate": 5e-3}),
 ]
 TRIALS = [cfg.replace(**{"train.epochs": EPOCHS, "name": cfg.name}) for cfg in TRIALS]
+# the rest of the config space that --set reaches: every loss, optimizer, code activation,
+# penalty layers, KL reduction and a decoder bound, each at least once
+SETTINGS = {
+    "half_sse, both layers, KL mean, decoder bound": tiny("sparse_kl", **{
+        "train.loss": "half_sse", "model.penalty_layers": "both", "model.kl_reduction": "mean",
+        "model.decoder_norm": 1.0, "model.beta": 0.5, "model.p": 0.1,
+        "model.weight_decay": 3e-3, "train.learning_rate": 1e-2}),
+    "bce, sigmoid codes, both layers, adadelta": tiny("ncae", **{
+        "train.loss": "bce", "model.activation": "sigmoid", "model.penalty_layers": "both",
+        "train.optimizer": "adadelta", "train.learning_rate": 1.0, "model.beta": 0.05,
+        "model.p": 0.02, "model.alpha": 0.03}),
+    "bce, adadelta, decoder bound, both layers": tiny("sparse_l1", **{
+        "train.loss": "bce", "train.optimizer": "adadelta", "train.learning_rate": 1.0,
+        "model.decoder_norm": 0.5, "model.l1": 1e-3, "model.weight_decay": 1e-3,
+        "model.penalty_layers": "both"}),
+    "half_sse, sigmoid codes, KL mean": tiny("sparse_kl", **{
+        "train.loss": "half_sse", "model.activation": "sigmoid", "model.kl_reduction": "mean",
+        "model.beta": 3.0, "model.p": 0.05, "train.learning_rate": 3e-3}),
+}
+CONFIGS = {**{cfg.name: cfg for cfg in TRIALS},
+           **{name: cfg.replace(**{"train.epochs": EPOCHS, "name": cfg.name})
+              for name, cfg in SETTINGS.items()}}
+MEASURES = ("val_mse", "val_mean_activation", "val_active_fraction", "val_hoyer", "val_dead_units")
 
 
-def train(trials, data, slots=None, schedule=None):
+def train(trials, data, slots=None, schedule=None, exported=None):
     """Per trial index, its per-epoch values; ``schedule`` maps (slot, epoch) -> trial index to
-    put into that slot after that epoch (a refill, once)."""
+    put into that slot after that epoch (a refill, once). ``exported``, a dict, receives each
+    trial's model after its last epoch."""
     schedule = dict(schedule or {})
     trainer = PackedTrainer(trials[0], data, slots or len(trials))
     where = {}
@@ -36,6 +60,8 @@ def train(trials, data, slots=None, schedule=None):
     def on_epoch(results):
         for slot, (epoch, values) in results.items():
             seen.setdefault(where[slot], []).append(values)
+            if exported is not None and epoch == trials[where[slot]].train.epochs:
+                exported[where[slot]] = trainer.export(slot)
             nxt = schedule.pop((slot, epoch), None)
             if nxt is not None:
                 trainer.assign(slot, trials[nxt])
@@ -45,28 +71,45 @@ def train(trials, data, slots=None, schedule=None):
     return seen, trainer
 
 
-def plain_losses(cfg, data):
-    """The seed's way, on the same batches: the plain model, Keras fit, eager, one step at a time."""
+def plain_fit(cfg, data):
+    """The seed's way, on the same batches: the plain model with the loss, optimizer, penalties
+    and constraint ``models.build`` gives it, Keras fit, eager, one step at a time; per epoch
+    its loss and validation measures (the VAE's path, experiments/train.py)."""
     model = models.build(cfg)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate),
-                  loss=keras.losses.MeanSquaredError(),
-                  metrics=[keras.metrics.MeanSquaredError(name="mse")],
-                  jit_compile=False, steps_per_execution=1, run_eagerly=True)
+    model.compile(optimizer=model.optimizer, loss=model.loss, jit_compile=False,
+                  steps_per_execution=1, run_eagerly=True)
     stream = np.random.default_rng(cfg.train.seed)  # the packed trainer's batch order
-    losses = []
+    epochs = []
     for _ in range(cfg.train.epochs):
         x = data.x_train[stream.permutation(len(data.x_train))]
         logs = model.fit(x, x, batch_size=cfg.train.batch_size, shuffle=False, verbose=0)
-        losses.append(logs.history["loss"][0])
-    return losses, model
+        epochs.append({"loss": logs.history["loss"][0],
+                       **evaluate_split(model, data.x_val, "val", bce=False)})
+    return epochs, model
 
 
-@pytest.mark.parametrize("index", range(len(TRIALS)))
-def test_compiled_slot_follows_the_plain_keras_path(index, tiny_data):
-    cfg = TRIALS[index]
-    seen, trainer = train([cfg], tiny_data)
-    expected, plain = plain_losses(cfg, tiny_data)
-    np.testing.assert_allclose([v["loss"] for v in seen[0]], expected, rtol=1e-4)
+@pytest.mark.parametrize("name", CONFIGS)
+def test_compiled_slot_is_the_plain_keras_model(name, tiny_data):
+    cfg = CONFIGS[name]
+    # beside it in the pack, another trial of the same settings: its own seed and learning rate
+    neighbour = cfg.replace(**{"train.seed": 1,
+                               "train.learning_rate": 3 * cfg.train.learning_rate})
+    exported = {}
+    seen, trainer = train([cfg, neighbour], tiny_data, exported=exported)
+    expected, plain = plain_fit(cfg, tiny_data)
+    np.testing.assert_allclose([v["loss"] for v in seen[0]], [v["loss"] for v in expected],
+                               rtol=1e-4)
+    for key in MEASURES:
+        np.testing.assert_allclose([v[key] for v in seen[0]], [v[key] for v in expected],
+                                   rtol=1e-4, atol=1e-6, err_msg=key)
+    for got, want, layer in zip(exported[0].get_weights(), plain.get_weights(),
+                                ("encoder kernel", "encoder bias", "decoder kernel",
+                                 "decoder bias")):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5, err_msg=layer)
+    if "decoder bound" in name:  # it binds: without it these rows grow past it
+        kernel = plain.get_layer("decoder").get_layer("reconstruction").kernel
+        assert np.linalg.norm(np.asarray(kernel), axis=1).max() == pytest.approx(
+            cfg.model.decoder_norm, rel=1e-5)
     assert trainer.busy() == []  # released after its epochs
 
 

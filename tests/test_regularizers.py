@@ -1,11 +1,12 @@
 """Sparsity and weight penalties against the formulas (Ng's notes; Hosseini-Asl et al.)."""
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
 
 from experiments import models
-from experiments.regularizers import ActivityPenalty, NonNegativity, WeightDecay
+from experiments.regularizers import EPS, ActivityPenalty, NonNegativity, WeightDecay, kl_divergence
 from tests.conftest import tiny
 
 RNG = np.random.default_rng(0)
@@ -15,20 +16,82 @@ H[:, 0] = 0.0
 H[:, 1] = 2.0 + H[:, 1]
 
 
+# the clip points as float32 holds them: 1 - 1e-6 rounds to 1 - 1.013e-6
+LOW, HIGH = float(np.float32(EPS)), float(np.float32(1 - EPS))
+
+
 def kl(p, q):
     return p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))
+
+
+def kl_slope(p, q):
+    """dKL(p ‖ q)/dq."""
+    return (1 - p) / (1 - q) - p / q
+
+
+def kl_extended(p, q):
+    """KL inside [LOW, HIGH], its tangent line at the nearer clip point outside (float64)."""
+    at = np.clip(q, LOW, HIGH)
+    return kl(p, at) + kl_slope(p, at) * (q - at)
+
+
+def gradient(f, x: np.ndarray) -> np.ndarray:
+    """d Σ f(x) / dx on the current Keras backend, for an elementwise ``f``."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: f(v).sum())(x))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        v = tf.Variable(x)
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(f(v))
+        return tape.gradient(total, v).numpy()
+    import torch
+
+    v = torch.tensor(x, requires_grad=True)
+    f(v).sum().backward()
+    return v.grad.numpy()
 
 
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_kl_sparsity_matches_formula_and_stays_finite(reduction):
     p, beta = 0.05, 3.0
-    p_hat = np.clip(H.mean(axis=0), 1e-6, 1 - 1e-6)  # dead and >1 units clipped into (0, 1)
-    per_unit = kl(p, p_hat)
+    p_hat = H.mean(axis=0)  # a dead unit (0) and one above 1
+    per_unit = kl_extended(p, p_hat.astype(np.float64))
     expected = beta * (per_unit.sum() if reduction == "sum" else per_unit.mean())
     got = float(ops.convert_to_numpy(
         ActivityPenalty(beta=beta, p=p, reduction=reduction).penalty(ops.convert_to_tensor(H))))
     assert np.isfinite(got)
     assert got == pytest.approx(expected, rel=1e-4)
+
+
+# below the lower clip point, inside, at the clip points, and a relu unit's mean at 1 and above
+P_HAT = np.array([-0.5, 0.0, 5e-7, 1e-3, 0.05, 0.3, 0.9, 0.999, 1.0, 1.5, 4.0], "float32")
+
+
+@pytest.mark.parametrize("p", [0.01, 0.05, 0.3])
+def test_kl_and_its_gradient_on_both_sides_of_the_clip_points(p):
+    got = ops.convert_to_numpy(kl_divergence(p, ops.convert_to_tensor(P_HAT)))
+    q = P_HAT.astype(np.float64)
+    np.testing.assert_allclose(got, kl_extended(p, q), rtol=2e-4, atol=1e-6)
+    slope = gradient(lambda v: kl_divergence(p, v), P_HAT)
+    np.testing.assert_allclose(slope, kl_slope(p, np.clip(q, LOW, HIGH)), rtol=2e-3, atol=1e-4)
+    inside = (q > LOW) & (q < HIGH)
+    np.testing.assert_allclose(slope[inside], kl_slope(p, q[inside]), rtol=2e-3, atol=1e-4)
+    # a unit whose mean is 1 or more is pushed down, the harder the further it is: no plateau
+    assert np.all(slope[q >= 1] > 1e5) and np.all(np.diff(got[q >= 0.9]) > 0)
+    assert np.all(slope[q < LOW] < 0)
+
+
+def test_a_relu_unit_above_one_gets_a_gradient_from_the_penalty():
+    # column 1 of H averages above 2: its codes still get KL's slope at the clip point
+    penalty = ActivityPenalty(beta=3.0, p=0.05)
+    grads = gradient(lambda h: penalty.penalty(h)[None], H)
+    per_code = 3.0 * kl_slope(0.05, HIGH) / len(H)  # d(beta · KL(p̂_1))/dh_r1, p̂_1 = mean_r h_r1
+    np.testing.assert_allclose(grads[:, 1], per_code, rtol=2e-3)
 
 
 def test_l1_activity_is_batch_mean_of_per_sample_sum():

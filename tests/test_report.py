@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import optuna
 import pytest
+from markdown_it import MarkdownIt
 from mlflow import MlflowClient
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
@@ -17,6 +18,7 @@ from sklearn.decomposition import PCA
 
 from experiments import cli as experiments_cli
 from experiments import data as data_module
+from experiments.config import load_json
 from experiments.metrics import mse
 from study import document, plots, report
 from study.cli import main
@@ -180,6 +182,51 @@ def test_document_escapes_every_kind_of_block(tmp_path):
     assert table_row.count(" | ") == 1 and "\\|" in table_row  # the | in text is not a column
 
 
+# report.md as GitHub renders it: CommonMark with tables and strikethrough, raw HTML allowed
+COMMONMARK = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+# everything that is markup in Markdown, as a study name or a parameter value could hold it
+MD_EVIL = ("[x](javascript:alert(1)) ![i](x.png) [r]: /ref *em* _em_ __strong__ ~~gone~~ a*b*c "
+           "sparse_kl <b>raw</b> <javascript:alert(1)> &lt; &#60; \\*kept\\* \\ & # h # `<i>code</i>`")
+BLOCK_STARTS = ["- x", "+ x", "* x", "1. x", "2) x", "# x", "> x", "---", "***", "___", "=== x",
+                "    indented", "[r]: javascript:alert(1)"]
+
+
+def shown(md: str) -> list[tuple[str, set[str]]]:
+    """Each piece of inline text of ``md`` as CommonMark shows it, with the kinds of its tokens."""
+    inline = [t for t in COMMONMARK.parse(md) if t.type == "inline"]
+    return [("".join(c.content for c in t.children if c.type in ("text", "code_inline")),
+             {c.type for c in t.children}) for t in inline]
+
+
+@pytest.mark.parametrize("text", [MD_EVIL, *BLOCK_STARTS])
+def test_markdown_shows_every_string_as_text(text, tmp_path):
+    plain = text.replace("`", "")  # what a reader sees: the code span's content
+    blocks = [document.Heading(text), document.Paragraph(text), document.Bullets((text, text)),
+              document.Warn(text), document.Table((text, "n"), ((text, "1.5"),)),
+              document.Image("f.png", text)]
+    pieces = shown(document.markdown(text, blocks))
+    leading = plain.strip()
+    assert [p for p, _ in pieces] == [leading] * 5 + [f"Warning: {leading}", leading, "n",
+                                                      leading, "1.5", "", leading]
+    text_only = {"text", "code_inline", "softbreak"}
+    # the document's own markup: the warning's bold label, the figure and its italic caption
+    own = [set()] * 5 + [{"strong_open", "strong_close"}] + [set()] * 4 + [
+        {"image"}, {"em_open", "em_close"}]
+    for (piece, kinds), allowed in zip(pieces, own):
+        assert kinds <= text_only | allowed, (piece, kinds)
+
+
+def test_markdown_urls_are_links_to_themselves():
+    url = "http://127.0.0.1:5000/#/experiments/1/runs?a=b_c&orderByKey=metrics.%60val_mse%60"
+    [inline] = [t for t in COMMONMARK.parse(document.markdown("t", [
+        document.Paragraph(f"feasible trials: {url}, best first")])) if t.type == "inline"][1:]
+    assert [c.type for c in inline.children] == ["text", "link_open", "text", "link_close",
+                                                 "text"]
+    assert inline.children[1].attrs["href"] == url  # the sentence's comma is not part of it
+    assert (inline.children[0].content, inline.children[-1].content) == (
+        "feasible trials: ", ", best first")
+
+
 def retrain(reported, seed: int, experiment: str) -> float:
     assert experiments_cli.main(["run", "--config", str(reported.folder / "best_config.json"),
                                  "--set", f"train.seed={seed}", "--tracking-uri", reported.uri,
@@ -189,17 +236,41 @@ def retrain(reported, seed: int, experiment: str) -> float:
     return run.data.metrics["test_mse"]
 
 
+def seeds_test_mse(cfg, data, seeds) -> list[float]:
+    """The test MSE of ``cfg`` trained on each of ``seeds``, all in one pack."""
+    from experiments.packed import PackedTrainer
+    from experiments.train import evaluate_split
+
+    trainer, out = PackedTrainer(cfg, data, len(seeds)), {}
+    for slot, seed in enumerate(seeds):
+        trainer.assign(slot, cfg.replace(**{"train.seed": seed}))
+    trainer.run(lambda results: out.update(
+        {slot: evaluate_split(trainer.export(slot), data.x_test, "test")["test_mse"]
+         for slot, (epoch, _) in results.items() if epoch == cfg.train.epochs}))
+    return [out[slot] for slot in range(len(seeds))]
+
+
 def test_retraining_best_config_repeats_the_trial_and_lands_on_the_confirmed_mean(
-        reported_study):
+        reported_study, tiny_npz):
     """The honesty check: with the study's seed best_config.json trains to the trial's own
-    numbers; with a seed never seen, it lands within the confirmed mean ± 3 sd (and 10 %)."""
+    numbers (the trial trained in a pack, the retraining alone: on the same backend only float
+    rounding may differ, and on this CPU none does). With a seed never seen it lands among that
+    configuration's seeds, and the confirmed mean with them: eight fresh seeds, trained here in
+    one pack, give the spread (two confirmation seeds of two epochs cannot)."""
     w = summary(reported_study)["winner"]
+    md = (reported_study.folder / "report.md").read_text()
+    assert "with the study's seed, on the same Keras backend, it repeats the trial up to " \
+           "float rounding" in md
     assert retrain(reported_study, 0, "retrain-0") == pytest.approx(w["search"]["test_mse"],
-                                                                    rel=1e-4)
-    c = w["confirmed"]
+                                                                    rel=1e-6)
     fresh = retrain(reported_study, 7, "retrain-7")
-    assert abs(fresh - c["test_mse_mean"]) <= 3 * c["test_mse_sd"] + 1e-6
-    assert fresh == pytest.approx(c["test_mse_mean"], rel=0.10)
+    cfg = load_json(reported_study.folder / "best_config.json")
+    spread = seeds_test_mse(cfg, data_module.load(tiny_npz), range(7, 15))
+    assert fresh == pytest.approx(spread[0], rel=1e-6)  # seed 7 alone is seed 7 in a pack
+    # the mean of the confirmation's seeds against eight others': a difference of about
+    # 0.8 sd is typical; 4 sd is not chance (another budget or learning rate is)
+    confirmed = w["confirmed"]
+    assert abs(confirmed["test_mse_mean"] - np.mean(spread)) <= 4 * np.std(spread, ddof=1)
 
 
 def test_each_family_command_rebuilds_its_confirmed_winner(reported_study):

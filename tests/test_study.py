@@ -97,6 +97,36 @@ def test_pruned_trial_keeps_its_constraint_and_the_study_goes_on(tiny_data, trac
                                             if t.state == TrialState.COMPLETE)}
 
 
+@pytest.mark.parametrize("pruner, kind", [("hyperband", optuna.pruners.HyperbandPruner),
+                                           ("median", optuna.pruners.MedianPruner)])
+def test_the_real_pruners_get_the_mse_plus_the_violation(pruner, kind, tiny_data, tracking_uri,
+                                                          tmp_path):
+    target, epochs = 1e-3, 4  # below most trials: the violation counts
+    out = run_study(spec(epochs=epochs, pruner=pruner, target=target), tiny_data,
+                    f"journal:{tmp_path / 'j.log'}", n_trials=10, progress=False, pack=2)
+    assert isinstance(out.study.pruner, kind)
+    client = MlflowClient(tracking_uri)
+    pruned, violated = 0, 0
+    for t in out.study.trials:
+        # what the run recorded after each epoch: the values the pruner should have been given
+        run_id = t.user_attrs["mlflow_run_id"]
+        mse, act = ({m.step: m.value for m in client.get_metric_history(run_id, key)}
+                    for key in ("val_mse", "val_mean_activation"))
+        assert sorted(t.intermediate_values) == sorted(mse) == list(range(1, t.last_step + 1))
+        for step, value in t.intermediate_values.items():
+            assert value == pytest.approx(mse[step] + max(0.0, act[step] - target), rel=1e-9)
+            violated += act[step] > target
+        if t.state == TrialState.PRUNED:  # its constraint is its last epoch's, for the sampler
+            pruned += 1
+            assert t.last_step < epochs
+            assert t.constraints == {"mean_activation": pytest.approx(act[t.last_step] - target,
+                                                                      rel=1e-9)}
+        else:
+            assert t.state == TrialState.COMPLETE and t.last_step == epochs
+    assert pruned and violated  # the pruner did prune, and the violation counted
+    assert len(out.study.trials) == 10
+
+
 def test_resume_continues_numbering_in_the_same_parent_run(tiny_data, tracking_uri, tmp_path):
     storage = f"journal:{tmp_path / 'j.log'}"
     run_study(spec(), tiny_data, storage, n_trials=2, progress=False)

@@ -23,6 +23,15 @@ from study.storage import (PASSWORD_ENV, StorageError, WorkerStorage, _disconnec
 from study import workers
 from study.workers import (RETRY_ATTR, WORKER_ATTR, fail_dead_trials, parse_worker,
                            unattended, worker_alive, worker_id)
+from servers import unavailable
+
+
+@pytest.mark.parametrize("ci, outcome", [("", pytest.skip.Exception),
+                                         ("true", pytest.fail.Exception)])
+def test_a_missing_server_skips_its_tests_but_fails_them_in_ci(ci, outcome, monkeypatch):
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="PostgreSQL cannot be started"):
+        unavailable("PostgreSQL cannot be started here: initdb not found")
 
 
 def study_args(data, name, storage, uri, *extra):

@@ -65,6 +65,21 @@ def check_store(uri: str) -> None:
             raise TrackingError(f"tracking store {uri}: folder {folder} does not exist")
 
 
+def has_run(uri: str, run_id: str) -> bool:
+    """Whether the tracking store at ``uri`` holds run ``run_id``. It only reads: a SQLite store
+    that does not exist is not created."""
+    uri = tracking_uri(uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return False
+    try:
+        MlflowClient(tracking_uri=uri).get_run(run_id)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
+
+
 def tracking_uri(override: str | None = None) -> str:
     """``override``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` (absolute)."""
     uri = override or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
