@@ -390,3 +390,36 @@ def test_confirmation_and_baselines_are_stored_tracked_and_reused(tiny_data, tra
     again = confirm.confirm(study, fixed.base, tiny_data, list(fixed.families), fixed.constraint,
                             top=1, n_seeds=2)
     assert again.trained == 0 and again.winners.keys() == c.winners.keys()
+
+
+def test_a_fresh_seed_retrains_best_config_within_the_confirmed_spread(tiny_npz, tracking_uri,
+                                                                        tmp_path):
+    """What a user does with the report: retrain ``best_config.json`` with seeds the study never
+    used. Each lands within the confirmed mean ± 3 sd and within 10 % of it (a budget long enough
+    to train: ten epochs of 300 digits, four confirmation seeds)."""
+    import json
+
+    from experiments import cli as experiments_cli
+
+    where = ["--study-name", "fresh", "--storage", f"journal:{tmp_path / 'j.log'}",
+             "--tracking-uri", tracking_uri]
+    assert main(["run", "--family", "sparse_l1", "sparse_kl", "--data", tiny_npz,
+                 "--epochs", "10", "--n-trials", "4", "--pruner", "none", "--target", "1.0",
+                 "--confirm-top", "1", "--confirm-seeds", "4",
+                 "--set", "train.batch_size=32", *where]) == 0
+    assert main(["report", *where, "--out", str(tmp_path / "report")]) == 0
+    confirmed = json.loads((tmp_path / "report" / "summary.json").read_text())["winner"][
+        "confirmed"]
+    mean, sd = confirmed["test_mse_mean"], confirmed["test_mse_sd"]
+    assert confirmed["seeds"] == [1, 2, 3, 4] and sd > 0
+    client = MlflowClient(tracking_uri)
+    for seed in (11, 12, 13):
+        assert experiments_cli.main([
+            "run", "--config", str(tmp_path / "report" / "best_config.json"),
+            "--set", f"train.seed={seed}", "--tracking-uri", tracking_uri,
+            "--experiment", f"retrain-{seed}"]) == 0
+        exp = client.get_experiment_by_name(f"retrain-{seed}")
+        [run] = client.search_runs([exp.experiment_id])
+        fresh = run.data.metrics["test_mse"]
+        assert abs(fresh - mean) <= 3 * sd and abs(fresh - mean) <= 0.1 * mean, (seed, fresh,
+                                                                                 mean, sd)
