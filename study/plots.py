@@ -173,7 +173,7 @@ def frontier(trials: list[FrozenTrial], constraint: Constraint, mean_image: floa
                 ax.scatter([t.user_attrs[metric]], [t.user_attrs[OBJECTIVE]], marker="*",
                            s=240, color=color, edgecolors="k", zorder=4)
         if constraint.measure == measure:
-            ax.axvline(constraint.target, color="tab:green", ls="--", lw=1.2,
+            ax.axvline(constraint.target, color="k", ls="--", lw=1.2,
                        label=f"target {constraint.target:g}")
         ax.axhline(mean_image, color="0.45", ls=":", lw=1.2,
                    label=f"mean image {mean_image:.4f}")
