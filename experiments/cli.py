@@ -89,8 +89,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from experiments import runner
     from experiments.train import TrainingDiverged
-    from tracking.runs import (Tracker, TrackingError, check_store, git_commit, mask,
-                               tracking_uri)
+    from tracking.runs import Tracker, git_commit
+    from tracking.store import TrackingError, check_store, mask, tracking_uri
 
     try:
         check_store(tracking_uri(args.tracking_uri))

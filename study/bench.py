@@ -38,8 +38,6 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from mlflow import MlflowClient
-
 from experiments.config import ConfigError
 from experiments.data import SOURCES
 from experiments.presets import DEFAULT
@@ -133,7 +131,7 @@ def _store(folder: str) -> str:
 
 def _study(configs, data, pack: int, tracking: bool, folder: str) -> dict:
     from experiments.config import from_flat
-    from study.objective import StudySpec
+    from study.results import StudySpec
     from study.runner import open_study, run_study
 
     first = from_flat(configs[0])
@@ -157,6 +155,8 @@ def _study(configs, data, pack: int, tracking: bool, folder: str) -> dict:
 def measure(variant: str, configs: list[dict], data_name: str) -> dict:
     """Run one variant here and return its numbers (wall time includes everything after the
     data is loaded)."""
+    from mlflow import MlflowClient
+
     from experiments import data as data_module
 
     data = data_module.load(data_name)

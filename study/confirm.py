@@ -30,11 +30,10 @@ from optuna.trial import FrozenTrial
 from experiments.config import ExperimentConfig, from_flat
 from experiments.data import Dataset
 from study import baselines
-from study.results import Constraint, Seeded, by_family, ranked_feasible
+from study.results import SEEDS, TOP, Constraint, Seeded, by_family, ranked_feasible
 
 ATTR = "confirmed:"  # study user attr prefix: confirmed:<trial number>
 TOP_ATTR = "confirm_top"  # study user attr: the --confirm-top it was last confirmed with
-TOP, SEEDS = 3, 3  # defaults of --confirm-top and --confirm-seeds
 
 
 def fresh_seeds(study_seed: int, n: int) -> tuple[int, ...]:

@@ -44,11 +44,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from experiments.data import Dataset
+from study.commandline import parser, spec_from_args, worker_command
 from study.objective import CONSTRAINT_METRIC, trial_record
 from study.results import OBJECTIVE
 from study.repair import repair
 from study.storage import for_helpers, open_storage
-from study.tracking import RUN_ATTR, RUN_STATUS, StudyTracking
+from study.results import RUN_ATTR
+from study.tracking import RUN_STATUS, StudyTracking
 from study.workers import (RETRIES, RETRY_ATTR, WORKER_ATTR, failed_with_worker, parse_worker,
                            recover, retries_left)
 from tracking.runs import Run, Tracker
@@ -56,20 +58,6 @@ from tracking.runs import Run, Tracker
 FAMILIES = ("sparse_kl", "ncae")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PHASE_SECONDS = 1800  # a phase still running after this long has hung
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
-    parser.add_argument("--trials", type=int, default=25,
-                        help="trials per worker in phase 1 (default 25)")
-    parser.add_argument("--cycles", type=int, default=10,
-                        help="workers killed mid-trial and restarted in phase 2 (default 10)")
-    parser.add_argument("--epochs", type=int, default=1, help="epochs per trial (default 1)")
-    parser.add_argument("--seed", type=int, default=0, help="study seed and victim choice")
-    parser.add_argument("--dir", help="where the data, logs and default stores go "
-                                      "(default: a temporary folder, removed afterwards)")
-    parser.add_argument("--storage", help="Optuna storage (default: a journal file in --dir)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite in --dir)")
 
 
 @dataclass
@@ -111,9 +99,7 @@ def run(args: argparse.Namespace, folder: Path) -> Drill:
     name = f"faults-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     drill = Drill(name)
     w, t = args.workers, args.trials
-    from study.cli import _parser, worker_command  # the drill is a user of the command line
-
-    study_args = _parser().parse_args([
+    study_args = parser().parse_args([
         "run", "--family", *FAMILIES, "--data", f"npz:{_tiny_npz(folder)}", "--epochs",
         str(args.epochs), "--pruner", "none", "--seed", str(args.seed), "--storage", storage,
         "--tracking-uri", uri, "--set", "train.batch_size=64", "--confirm-seeds", "0"])
@@ -166,7 +152,6 @@ def run(args: argparse.Namespace, folder: Path) -> Drill:
 def _data(study_args: argparse.Namespace) -> Dataset:
     """The data the drill's workers train on, split as they split it."""
     from experiments import data as data_module
-    from study.cli import spec_from_args
 
     base = spec_from_args(study_args).base
     return data_module.load(base.data.name, base.data.val_fraction, base.data.seed)

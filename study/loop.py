@@ -32,7 +32,7 @@ from experiments.runner import evaluate
 from experiments.train import EpochHook, History, TrainingDiverged, check_finite
 from study.objective import Objective
 from study.workers import FAIL_REASON
-from tracking.runs import TrackingFailed
+from tracking.store import TrackingFailed
 
 StudyCallback = Callable[[optuna.Study, FrozenTrial], None]
 

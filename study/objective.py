@@ -21,7 +21,7 @@ from experiments.runner import (Result, applicable_figures, artifact_paths, desc
                                 record_artifacts, record_final)
 from experiments.train import EpochHook, History
 from study import space
-from study.results import DEFAULT_MEASURE, OBJECTIVE, Constraint
+from study.results import OBJECTIVE, Constraint, StudySpec
 from study.tracking import StudyTracking, end_tags
 from study.workers import retry_tags
 from tracking.runs import RECORDED
@@ -66,33 +66,6 @@ def trial_record(trial: optuna.trial.FrozenTrial, data: Dataset) -> TrialRecord:
 
 class MissingMetric(RuntimeError):
     """The monitored metric is absent from an epoch's values: pruning would silently stop."""
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    """What defines a study; stored with it, and checked again when it is resumed."""
-
-    name: str
-    families: tuple[str, ...]
-    target: float  # the largest acceptable value of the sparsity measure
-    base: ExperimentConfig  # data, latent size, batch size, epochs, seed: fixed budget
-    pruner: str
-    measure: str = DEFAULT_MEASURE  # the sparsity measure the target bounds (study/results.py)
-
-    @property
-    def constraint(self) -> Constraint:
-        return Constraint(self.measure, self.target)
-
-    def describe(self) -> dict[str, str]:
-        b = self.base
-        return {"study": self.name, "families": ",".join(self.families),
-                "target": repr(self.target), "measure": self.measure,
-                "pruner": self.pruner, "sampler": "TPE",
-                "data": b.data.name, "epochs": str(b.train.epochs),
-                "latent": str(b.model.latent), "activation": b.model.activation,
-                "penalty_layers": b.model.penalty_layers, "loss": b.train.loss,
-                "decoder_norm": repr(b.model.decoder_norm),
-                "seed": str(b.train.seed)}
 
 
 class Objective:

@@ -30,7 +30,8 @@ from experiments.config import from_flat
 from experiments.data import Dataset
 from experiments.runner import Result, record_artifacts, train_all
 from study.objective import CONSTRAINT_METRIC, TrialRecord, trial_record
-from study.tracking import RUN_ATTR, StudyTracking
+from study.results import RUN_ATTR
+from study.tracking import StudyTracking
 from study.workers import unattended
 from tracking.runs import Run, Stored
 

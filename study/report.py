@@ -33,14 +33,15 @@ from experiments.config import from_flat
 from experiments.data import Dataset
 from study import baselines, comparison, confirm, plots, sections
 from study.document import html_page, markdown
-from study.results import (Constraint, best_feasible, best_per_family, closest_infeasible,
+from study.results import (SEEDS, TOP, Constraint, best_feasible, best_per_family, closest_infeasible,
                            family, feasible)
 from study.runner import SPEC_ATTR, stored_spec
 from study.storage import check_url, mask, open_storage
 from study.tracking import PARENT_ATTR
 from study.workers import FAIL_REASON
 from tracking import artifacts
-from tracking.runs import Tracker, tracking_uri
+from tracking.runs import Tracker
+from tracking.store import tracking_uri
 
 REPORTS = Path("reports")
 
@@ -227,7 +228,7 @@ def gather(study: optuna.Study, storage_url: str, uri: str, parent: str | None,
     trials = study.get_trials(deepcopy=False)
     found = confirm.stored(study, trials)
     seeds = _confirmation_seeds(found, study)
-    top = int(study.user_attrs.get(confirm.TOP_ATTR, confirm.TOP))
+    top = int(study.user_attrs.get(confirm.TOP_ATTR, TOP))
     chosen = confirm.candidates(trials, families, constraint, top)
     on_seeds = {n: c for n, c in found.items() if c.seeded.seeds == seeds}
     winners = confirm.winners(on_seeds, families, constraint, among=chosen)
@@ -245,7 +246,7 @@ def gather(study: optuna.Study, storage_url: str, uri: str, parent: str | None,
         winners=winners, winner=winner,
         unconfirmed=[t for t in chosen if t.number not in on_seeds],
         confirm_command=confirm_command(study, storage_url, uri, constraint, top,
-                                        len(seeds) or confirm.SEEDS),
+                                        len(seeds) or SEEDS),
         baselines=baselines.stored(study, seeds or None),
         references=baselines.references(data, int(spec["model.latent"]),
                                         int(spec["data.seed"])),

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
 
+from experiments.config import ExperimentConfig
+
 OBJECTIVE = "val_mse"  # minimised; the pruner compares it plus the constraint's violation
 MEASURES = {  # what a target can bound, and how the summary and the report name it
     "mean_activation": "mean activation",
@@ -25,6 +27,8 @@ MEASURES = {  # what a target can bound, and how the summary and the report name
     "raw_activation": "raw mean activation",
 }
 DEFAULT_MEASURE = "mean_activation"
+RUN_ATTR = "mlflow_run_id"  # trial user attr: the trial's MLflow run
+TOP, SEEDS = 3, 3  # defaults of --confirm-top and --confirm-seeds
 DEFAULT_TARGET = 0.05  # the literature's p; measured on the frontier in README's results
 
 
@@ -149,3 +153,30 @@ class Seeded:
         """The mean over the seeds of every measure they all have."""
         keys = set.intersection(*(set(f) for f in self.finals)) if self.finals else set()
         return {k: self.mean(k) for k in sorted(keys)}
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What defines a study; stored with it, and checked again when it is resumed."""
+
+    name: str
+    families: tuple[str, ...]
+    target: float  # the largest acceptable value of the sparsity measure
+    base: ExperimentConfig  # data, latent size, batch size, epochs, seed: fixed budget
+    pruner: str
+    measure: str = DEFAULT_MEASURE  # the sparsity measure the target bounds (study/results.py)
+
+    @property
+    def constraint(self) -> Constraint:
+        return Constraint(self.measure, self.target)
+
+    def describe(self) -> dict[str, str]:
+        b = self.base
+        return {"study": self.name, "families": ",".join(self.families),
+                "target": repr(self.target), "measure": self.measure,
+                "pruner": self.pruner, "sampler": "TPE",
+                "data": b.data.name, "epochs": str(b.train.epochs),
+                "latent": str(b.model.latent), "activation": b.model.activation,
+                "penalty_layers": b.model.penalty_layers, "loss": b.train.loss,
+                "decoder_norm": repr(b.model.decoder_norm),
+                "seed": str(b.train.seed)}

@@ -22,7 +22,8 @@ from experiments.data import Dataset
 from experiments.packed import default_slots
 from study import confirm
 from study.loop import PackLoop
-from study.objective import Objective, StudySpec
+from study.objective import Objective
+from study.results import StudySpec
 from study.repair import Repaired, repair
 from study.results import DEFAULT_MEASURE, OBJECTIVE, best_feasible, family, feasible
 from study.storage import mask, open_storage
@@ -30,7 +31,6 @@ from study.tracking import StudyTracking
 from study.workers import Recovery, recover
 from tracking.runs import git_commit
 
-PRUNERS = ("hyperband", "median", "none")
 SPEC_ATTR = "spec"  # study user attr: families, target and fixed config it was created with
 
 

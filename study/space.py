@@ -16,6 +16,7 @@ import optuna
 from experiments.config import ExperimentConfig
 
 SEARCHED_FAMILIES = ("sparse_l1", "sparse_kl", "ncae")
+PRUNERS = ("hyperband", "median", "none")  # --pruner; study/runner.py makes them
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from study.workers import WORKER_ATTR, Retry, worker_id
-from tracking.runs import mask
+from tracking.store import mask
 
 _log = logging.getLogger(__name__)  # unconfigured, warnings still reach stderr
 

@@ -24,14 +24,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from experiments.config import ExperimentConfig
-from tracking.runs import (RECORDED, Run, Tracker, TrackingError, TrackingFailed, has_run, mask,
-                           tracking_uri)
+from study.results import RUN_ATTR
+from tracking.runs import RECORDED, Run, Tracker, has_run
+from tracking.store import TrackingError, TrackingFailed, mask, tracking_uri
 from tracking.writer import QueuedRun, Writer
 
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attr: the study's parent run
 TRACKING_ATTR = "mlflow_tracking_uri"  # study user attr: the store of its runs, password masked
-RUN_ATTR = "mlflow_run_id"  # trial user attr: the trial's run
 WORKER_STOPPED = "worker stopped before it could end this run"  # reason of a run ended for it
 T = TypeVar("T")
 

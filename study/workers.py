@@ -20,13 +20,17 @@ import os
 import socket
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from study.tracking import RUN_ATTR, StudyTracking
+from study.results import RUN_ATTR
+
+if TYPE_CHECKING:
+    from study.tracking import StudyTracking
 
 WORKER_ATTR = "worker"  # trial user attr: host:pid:start of the process that runs the trial
 RETRY_ATTR = "retry_of"  # user attr and run tag of a retry: the number of the trial it repeats

@@ -256,3 +256,21 @@ def test_a_study_resumed_with_another_tracking_store_names_the_one_it_started_wi
         "(its parent run is not there): resume it with the --tracking-uri it started with, or "
         "pick a new --study-name")
 
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["report", "--help"],
+                                  ["faults", "--help"], ["bench", "--help"],
+                                  ["run", "--family", "nope"]])
+def test_help_and_bad_arguments_load_no_framework(argv):
+    """``python -m study --help`` and a refused argument answer without importing Keras,
+    TensorFlow, JAX, MLflow, matplotlib or scikit-learn (each costs seconds to load)."""
+    import subprocess
+    import sys
+
+    heavy = ("keras", "tensorflow", "jax", "mlflow", "matplotlib", "sklearn")
+    code = (f"import sys\nfrom study.cli import main\ntry:\n    main({argv!r})\n"
+            f"except SystemExit:\n    pass\n"
+            f"print('loaded:', sorted(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.splitlines()[-1] == "loaded: []"

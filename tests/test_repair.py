@@ -20,7 +20,8 @@ from study.cli import main
 from study.objective import MEASURES_ATTR
 from study.repair import REPAIRED, Repaired, repair
 from study.runner import run_study
-from study.tracking import RUN_ATTR, StudyTracking
+from study.results import RUN_ATTR
+from study.tracking import StudyTracking
 from study.workers import WORKER_ATTR, parse_worker, recover, worker_id
 from tracking.runs import RECORDED, Run, Tracker
 from tracking.writer import Writer

@@ -17,8 +17,8 @@ from optuna.trial import TrialState
 from experiments.presets import DEFAULT
 from study import baselines, confirm, space
 from study.cli import main
-from study.objective import MissingMetric, Objective, StudySpec
-from study.results import Constraint, Seeded, best_feasible
+from study.objective import MissingMetric, Objective
+from study.results import Constraint, Seeded, StudySpec, best_feasible
 from study.runner import StudyError, open_study, run_study
 from study.storage import mask
 

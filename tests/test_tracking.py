@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tracking.runs import PARENT_TAG, RECORDED, Tracker, tracking_uri
+from tracking.runs import PARENT_TAG, RECORDED, Tracker
+from tracking.store import tracking_uri
 from tracking.writer import QueuedRun, Writer
 
 

@@ -17,7 +17,7 @@ from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import TrialState
 from sqlalchemy.exc import IntegrityError, OperationalError, PendingRollbackError
 
-from study.cli import _parser, helper_commands
+from study.commandline import helper_commands, parser
 from study.storage import (PASSWORD_ENV, StorageError, WorkerStorage, _disconnected, expand,
                            for_helpers, open_storage)
 from study import workers
@@ -59,7 +59,7 @@ def _trial_runs(client, name):
 
 def test_inline_password_reaches_helpers_through_the_environment_only():
     url = "postgresql+psycopg2://optuna:s3cr3t@db.example:5432/studies"
-    args = _parser().parse_args(["run", "--storage", url, "--workers", "3", "--n-trials", "7"])
+    args = parser().parse_args(["run", "--storage", url, "--workers", "3", "--n-trials", "7"])
     commands = helper_commands(args, "s")
     assert len(commands) == 2 and not any("s3cr3t" in part for c in commands for part in c)
     storage = commands[0][commands[0].index("--storage") + 1]

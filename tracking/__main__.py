@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from tracking.runs import tracking_uri
+from tracking.store import tracking_uri
 from tracking.ui import serve
 
 

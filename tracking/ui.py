@@ -19,7 +19,7 @@ import sys
 
 from mlflow import MlflowClient
 
-from tracking.runs import mask
+from tracking.store import mask
 
 
 def experiment_links(uri: str, base_url: str) -> list[tuple[str, str]]:

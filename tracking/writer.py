@@ -32,7 +32,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from tracking.runs import RECORDED, Run
+from tracking.runs import Run
 
 BATCH = 200  # metric values per run gathered before they are sent (MLflow takes 1,000)
 ORPHAN_POLL_S = 1.0  # how often the writer checks that its training process is alive
