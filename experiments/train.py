@@ -43,7 +43,7 @@ def evaluate_split(model: keras.Model, x: np.ndarray, prefix: str,
     x_hat = models.decode(model, codes)
     kernel = models.decoder_kernel(model)
     scale = None if kernel is None else metrics.unit_scale(kernel)
-    return {f"{prefix}_{k}": v
+    return {f"{prefix}_{k}": float(v)  # a plain model: one value per measure
             for k, v in metrics.summarize(x, x_hat, codes, scale, bce=bce).items()}
 
 

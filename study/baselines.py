@@ -108,7 +108,7 @@ def references(data: Dataset, latent: int, seed: int) -> list[Reference]:
     def measured(reconstruct) -> tuple[float, float, float]:
         val = summarize(data.x_val, reconstruct(data.x_val), None, bce=False)
         test = summarize(data.x_test, reconstruct(data.x_test), None, bce=False)
-        return val["mse"], test["mse"], test["fvu"]
+        return float(val["mse"]), float(test["mse"]), float(test["fvu"])
 
     pca = PCA(n_components=min(latent, *data.x_train.shape), random_state=seed).fit(data.x_train)
     mean = data.x_train.mean(axis=0, keepdims=True)  # (1, 784)

@@ -173,7 +173,7 @@ class Run:
                       self._files())
 
     def _files(self, folder: str | None = None) -> dict[str, int]:
-        files = {}
+        files: dict[str, int] = {}
         for f in self.client.list_artifacts(self.run_id, folder):
             files.update(self._files(f.path) if f.is_dir else {f.path: f.file_size})
         return files
