@@ -16,11 +16,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import shlex
 import shutil
 import tempfile
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -123,18 +123,14 @@ def _stage(dest: Path) -> Path:
         raise ReportError(f"{dest} exists and is not a report folder; pick another --out")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-        stage.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would make the report private
+        # mkdir, not mkdtemp: its mode is the user's umask's, as the report's should be (mkdtemp's
+        # 0700 would make the report private)
+        stage = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}"
+        stage.mkdir()
         return stage
     except OSError as err:
         raise ReportError(f"cannot write the report to {dest}: "
                           f"{err.strerror or err}") from None
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def _move_into_place(stage: Path, dest: Path) -> None:

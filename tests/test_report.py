@@ -429,3 +429,13 @@ def test_report_for_another_target_picks_its_winner_from_the_stored_trials(
         assert f"python -m study confirm --study-name" in printed
         assert f"{option} {target:g}" in printed
     assert stored(reported_study).user_attrs == before  # nothing trained, nothing stored
+
+
+def test_the_report_folder_is_as_readable_as_the_users_other_files(reported_study):
+    """Built in a staging folder and renamed into place, the report keeps the mode the user's
+    umask gives new folders (a temporary folder's 0700 would make it private)."""
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert reported_study.folder.stat().st_mode & 0o777 == 0o777 & ~umask
