@@ -28,9 +28,10 @@ import math
 import numpy as np
 from keras import ops
 
+from experiments import losses
+
 # a weighted code entry counts as active above this; relu codes are exactly 0 when off
 ACTIVE_THRESHOLD = 1e-3
-BCE_EPS = 1e-7  # x̂ is clipped into [eps, 1 - eps], as Keras's binary cross-entropy does
 NAMES = ("mse", "fvu", "bce", "mean_activation", "raw_activation", "l0", "active_fraction",
          "hoyer", "dead_units")
 
@@ -106,7 +107,7 @@ def chunk_sums(x, x_hat, codes=None, scale=None, bce: bool = True,
     x = ops.convert_to_tensor(x, "float32")
     x_hat = ops.convert_to_tensor(x_hat, "float32")
     samples = (-2, -1)
-    sums = {"mse": ops.sum(ops.square(x - x_hat), axis=samples) / x.shape[-1]}
+    sums = {"mse": ops.sum(losses.squared_error(x, x_hat), axis=-1)}
     if codes is not None:
         codes = ops.convert_to_tensor(codes, "float32")
         weighted = codes if scale is None else codes * ops.expand_dims(
@@ -118,9 +119,7 @@ def chunk_sums(x, x_hat, codes=None, scale=None, bce: bool = True,
         sums["hoyer"] = ops.sum(_hoyer_per_sample(weighted), axis=-1)
         sums["max_code"] = ops.max(weighted, axis=-2)
     if bce:
-        clipped = ops.clip(x_hat, BCE_EPS, 1 - BCE_EPS)
-        elementwise = -(x * ops.log(clipped) + (1 - x) * ops.log(1 - clipped))
-        sums["bce"] = ops.sum(elementwise, axis=samples) / x.shape[-1]
+        sums["bce"] = ops.sum(losses.binary_crossentropy(x, x_hat), axis=-1)
     return sums
 
 

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from experiments import losses
 from experiments.config import ExperimentConfig
 from experiments.regularizers import ActivityPenalty, NonNegativity, WeightDecay
 
@@ -22,12 +23,23 @@ PIXELS = 784  # 28 x 28, flattened
 
 @keras.saving.register_keras_serializable(package="sae")
 def half_sse(x, x_hat):
-    """½ · Σ over pixels of (x̂ − x)², per sample: J_E of Ng's sparse autoencoder notes."""
-    return 0.5 * ops.sum(ops.square(x - x_hat), axis=-1)
+    """What models saved before ``Reconstruction`` name as their half_sse loss; they still load."""
+    return losses.half_sse(x, x_hat)
 
 
-LOSS_FUNCTIONS = {"mse": keras.losses.MeanSquaredError, "bce": keras.losses.BinaryCrossentropy,
-                  "half_sse": lambda: half_sse}
+@keras.saving.register_keras_serializable(package="sae")
+class Reconstruction(keras.losses.Loss):
+    """The reconstruction loss ``train.loss`` of ``losses.RECONSTRUCTION``, per sample."""
+
+    def __init__(self, kind: str = "mse", **kwargs):
+        super().__init__(**{"name": kind, **kwargs})
+        self.kind = kind
+
+    def call(self, y_true, y_pred):
+        return losses.RECONSTRUCTION[self.kind](y_true, y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
 
 
 def _optimizer(cfg: ExperimentConfig) -> keras.optimizers.Optimizer:
@@ -65,7 +77,7 @@ def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
     decoder = keras.Model(latent, decoded, name="decoder")
 
     model = keras.Model(pixels, decoder(encoder(pixels)), name=m.family)
-    model.compile(optimizer=_optimizer(cfg), loss=LOSS_FUNCTIONS[cfg.train.loss](),
+    model.compile(optimizer=_optimizer(cfg), loss=Reconstruction(cfg.train.loss),
                   metrics=[keras.metrics.MeanSquaredError(name="mse")])
     return model
 
@@ -114,12 +126,11 @@ class VAE(keras.Model):
     @staticmethod
     def _terms(x, y_pred):
         x_hat, z_mean, z_log_variance = y_pred
-        x_hat = ops.clip(x_hat, 1e-7, 1 - 1e-7)
-        bce = -(x * ops.log(x_hat) + (1 - x) * ops.log(1 - x_hat))  # (batch, 784)
-        reconstruction = ops.mean(ops.sum(bce, axis=-1))  # = mean BCE x original_dim
+        # BCE summed over the pixels: the blog's mean BCE x original_dim
+        reconstruction = ops.mean(PIXELS * losses.binary_crossentropy(x, x_hat))
         kl = ops.mean(-0.5 * ops.sum(
             1 + z_log_variance - ops.square(z_mean) - ops.exp(z_log_variance), axis=-1))
-        mse = ops.mean(ops.square(x - y_pred[0]))
+        mse = ops.mean(losses.squared_error(x, x_hat))
         return reconstruction, kl, mse
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

@@ -31,10 +31,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from experiments import metrics, models
+from experiments import losses, metrics, models
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
-from experiments.regularizers import kl_divergence
 
 PIXELS = models.PIXELS
 # what may differ between the slots of one pack; every other config value is the pack's own
@@ -231,28 +230,16 @@ class PackedAutoencoder(keras.Model):
     def _slot_terms(self, x, codes, x_hat):
         """Per-slot loss (slots,) as the plain model computes it, and per-pixel MSE (slots,)."""
         h = self.hyper
-        squared = ops.square(x - x_hat)
-        mse = ops.mean(squared, axis=(1, 2))
-        loss = self.base.train.loss
-        if loss == "mse":
-            reconstruction = mse
-        elif loss == "half_sse":
-            reconstruction = 0.5 * ops.mean(ops.sum(squared, axis=-1), axis=-1)
-        else:  # bce, as keras.losses.BinaryCrossentropy
-            clipped = ops.clip(x_hat, keras.config.epsilon(), 1 - keras.config.epsilon())
-            reconstruction = -ops.mean(x * ops.log(clipped) + (1 - x) * ops.log(1 - clipped),
-                                       axis=(1, 2))
-        l1 = h["l1"] * ops.mean(ops.sum(ops.abs(codes), axis=-1), axis=-1)
-        kl = kl_divergence(h["p"][:, None], ops.mean(codes, axis=1))  # (slots, latent)
-        kl = ops.sum(kl, axis=-1) if self.base.model.kl_reduction == "sum" else ops.mean(
-            kl, axis=-1)
+        mse = ops.mean(losses.squared_error(x, x_hat), axis=-1)
+        reconstruction = ops.mean(losses.RECONSTRUCTION[self.base.train.loss](x, x_hat), axis=-1)
         kernels = [self.encoder_kernel]
         if self.base.model.penalty_layers == "both":
             kernels.append(self.decoder_kernel)
-        decay = sum(ops.sum(ops.square(w), axis=(1, 2)) for w in kernels)
-        negative = sum(ops.sum(ops.square(ops.minimum(w, 0.0)), axis=(1, 2)) for w in kernels)
-        total = (reconstruction + l1 + h["beta"] * kl + 0.5 * h["weight_decay"] * decay
-                 + 0.5 * h["alpha"] * negative)
+        total = (reconstruction + h["l1"] * losses.l1_activity(codes)
+                 + h["beta"] * losses.kl_sparsity(codes, h["p"][:, None],
+                                                  self.base.model.kl_reduction)
+                 + h["weight_decay"] * sum(losses.weight_decay(w) for w in kernels)
+                 + h["alpha"] * sum(losses.nonnegativity(w) for w in kernels))
         return total, mse
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

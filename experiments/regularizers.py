@@ -1,14 +1,12 @@
-"""Sparsity and weight penalties of the sparse autoencoders (formulas: reference/ANCHORS.md).
+"""The sparsity and weight penalties as Keras pieces of the plain models; their arithmetic is
+``losses.py``'s, shared with the packed trainer.
 
-- ``ActivityPenalty``: an identity layer on the code that adds
-  ``l1 · mean_r Σ_j |h_rj|  +  beta · Σ_j KL(p ‖ p̂_j)`` (or the mean over j) to the model loss,
-  where ``p̂_j`` is unit j's mean activation over the batch. KL is a statistic of the whole batch,
-  so it is added with ``add_loss`` rather than as a Keras activity regularizer (Keras divides
-  those by the batch size).
-- ``WeightDecay``: ``(lambda/2) · Σ W²``; ``NonNegativity``: ``(alpha/2) · Σ min(W, 0)²``.
-  Both are kernel regularizers, so biases are never penalised.
-
-Everything uses ``keras.ops`` and runs on any Keras 3 backend.
+- ``ActivityPenalty``: an identity layer on the code that adds ``l1 · losses.l1_activity`` and
+  ``beta · losses.kl_sparsity`` to the model loss. KL is a statistic of the whole batch, so it
+  is added with ``add_loss`` rather than as a Keras activity regularizer (Keras divides those by
+  the batch size).
+- ``WeightDecay`` (``lambda · losses.weight_decay``) and ``NonNegativity``
+  (``alpha · losses.nonnegativity``): kernel regularizers, so biases are never penalised.
 """
 
 from __future__ import annotations
@@ -16,28 +14,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-# KL(p ‖ p̂) is exact for p̂ in [EPS, 1 - EPS] and continued by its tangent lines outside: relu
-# codes can average 1 or more, or exactly 0, where KL is undefined
-EPS = 1e-6
-
-
-def kl_divergence(p: float, p_hat):
-    """Elementwise KL(p ‖ p̂) between Bernoulli(p) and Bernoulli(p̂), for any real p̂.
-
-    With q = clip(p̂, EPS, 1 − EPS) and KL'(q) = (1 − p)/(1 − q) − p/q:
-
-        KL(p ‖ p̂) = p·log(p/q) + (1 − p)·log((1 − p)/(1 − q)) + KL'(q)·(p̂ − q)
-
-    Inside [EPS, 1 − EPS] the last term is 0 and this is KL itself. Outside, it is KL's tangent
-    line at the nearer clip point: finite, convex, and with KL's own slope there, so a relu unit
-    whose batch mean is 1 or more is still pushed down (slope ≈ (1 − p)/EPS), rather than paying
-    a constant with no gradient as a plain clip would. ``p`` is a float or broadcasts against
-    ``p_hat`` (a packed model's (slots, 1) against (slots, units)).
-    """
-    q = ops.clip(p_hat, EPS, 1.0 - EPS)
-    kl = p * ops.log(p / q) + (1.0 - p) * ops.log((1.0 - p) / (1.0 - q))
-    slope = (1.0 - p) / (1.0 - q) - p / q  # KL'(q)
-    return kl + slope * (p_hat - q)
+from experiments import losses
 
 
 @keras.saving.register_keras_serializable(package="sae")
@@ -51,10 +28,9 @@ class ActivityPenalty(keras.layers.Layer):
     def penalty(self, h):
         total = ops.convert_to_tensor(0.0, dtype=h.dtype)
         if self.l1 > 0:
-            total = total + self.l1 * ops.mean(ops.sum(ops.abs(h), axis=-1))
+            total = total + self.l1 * losses.l1_activity(h)
         if self.beta > 0:
-            kl = kl_divergence(self.p, ops.mean(h, axis=0))  # (units,)
-            total = total + self.beta * (ops.sum(kl) if self.reduction == "sum" else ops.mean(kl))
+            total = total + self.beta * losses.kl_sparsity(h, self.p, self.reduction)
         return total
 
     def call(self, h):
@@ -75,7 +51,7 @@ class WeightDecay(keras.regularizers.Regularizer):
         self.weight_decay = float(weight_decay)
 
     def __call__(self, w):
-        return 0.5 * self.weight_decay * ops.sum(ops.square(w))
+        return self.weight_decay * losses.weight_decay(w)
 
     def get_config(self):
         return {"weight_decay": self.weight_decay}
@@ -89,7 +65,7 @@ class NonNegativity(keras.regularizers.Regularizer):
         self.alpha = float(alpha)
 
     def __call__(self, w):
-        return 0.5 * self.alpha * ops.sum(ops.square(ops.minimum(w, 0.0)))
+        return self.alpha * losses.nonnegativity(w)
 
     def get_config(self):
         return {"alpha": self.alpha}

@@ -6,7 +6,9 @@ import pytest
 from keras import ops
 
 from experiments import models
-from experiments.regularizers import EPS, ActivityPenalty, NonNegativity, WeightDecay, kl_divergence
+from experiments.losses import KL_EPS as EPS
+from experiments.losses import kl_divergence
+from experiments.regularizers import ActivityPenalty, NonNegativity, WeightDecay
 from tests.conftest import tiny
 
 RNG = np.random.default_rng(0)
