@@ -184,8 +184,9 @@ def confirm(study: optuna.Study, base: ExperimentConfig, data: Dataset, families
     models: dict[tuple[int, int], Result] = {}
     missing = []
     for t in todo:
-        mine = [(cfg, r) for (trial, cfg), r in zip(jobs, results) if trial is t]
-        if not all(isinstance(r, Result) for _, r in mine):
+        outcomes = [(cfg, r) for (trial, cfg), r in zip(jobs, results) if trial is t]
+        mine = [(cfg, r) for cfg, r in outcomes if isinstance(r, Result)]
+        if len(mine) < len(outcomes):
             missing.append(t.number)  # a seed diverged: the configuration is not confirmed
             continue
         run_ids = () if recorder is None else tuple(
@@ -208,12 +209,13 @@ def confirm(study: optuna.Study, base: ExperimentConfig, data: Dataset, families
         seeded_results = train_all([cfg for _, cfg in seeded_jobs], data, pack)
         trained += len(seeded_jobs)
         for name in grid_todo:
-            mine = [(cfg, r) for (n, cfg), r in zip(seeded_jobs, seeded_results) if n == name]
-            finals = tuple(r.final if isinstance(r, Result) else {} for _, r in mine)
+            trained_here = [(cfg, r) for (n, cfg), r in zip(seeded_jobs, seeded_results)
+                            if n == name]
+            finals = tuple(r.final if isinstance(r, Result) else {} for _, r in trained_here)
             run_ids = () if recorder is None else tuple(
                 recorder.run(f"baseline {name} seed {cfg.train.seed}", cfg,
                              {"kind": "baseline", "baseline": name}, f) if f else ""
-                for (cfg, _), f in zip(mine, finals))
+                for (cfg, _), f in zip(trained_here, finals))
             lr, points = chosen_rates[name]
             have[name] = baselines.Baseline(
                 name, tuple(points), lr, Seeded(seeds, finals),

@@ -109,6 +109,7 @@ def run(args: argparse.Namespace, folder: Path) -> Drill:
 
     env = os.environ | for_helpers(storage)[1]
     print(f"phase 1: study {name!r}, {w} workers x {t} trials", flush=True)
+    code: int | str
     with open(folder / "phase1.log", "w") as log:
         try:
             code = subprocess.run([*command(0, w * t), "--workers", str(w)], stdout=log,
@@ -218,7 +219,7 @@ def check_records(drill: Drill, trials: list[FrozenTrial], tracker: Tracker, dat
     returns how many COMPLETE and how many FAIL or PRUNED trials have all their run should."""
     ended = [t for t in trials if t.state.is_finished()]
     run_ids = _run_ids(tracker, ended)
-    whole = Counter()
+    whole: Counter[bool] = Counter()
     for t in ended:
         run_id = run_ids[t.number]
         problems = record_problems(t, None if run_id is None else tracker.run(run_id), data)
@@ -232,10 +233,10 @@ def check_records(drill: Drill, trials: list[FrozenTrial], tracker: Tracker, dat
     return {"complete_recorded": whole[True], "ended_with_reason": whole[False]}
 
 
-def _snapshot(tracker: Tracker, trials: list[FrozenTrial]) -> dict[int, tuple]:
+def _snapshot(tracker: Tracker, trials: list[FrozenTrial]) -> dict[int, tuple | None]:
     """What each trial's run holds, to compare later: status, tags, every metric's history,
     artefact files and sizes."""
-    out = {}
+    out: dict[int, tuple | None] = {}
     for number, run_id in _run_ids(tracker, trials).items():
         if run_id is None:
             out[number] = None
@@ -307,7 +308,8 @@ class _Slot:
     """One worker of phase 2: its current process and every pid it has had."""
 
     def __init__(self, index: int, share: int):
-        self.index, self.share, self.pids = index, share, []
+        self.index, self.share = index, share
+        self.pids: list[int] = []
         self.proc: subprocess.Popen | None = None
 
     def start(self, command, env, folder: Path, trials: list[FrozenTrial]) -> None:
@@ -339,11 +341,12 @@ def _chaos(drill, study, command, env, folder, workers, share, cycles, rng) -> d
     deadline = time.monotonic() + PHASE_SECONDS
     while time.monotonic() < deadline:
         trials = study.get_trials(deepcopy=False)
-        broken = [s for s in slots if s.proc and s.proc.poll() not in (None, 0)]
+        broken = [(s.index, s.proc.returncode) for s in slots
+                  if s.proc and s.proc.poll() not in (None, 0)]
         if broken:
-            drill.check(False, f"phase 2: worker {broken[0].index} exited "
-                               f"{broken[0].proc.returncode}: "
-                               f"{_last_line(folder / f'worker-{broken[0].index}.log')}")
+            index, code = broken[0]
+            drill.check(False, f"phase 2: worker {index} exited {code}: "
+                               f"{_last_line(folder / f'worker-{index}.log')}")
             break
         if kills == cycles or all(s.proc is None or s.proc.poll() == 0 for s in slots):
             break

@@ -21,8 +21,10 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from experiments.config import ExperimentConfig
@@ -72,7 +74,8 @@ class _Heartbeat:
     def beat(self, trial: optuna.Trial | None = None) -> None:
         if self.interval:
             for t in [trial] if trial else [live.trial for live in list(self.live.values())]:
-                self.storage.record_heartbeat(t._trial_id)
+                # beat() runs only where the storage has heartbeats (an interval)
+                cast(BaseHeartbeat, self.storage).record_heartbeat(t._trial_id)
 
 
 class PackLoop:

@@ -129,7 +129,7 @@ class Objective:
             trial.set_user_attr(key, value)
         trial.set_user_attr(MEASURES_ATTR, sorted(final))  # what its run's record must hold
         violation = self._constrain(trial, final)
-        if run is not None:  # queued: written by the tracking process while training goes on
+        if run is not None and self.tracking is not None:  # queued: written while training goes on
             record_final(run, result, cfg)
             run.log_metrics({CONSTRAINT_METRIC: violation}, step=cfg.train.epochs)
             record_artifacts(run, result, self.data, cfg,
@@ -139,5 +139,5 @@ class Objective:
 
     def abort(self, run, state: str, reason: str) -> None:
         """End the trial's run as PRUNED or FAIL, with the reason."""
-        if run is not None:
+        if run is not None and self.tracking is not None:
             self.tracking.end_trial(run, state, reason=reason)

@@ -21,6 +21,7 @@ is tried again the next time.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import optuna
@@ -87,7 +88,7 @@ def repair(study: optuna.Study, track: StudyTracking | None, data: Dataset,
     plans = []
     for t in trials:
         plan = track.guarded(f"repairing the run of trial {t.number}",
-                             lambda t=t: _plan(t, track, data), None)
+                             functools.partial(_plan, t, track, data), None)
         if plan is None:
             done.failed.append(t.number)
         else:
@@ -105,7 +106,7 @@ def repair(study: optuna.Study, track: StudyTracking | None, data: Dataset,
             kind = None
         else:
             kind = track.guarded(f"repairing the run of trial {number}",
-                                 lambda plan=plan: _write(plan, track, data), None)
+                                 functools.partial(_write, plan, track, data), None)
         by_kind[kind].append(number)
     return done
 

@@ -172,7 +172,8 @@ def trials_csv(trials: list[FrozenTrial]) -> str:
             **{k: _cell(t.user_attrs.get(k)) for k in measures},
             "last_step": _cell(t.last_step),
             # what the pruner compared at that step (see Objective.pruning_value)
-            "last_reported": _cell(t.intermediate_values.get(t.last_step)),
+            "last_reported": _cell(None if t.last_step is None
+                                   else t.intermediate_values.get(t.last_step)),
             "datetime_start": t.datetime_start.isoformat() if t.datetime_start else "",
             "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else "",
             "duration_s": f"{t.duration.total_seconds():.2f}" if t.duration else "",
@@ -233,6 +234,8 @@ def gather(study: optuna.Study, storage_url: str, uri: str, parent: str | None,
     search_overall = best_feasible(trials, constraint)
     shown = (winner.trial if winner else search_overall
              or closest_infeasible(trials, constraint))
+    if shown is None:  # load_study refuses a study without a completed trial
+        raise ReportError(f"study {study.study_name!r} has no completed trial")
     run_id = winner.run_ids[winner.median_seed()] if winner and winner.run_ids else None
     (folder / "figures").mkdir()
     return sections.Findings(

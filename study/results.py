@@ -73,6 +73,13 @@ def family(trial: FrozenTrial) -> str:
                                                       trial.params.get("model.family", "")))
 
 
+def value(trial: FrozenTrial) -> float:
+    """A completed trial's objective (Optuna types it optional: other states have none)."""
+    if trial.value is None:
+        raise ValueError(f"trial {trial.number} has no value: it is {trial.state.name}")
+    return trial.value
+
+
 def completed(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state == TrialState.COMPLETE]
 
@@ -89,14 +96,14 @@ def best_feasible(trials: Iterable[FrozenTrial], constraint: Constraint | None =
                   ) -> FrozenTrial | None:
     """The completed feasible trial with the lowest objective (the search's best, one seed)."""
     done = [t for t in completed(trials) if feasible(t, constraint)]
-    return min(done, key=lambda t: t.value) if done else None
+    return min(done, key=value) if done else None
 
 
 def ranked_feasible(trials: Iterable[FrozenTrial], constraint: Constraint | None = None
                     ) -> list[FrozenTrial]:
     """Completed feasible trials, lowest objective first."""
     return sorted((t for t in completed(trials) if feasible(t, constraint)),
-                  key=lambda t: t.value)
+                  key=value)
 
 
 def closest_infeasible(trials: Iterable[FrozenTrial], constraint: Constraint | None = None

@@ -23,9 +23,9 @@ from experiments.packed import default_slots
 from study import confirm
 from study.loop import PackLoop
 from study.objective import Objective
-from study.results import StudySpec
 from study.repair import Repaired, repair
-from study.results import DEFAULT_MEASURE, OBJECTIVE, best_feasible, family, feasible
+from study.results import (DEFAULT_MEASURE, OBJECTIVE, StudySpec, best_feasible, family, feasible,
+                           value)
 from study.storage import mask, open_storage
 from study.tracking import StudyTracking
 from study.workers import Recovery, recover
@@ -122,20 +122,20 @@ class _Progress:
         line = f"trial {trial.number:4d} {family(trial) or '?':9s} {trial.state.name:8s}"
         if trial.state == TrialState.COMPLETE:
             measure = trial.user_attrs.get(self.metric, math.nan)
-            line += (f" {OBJECTIVE}={trial.value:.4f} {self.metric.removeprefix('val_')}="
+            line += (f" {OBJECTIVE}={value(trial):.4f} {self.metric.removeprefix('val_')}="
                      f"{measure:.3f}"
                      f"{' feasible' if feasible(trial) else ''}")
-            if feasible(trial) and (self.best is None or trial.value < self.best.value):
+            if feasible(trial) and (self.best is None or value(trial) < value(self.best)):
                 self.best = trial
         elif trial.state == TrialState.PRUNED:
             line += f" at epoch {trial.last_step}"
         self.bar.write(line)
         if self.best is not None:
-            self.bar.set_postfix_str(f"best feasible {OBJECTIVE}={self.best.value:.4f} "
+            self.bar.set_postfix_str(f"best feasible {OBJECTIVE}={value(self.best):.4f} "
                                      f"(trial {self.best.number})")
             if self.tracking is not None:
                 self.tracking.parent_log.log_metrics(
-                    {f"best_feasible_{OBJECTIVE}": self.best.value}, step=trial.number)
+                    {f"best_feasible_{OBJECTIVE}": value(self.best)}, step=trial.number)
 
     def close(self) -> None:
         self.bar.close()

@@ -25,7 +25,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import optuna
@@ -103,11 +103,12 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> BaseStorage:
         if url.startswith("journal:"):
             path = Path(real.removeprefix("journal:"))
             path.parent.mkdir(parents=True, exist_ok=True)
-            return WorkerStorage(JournalStorage(JournalFileBackend(str(path))))
+            return cast(BaseStorage, WorkerStorage(JournalStorage(JournalFileBackend(str(path)))))
         rdb = RDBStorage(real, engine_kwargs={"pool_pre_ping": True},
                          heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
                          heartbeat_stale_trial_callback=Retry())
-        return WorkerStorage(optuna.storages.get_storage(rdb), patience=RECONNECT_SECONDS)
+        return cast(BaseStorage, WorkerStorage(optuna.storages.get_storage(rdb),
+                                               patience=RECONNECT_SECONDS))
     except Exception as err:  # sqlalchemy and OS errors of every kind: one line for the user
         reason = _reason(err)
         password = urlsplit(real).password
@@ -122,7 +123,7 @@ def _reason(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _disconnected(err: BaseException) -> bool:
+def _disconnected(err: BaseException | None) -> bool:
     """Whether ``err`` says the database connection is gone (then the call may be repeated):
     anywhere in its chain of causes, a lost connection, or a session left unusable by one
     (PendingRollbackError: Optuna's fallback read after a failed one meets it)."""
@@ -206,7 +207,9 @@ class WorkerStorage(BaseHeartbeat):
             if isinstance(self.inner, BaseHeartbeat) else None
 
     def record_heartbeat(self, trial_id: int) -> None:
-        self._retry(lambda: self.inner.record_heartbeat(trial_id))
+        inner = cast(BaseHeartbeat, self.inner)  # only the database's heartbeats are asked
+        self._retry(lambda: inner.record_heartbeat(trial_id))
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        return self._retry(lambda: self.inner._get_stale_trial_ids(study_id))
+        inner = cast(RDBStorage, self.inner)  # Optuna asks only a storage with heartbeats
+        return self._retry(lambda: inner._get_stale_trial_ids(study_id))

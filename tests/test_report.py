@@ -426,7 +426,7 @@ def test_report_for_another_target_picks_its_winner_from_the_stored_trials(
     assert sorted(s["unconfirmed_candidates"]) == sorted(unconfirmed)
     printed = capsys.readouterr().out
     if unconfirmed:  # it says how to confirm them, with this target
-        assert f"python -m study confirm --study-name" in printed
+        assert "python -m study confirm --study-name" in printed
         assert f"{option} {target:g}" in printed
     assert stored(reported_study).user_attrs == before  # nothing trained, nothing stored
 

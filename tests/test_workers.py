@@ -166,7 +166,7 @@ def test_a_reused_process_id_is_not_the_dead_worker(tmp_path):
     assert worker_alive(f"elsewhere:{pid}:{start}") is None  # another machine: cannot tell
     # a trial labelled with it is failed and queued again, the live worker's is left running
     study = optuna.create_study(storage=open_storage(f"journal:{tmp_path / 'j.log'}"))
-    mine, dead = study.ask(), study.ask()
+    _live, dead = study.ask(), study.ask()
     study._storage.set_trial_user_attr(dead._trial_id, WORKER_ATTR, reused)
     assert fail_dead_trials(study) == 1
     states = [t.state for t in study.trials]

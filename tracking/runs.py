@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,8 +98,8 @@ class Tracker:
         runs = self.client.search_runs([self.experiment_id], condition, max_results=50000)
         return {r.info.run_id: dict(r.data.tags) for r in runs}
 
-    def start_run(self, name: str, params: dict[str, object] | None = None,
-                  tags: dict[str, object] | None = None, parent: "Run | None" = None) -> "Run":
+    def start_run(self, name: str, params: Mapping[str, object] | None = None,
+                  tags: Mapping[str, object] | None = None, parent: "Run | None" = None) -> "Run":
         """Create a run (nested under ``parent`` if given) with its params and tags."""
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
         if parent is not None:
@@ -127,7 +128,7 @@ class Run:
     def __init__(self, client: MlflowClient, run_id: str):
         self.client, self.run_id = client, run_id
 
-    def log_params(self, params: dict[str, object]) -> None:
+    def log_params(self, params: Mapping[str, object]) -> None:
         items = [Param(k, str(v)) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS_TAGS_PER_BATCH])
@@ -175,7 +176,7 @@ class Run:
     def _files(self, folder: str | None = None) -> dict[str, int]:
         files: dict[str, int] = {}
         for f in self.client.list_artifacts(self.run_id, folder):
-            files.update(self._files(f.path) if f.is_dir else {f.path: f.file_size})
+            files.update(self._files(f.path) if f.is_dir else {f.path: f.file_size or 0})
         return files
 
     def metric_history(self, key: str) -> list[tuple[int, float]]:
