@@ -87,7 +87,7 @@ class Dataset:
         }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(name: str = "mnist-5k", val_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """Loads the dataset `name` (one of `SOURCES`) once per process and splits it.
 

@@ -10,8 +10,8 @@ the model actually samples from.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression

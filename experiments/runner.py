@@ -2,7 +2,8 @@
 
 The steps are separate functions so a study can reuse them around its own training call.
 Recording goes to any object with ``log_metrics``, ``log_figure``, ``log_figures``,
-``log_dict``, ``log_text`` and ``log_file`` (``tracking.runs.Run`` is one); this module never imports MLflow.
+``log_dict``, ``log_text`` and ``log_file`` (``tracking.runs.Run`` is one); this module never
+imports MLflow.
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ from matplotlib.figure import Figure
 from experiments import figures, models, occupancy
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
-from experiments.packed import PackError, PackedTrainer, default_slots
-from experiments.train import (History, TrainingDiverged, check_finite, evaluate_split, fit,
-                               history_csv)
+from experiments.packed import PackedTrainer, PackError, default_slots
+from experiments.train import (
+    History,
+    TrainingDiverged,
+    check_finite,
+    evaluate_split,
+    fit,
+    history_csv,
+)
 
 
 class Recorder(Protocol):

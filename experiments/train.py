@@ -3,9 +3,9 @@
 Optuna or MLflow.
 
 The autoencoders train as a pack of one (experiments/packed.py: compiled, one execution per
-epoch); the VAE with Keras's ``fit`` on the plain model (``fit_plain``). The per-epoch validation measures leave out the
-cross-entropy (a logarithm per pixel, as costly as the epoch's training on small data); the final
-measures of a run include it.
+epoch); the VAE with Keras's ``fit`` on the plain model (``fit_plain``). The per-epoch
+validation measures leave out the cross-entropy (a logarithm per pixel, as costly as the epoch's
+training on small data); the final measures of a run include it.
 """
 
 from __future__ import annotations

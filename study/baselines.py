@@ -72,7 +72,7 @@ class Baseline:
                 "config": self.config, "run_ids": list(self.run_ids)}
 
     @classmethod
-    def from_attr(cls, name: str, value: dict) -> "Baseline":
+    def from_attr(cls, name: str, value: dict) -> Baseline:
         return cls(name, tuple(tuple(p) for p in value["grid"]), value["learning_rate"],
                    Seeded(tuple(value["seeds"]), tuple(value["finals"])), value["config"],
                    tuple(value.get("run_ids", ())))

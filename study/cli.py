@@ -26,8 +26,13 @@ import warnings
 from experiments.config import ConfigError
 from experiments.data import DataError
 from study import summary
-from study.commandline import (check_study_name, chosen_target, helper_commands, parser,
-                               spec_from_args)
+from study.commandline import (
+    check_study_name,
+    chosen_target,
+    helper_commands,
+    parser,
+    spec_from_args,
+)
 from study.results import StudySpec
 from study.storage import StorageError, for_helpers
 from tracking.store import TrackingError, TrackingFailed, check_store, tracking_uri
@@ -74,9 +79,9 @@ def _confirm(args: argparse.Namespace) -> int:
     """``python -m study confirm``: confirm an existing study's winners (for its own target or
     another) and train its baselines."""
     from experiments import data as data_module
+    from experiments.packed import default_slots
     from study import confirm as confirming
     from study.report import ReportError, load_study, open_tracking
-    from experiments.packed import default_slots
     from study.runner import stored_spec
 
     try:

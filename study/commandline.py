@@ -18,6 +18,7 @@ from study.results import DEFAULT_MEASURE, DEFAULT_TARGET, SEEDS, TOP, StudySpec
 from study.space import PRUNERS, RANGES, SEARCHED_FAMILIES
 from study.storage import DEFAULT_STORAGE, check_url, check_workers, for_helpers
 
+
 def parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m study", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)

@@ -21,6 +21,7 @@ the study's name.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -184,7 +185,7 @@ def confirm(study: optuna.Study, base: ExperimentConfig, data: Dataset, families
     models: dict[tuple[int, int], Result] = {}
     missing = []
     for t in todo:
-        outcomes = [(cfg, r) for (trial, cfg), r in zip(jobs, results) if trial is t]
+        outcomes = [(cfg, r) for (trial, cfg), r in zip(jobs, results, strict=True) if trial is t]
         mine = [(cfg, r) for cfg, r in outcomes if isinstance(r, Result)]
         if len(mine) < len(outcomes):
             missing.append(t.number)  # a seed diverged: the configuration is not confirmed
@@ -202,20 +203,20 @@ def confirm(study: optuna.Study, base: ExperimentConfig, data: Dataset, families
         chosen_rates = {}
         for name in grid_todo:
             points = [(lr, r.final["val_mse"] if isinstance(r, Result) else float("inf"))
-                      for (n, lr, _), r in zip(grid, grid_results) if n == name]
+                      for (n, lr, _), r in zip(grid, grid_results, strict=True) if n == name]
             chosen_rates[name] = (min(points, key=lambda p: p[1])[0], points)
         seeded_jobs = [(name, baselines.config(base, name, chosen_rates[name][0], s))
                        for name in grid_todo for s in seeds]
         seeded_results = train_all([cfg for _, cfg in seeded_jobs], data, pack)
         trained += len(seeded_jobs)
         for name in grid_todo:
-            trained_here = [(cfg, r) for (n, cfg), r in zip(seeded_jobs, seeded_results)
-                            if n == name]
+            trained_here = [(cfg, r) for (n, cfg), r
+                            in zip(seeded_jobs, seeded_results, strict=True) if n == name]
             finals = tuple(r.final if isinstance(r, Result) else {} for _, r in trained_here)
             run_ids = () if recorder is None else tuple(
                 recorder.run(f"baseline {name} seed {cfg.train.seed}", cfg,
                              {"kind": "baseline", "baseline": name}, f) if f else ""
-                for (cfg, _), f in zip(trained_here, finals))
+                for (cfg, _), f in zip(trained_here, finals, strict=True))
             lr, points = chosen_rates[name]
             have[name] = baselines.Baseline(
                 name, tuple(points), lr, Seeded(seeds, finals),
@@ -230,10 +231,10 @@ def confirm(study: optuna.Study, base: ExperimentConfig, data: Dataset, families
             result = models.get((c.number, c.seeded.seeds[i]))
             if result is not None and c.run_ids and c.run_ids[i]:  # drawn once, when new
                 cfg = from_flat({**c.config, "train.seed": c.seeded.seeds[i]})
+                run = recorder.tracker.run(c.run_ids[i])
                 recorder.guard(f"recording the figures of trial {c.number}",
-                               lambda: record_artifacts(recorder.tracker.run(c.run_ids[i]),
-                                                        result, data, cfg,
-                                                        figure_names=trial_figures(cfg, data)),
+                               functools.partial(record_artifacts, run, result, data, cfg,
+                                                 figure_names=trial_figures(cfg, data)),
                                None)
         if winner is not None:
             registered = recorder.guard("registering the winner's model",

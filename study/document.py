@@ -185,7 +185,7 @@ def html_page(title: str, blocks: list[Block], folder: Path) -> str:
             head = "".join(f"<th>{_inline_html(h)}</th>" for h in b.header)
             body = "".join(
                 "<tr>" + "".join(f'<td{" class=num" if n else ""}>{_inline_html(c)}</td>'
-                                 for c, n in zip(row, numeric)) + "</tr>"
+                                 for c, n in zip(row, numeric, strict=True)) + "</tr>"
                 for row in b.rows)
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif isinstance(b, Image):

@@ -46,13 +46,19 @@ from optuna.trial import FrozenTrial, TrialState
 from experiments.data import Dataset
 from study.commandline import parser, spec_from_args, worker_command
 from study.objective import CONSTRAINT_METRIC, trial_record
-from study.results import OBJECTIVE
 from study.repair import repair
+from study.results import OBJECTIVE, RUN_ATTR
 from study.storage import for_helpers, open_storage
-from study.results import RUN_ATTR
 from study.tracking import RUN_STATUS, StudyTracking
-from study.workers import (RETRIES, RETRY_ATTR, WORKER_ATTR, failed_with_worker, parse_worker,
-                           recover, retries_left)
+from study.workers import (
+    RETRIES,
+    RETRY_ATTR,
+    WORKER_ATTR,
+    failed_with_worker,
+    parse_worker,
+    recover,
+    retries_left,
+)
 from tracking.runs import Run, Tracker
 
 FAMILIES = ("sparse_kl", "ncae")

@@ -17,8 +17,14 @@ import optuna
 
 from experiments.config import ExperimentConfig, from_flat
 from experiments.data import Dataset
-from experiments.runner import (Result, applicable_figures, artifact_paths, describe,
-                                record_artifacts, record_final)
+from experiments.runner import (
+    Result,
+    applicable_figures,
+    artifact_paths,
+    describe,
+    record_artifacts,
+    record_final,
+)
 from experiments.train import EpochHook, History
 from study import space
 from study.results import OBJECTIVE, Constraint, StudySpec

@@ -50,7 +50,7 @@ class Repaired:
     def __len__(self) -> int:
         return len(self.retrained) + len(self.relogged)
 
-    def __iadd__(self, other: "Repaired") -> "Repaired":
+    def __iadd__(self, other: Repaired) -> Repaired:
         self.retrained += other.retrained
         self.relogged += other.relogged
         self.failed += other.failed
@@ -96,7 +96,7 @@ def repair(study: optuna.Study, track: StudyTracking | None, data: Dataset,
     again = [p for p in plans if p.retrain]
     if again:
         cfgs = [from_flat(p.trial.user_attrs["config"]) for p in again]
-        for plan, result in zip(again, train_all(cfgs, data, slots)):
+        for plan, result in zip(again, train_all(cfgs, data, slots), strict=True):
             plan.result = result
     by_kind = {"retrained": done.retrained, "re-logged": done.relogged, None: done.failed}
     for plan in plans:

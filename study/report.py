@@ -33,8 +33,16 @@ from experiments.config import from_flat
 from experiments.data import Dataset
 from study import baselines, comparison, confirm, plots, sections
 from study.document import html_page, markdown
-from study.results import (SEEDS, TOP, Constraint, best_feasible, best_per_family, closest_infeasible,
-                           family, feasible)
+from study.results import (
+    SEEDS,
+    TOP,
+    Constraint,
+    best_feasible,
+    best_per_family,
+    closest_infeasible,
+    family,
+    feasible,
+)
 from study.runner import SPEC_ATTR, stored_spec
 from study.storage import check_url, mask, open_storage
 from study.tracking import PARENT_ATTR

@@ -56,7 +56,7 @@ class Constraint:
 
     @classmethod
     def of(cls, spec: Mapping[str, object], target: float | None = None,
-           measure: str | None = None) -> "Constraint":
+           measure: str | None = None) -> Constraint:
         """The constraint a study was created with (its spec user attr), or another target or
         measure asked of the same trials."""
         measure = measure or str(spec.get("measure", DEFAULT_MEASURE))

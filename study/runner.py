@@ -24,8 +24,15 @@ from study import confirm
 from study.loop import PackLoop
 from study.objective import Objective
 from study.repair import Repaired, repair
-from study.results import (DEFAULT_MEASURE, OBJECTIVE, StudySpec, best_feasible, family, feasible,
-                           value)
+from study.results import (
+    DEFAULT_MEASURE,
+    OBJECTIVE,
+    StudySpec,
+    best_feasible,
+    family,
+    feasible,
+    value,
+)
 from study.storage import mask, open_storage
 from study.tracking import StudyTracking
 from study.workers import Recovery, recover

@@ -104,7 +104,7 @@ def test_compiled_slot_is_the_plain_keras_model(name, tiny_data):
                                    rtol=1e-4, atol=1e-6, err_msg=key)
     for got, want, layer in zip(exported[0].get_weights(), plain.get_weights(),
                                 ("encoder kernel", "encoder bias", "decoder kernel",
-                                 "decoder bias")):
+                                 "decoder bias"), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5, err_msg=layer)
     if "decoder bound" in name:  # it binds: without it these rows grow past it
         kernel = plain.get_layer("decoder").get_layer("reconstruction").kernel
@@ -139,7 +139,7 @@ def test_export_is_the_plain_model_with_the_slots_weights(tiny_data):
     trainer.assign(1, cfg)
     plain = trainer.export(1)
     start = models.build(cfg)  # before training a slot holds the plain model's initial weights
-    for got, want in zip(plain.get_weights(), start.get_weights()):
+    for got, want in zip(plain.get_weights(), start.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
     exported = []
     trainer.run(lambda results: exported.append((trainer.export(1), results[1][1])))

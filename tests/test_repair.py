@@ -15,12 +15,12 @@ from test_study import spec
 
 from experiments.runner import train_all, train_and_evaluate
 from study import faults, runner
-from study.storage import open_storage
 from study.cli import main
 from study.objective import MEASURES_ATTR
 from study.repair import REPAIRED, Repaired, repair
-from study.runner import run_study
 from study.results import RUN_ATTR
+from study.runner import run_study
+from study.storage import open_storage
 from study.tracking import StudyTracking
 from study.workers import WORKER_ATTR, parse_worker, recover, worker_id
 from tracking.runs import RECORDED, Run, Tracker
@@ -169,7 +169,8 @@ def test_a_run_that_cannot_be_created_stops_the_asking(tiny_npz, tracking_uri, t
                                                        monkeypatch, capsys):
     start_run, made = Tracker.start_run, []
 
-    def readonly(self, name, *args, **kwargs):  # the parent's run and two trials' runs, then no more
+    # the parent's run and two trials' runs, then no more
+    def readonly(self, name, *args, **kwargs):
         made.append(name)
         if len(made) > 3:
             raise MlflowException("(sqlite3.OperationalError) attempt to write a readonly "
@@ -201,7 +202,7 @@ def test_several_configs_train_as_one_pack_as_they_train_alone(tiny_data):
                                    "train.learning_rate": lr})
             for beta, lr in [(0.3, 3e-3), (3.0, 1e-3), (0.01, 1e-2)]]
     packed = train_all(cfgs, tiny_data, slots=2)  # the third waits for a free slot
-    for cfg, result in zip(cfgs, packed):
+    for cfg, result in zip(cfgs, packed, strict=True):
         alone = train_and_evaluate(cfg, tiny_data)
         for key in ("val_mse", "test_mse", "val_mean_activation"):
             np.testing.assert_allclose(result.final[key], alone.final[key], rtol=1e-4)

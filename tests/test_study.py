@@ -65,7 +65,8 @@ def test_study_stores_trials_constraints_and_nested_runs(tiny_data, tracking_uri
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.tags["state"] == "COMPLETE" and run.data.tags["study"] == "s"
         assert run.data.tags["data.hash"] == tiny_data.content_hash
-        assert run.data.tags["data.n_train"] == "300" and run.data.tags["backend"] == keras.backend.backend()
+        assert run.data.tags["data.n_train"] == "300"
+        assert run.data.tags["backend"] == keras.backend.backend()
         assert run.data.tags["feasible"] == str(t.constraints["mean_activation"] <= 0).lower()
         assert run.data.params["model.family"] == t.params["model.family"]
         assert float(run.data.params["train.learning_rate"]) == pytest.approx(
@@ -264,7 +265,7 @@ def test_parallel_workers_share_one_study_without_serialising(tiny_npz, tracking
     assert len({t.user_attrs["worker"] for t in trials}) == 2
     # trials of the two workers ran at the same time
     spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
-    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
     _, parents, children = child_runs(tracking_uri, "par")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(children) == list(range(6))
@@ -324,7 +325,7 @@ def _trial(family, val_mse, activation):
 def _confirmed(trial, number, val_mses, activations):
     trial.number = number
     finals = tuple({"val_mse": v, "test_mse": v, "val_mean_activation": a}
-                   for v, a in zip(val_mses, activations))
+                   for v, a in zip(val_mses, activations, strict=True))
     return confirm.Confirmed(trial, Seeded((1, 2, 3), finals))
 
 

@@ -15,15 +15,29 @@ import pytest
 from mlflow import MlflowClient
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import TrialState
+from servers import unavailable
 from sqlalchemy.exc import IntegrityError, OperationalError, PendingRollbackError
 
-from study.commandline import helper_commands, parser
-from study.storage import (PASSWORD_ENV, StorageError, WorkerStorage, _disconnected, expand,
-                           for_helpers, open_storage)
 from study import workers
-from study.workers import (RETRY_ATTR, WORKER_ATTR, fail_dead_trials, parse_worker,
-                           unattended, worker_alive, worker_id)
-from servers import unavailable
+from study.commandline import helper_commands, parser
+from study.storage import (
+    PASSWORD_ENV,
+    StorageError,
+    WorkerStorage,
+    _disconnected,
+    expand,
+    for_helpers,
+    open_storage,
+)
+from study.workers import (
+    RETRY_ATTR,
+    WORKER_ATTR,
+    fail_dead_trials,
+    parse_worker,
+    unattended,
+    worker_alive,
+    worker_id,
+)
 
 
 @pytest.mark.parametrize("ci, outcome", [("", pytest.skip.Exception),

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from tracking.store import tracking_uri
@@ -82,7 +82,7 @@ class Tracker:
                 raise
             self.experiment_id = found.experiment_id  # a worker elsewhere created it meanwhile
 
-    def run(self, run_id: str) -> "Run":
+    def run(self, run_id: str) -> Run:
         """An existing run of this store, to log more to it or end it."""
         return Run(self.client, run_id)
 
@@ -99,7 +99,7 @@ class Tracker:
         return {r.info.run_id: dict(r.data.tags) for r in runs}
 
     def start_run(self, name: str, params: Mapping[str, object] | None = None,
-                  tags: Mapping[str, object] | None = None, parent: "Run | None" = None) -> "Run":
+                  tags: Mapping[str, object] | None = None, parent: Run | None = None) -> Run:
         """Create a run (nested under ``parent`` if given) with its params and tags."""
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
         if parent is not None:
@@ -197,7 +197,7 @@ class Run:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         self.client.set_terminated(self.run_id, status)
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
