@@ -2,7 +2,8 @@
 
 The steps are separate functions so a study can reuse them around its own training call.
 Recording goes to any object with ``log_metrics``, ``log_figure``, ``log_figures``,
-``log_dict``, ``log_text`` and ``log_file`` (``tracking.runs.Run`` is one); this module never imports MLflow.
+``log_images``, ``log_dict``, ``log_text`` and ``log_file`` (``tracking.runs.Run`` is one); this
+module never imports MLflow.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Recorder(Protocol):
     def log_figure(self, figure: Figure, path: str) -> None: ...
     def log_figures(self, sketches: dict[str, Callable[[], Figure]],
                     folder: str = "figures") -> None: ...
+    def log_images(self, images: dict[str, np.ndarray], folder: str = "figures") -> None: ...
     def log_dict(self, data: dict, path: str) -> None: ...
     def log_text(self, text: str, path: str) -> None: ...
     def log_file(self, local_path: str | Path, artifact_dir: str | None = None) -> None: ...
@@ -109,6 +111,25 @@ def sketch(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
             if names is None or name in names}
 
 
+def pictures(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
+             names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The figures of ``sketch`` named in ``names`` as bare pictures (``figures.*_picture``:
+    uint8 arrays, no text): what a study records for each finished trial, made in milliseconds.
+    Only reconstruction, receptive_fields, activations and latent_scatter have one."""
+    codes = models.encode(model, data.x_test)  # (n_test, latent)
+    shown = min(10, len(codes))
+    makers = {
+        "reconstruction": lambda: figures.reconstruction_picture(
+            data.x_test[:shown], models.decode(model, codes[:shown]), n=shown),
+        "receptive_fields": lambda: figures.receptive_field_picture(models.encoder_kernel(model)),
+        "activations": lambda: figures.activation_picture(codes, data.y_test),
+        "latent_scatter": lambda: figures.latent_picture(codes, data.y_test),
+    }
+    if not set(names) <= set(makers):
+        raise ValueError(f"no picture of {sorted(set(names) - set(makers))}")
+    return {name: makers[name]() for name in applicable_figures(cfg, data) if name in names}
+
+
 def draw(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
          names: tuple[str, ...] | None = None) -> dict[str, Figure]:
     """The figures of ``sketch``, drawn."""
@@ -143,11 +164,14 @@ def artifact_paths(cfg: ExperimentConfig, data: Dataset,
 
 
 def record_artifacts(recorder: Recorder, result: Result, data: Dataset, cfg: ExperimentConfig,
-                     figure_names: tuple[str, ...] | None = None) -> None:
+                     figure_names: tuple[str, ...] | None = None, drawn: bool = True) -> None:
     """Figures (all that apply, or those named), model, config and history of a finished run
-    (the files of ``artifact_paths``). The figures go to the recorder as sketches: a study's
-    recorder draws them in its tracking process."""
-    recorder.log_figures(sketch(result.model, data, cfg, figure_names), FIGURE_DIR)
+    (the files of ``artifact_paths``). The figures are drawn as charts, or, if not ``drawn``,
+    logged as their bare pictures (``pictures``: a study's trials)."""
+    if drawn:
+        recorder.log_figures(sketch(result.model, data, cfg, figure_names), FIGURE_DIR)
+    else:
+        recorder.log_images(pictures(result.model, data, cfg, figure_names or ()), FIGURE_DIR)
     if _occupancy(cfg, figure_names):
         occ = latent_occupancy(result.model, data, cfg)
         recorder.log_figure(figures.occupancy_map(occ, data.y_train),

@@ -160,7 +160,7 @@ class Objective:
             record_final(run, result, cfg)
             run.log_metrics({CONSTRAINT_METRIC: violation}, step=cfg.train.epochs)
             record_artifacts(run, result, self.data, cfg,
-                             figure_names=trial_figures(cfg, self.data))
+                             figure_names=trial_figures(cfg, self.data), drawn=False)
             self.tracking.end_trial(run, "COMPLETE", feasible=violation <= 0)
         return final[OBJECTIVE]
 

@@ -131,7 +131,7 @@ def _write(plan: _Plan, track: StudyTracking, data: Dataset) -> str:
         run.log_metric_steps([(values, step) for values, step in missing if values])
         present |= set(result.history)
         cfg = from_flat(plan.trial.user_attrs["config"])
-        record_artifacts(run, result, data, cfg, figure_names=record.figures)
+        record_artifacts(run, result, data, cfg, figure_names=record.figures, drawn=False)
     run.log_metrics({k: v for k, v in record.metrics.items() if k not in present},
                     step=record.epochs)
     kind = "retrained" if result is not None else "re-logged"

@@ -1,4 +1,4 @@
-"""MLflow runs from plain values: params, metric dicts, matplotlib figures, files.
+"""MLflow runs from plain values: params, metric dicts, matplotlib figures, images, files.
 
 Everything goes through an explicit ``MlflowClient`` and run id, never MLflow's fluent
 "active run" state, so several runs can be logged from several threads at once and nothing
@@ -209,6 +209,12 @@ class Run:
         ``folder/<name>.png``."""
         for name, make in sketches.items():
             self.log_figure(make(), f"{folder}/{name}.png")
+
+    def log_images(self, images: dict, folder: str = "figures") -> None:
+        """Save each picture (a uint8 numpy array, (h, w) or (h, w, 3)) as
+        ``folder/<name>.png``."""
+        for name, image in images.items():
+            self.client.log_image(self.run_id, image, artifact_file=f"{folder}/{name}.png")
 
     def log_dict(self, data: dict, path: str) -> None:
         self.client.log_dict(self.run_id, data, path)

@@ -202,6 +202,9 @@ class QueuedRun:
     def log_figures(self, sketches: dict[str, Callable], folder: str = "figures") -> None:
         self._send("log_figures", sketches, folder)
 
+    def log_images(self, images: dict, folder: str = "figures") -> None:
+        self._send("log_images", images, folder)
+
     def log_dict(self, data: dict, path: str) -> None:
         self._send("log_dict", data, path)
 
