@@ -9,6 +9,7 @@ here.
 import csv
 import io
 import json
+import re
 
 import keras
 import numpy as np
@@ -115,3 +116,22 @@ def test_every_finished_trial_holds_its_whole_record(tracked_study, tiny_data):
         again = evaluate_split(model, tiny_data.x_test, "test")
         assert again["test_mse"] == pytest.approx(trial.user_attrs["test_mse"], rel=1e-5)
 
+
+
+def test_the_report_draws_the_charts_of_an_unconfirmed_trial_from_its_saved_model(
+        tracked_study):
+    # the trial's run holds bare pictures; where a person looks, the report, gets the charts
+    from study.cli import main
+
+    out, client, folder = tracked_study
+    report = folder / "report"
+    assert main(["report", "--study-name", "record", "--storage", f"journal:{folder / 'j.log'}",
+                 "--tracking-uri", client.tracking_uri, "--target", "1.0",
+                 "--out", str(report)]) == 0
+    md = (report / "report.md").read_text()
+    shown = re.search(r"drawn from the model saved in its MLflow run `(\w+)`", md)[1]
+    assert shown in {t.user_attrs["mlflow_run_id"] for t in out.trials}
+    picture = client.download_artifacts(shown, "figures/activations.png", str(folder / "pic"))
+    with Image.open(report / "figures" / "best_activations.png") as chart, \
+            Image.open(picture) as bare:
+        assert chart.size != bare.size  # a matplotlib chart, not the run's picture
