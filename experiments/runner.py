@@ -34,7 +34,8 @@ class Recorder(Protocol):
     def log_figure(self, figure: Figure, path: str) -> None: ...
     def log_figures(self, sketches: dict[str, Callable[[], Figure]],
                     folder: str = "figures") -> None: ...
-    def log_images(self, images: dict[str, np.ndarray], folder: str = "figures") -> None: ...
+    def log_images(self, pictures: dict[str, Callable[[], np.ndarray]],
+                   folder: str = "figures") -> None: ...
     def log_dict(self, data: dict, path: str) -> None: ...
     def log_text(self, text: str, path: str) -> None: ...
     def log_file(self, local_path: str | Path, artifact_dir: str | None = None) -> None: ...
@@ -112,18 +113,20 @@ def sketch(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
 
 
 def pictures(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
-             names: tuple[str, ...]) -> dict[str, np.ndarray]:
+             names: tuple[str, ...]) -> dict[str, partial]:
     """The figures of ``sketch`` named in ``names`` as bare pictures (``figures.*_picture``:
-    uint8 arrays, no text): what a study records for each finished trial, made in milliseconds.
-    Only reconstruction, receptive_fields, activations and latent_scatter have one."""
+    uint8 arrays, no text, milliseconds to make): what a study records for each finished trial.
+    Like ``sketch``, each is a call with its plain arrays bound, made where it is logged. Only
+    reconstruction, receptive_fields, activations and latent_scatter have one."""
     codes = models.encode(model, data.x_test)  # (n_test, latent)
     shown = min(10, len(codes))
     makers = {
-        "reconstruction": lambda: figures.reconstruction_picture(
-            data.x_test[:shown], models.decode(model, codes[:shown]), n=shown),
-        "receptive_fields": lambda: figures.receptive_field_picture(models.encoder_kernel(model)),
-        "activations": lambda: figures.activation_picture(codes, data.y_test),
-        "latent_scatter": lambda: figures.latent_picture(codes, data.y_test),
+        "reconstruction": lambda: partial(figures.reconstruction_picture, data.x_test[:shown],
+                                          models.decode(model, codes[:shown]), n=shown),
+        "receptive_fields": lambda: partial(figures.receptive_field_picture,
+                                            models.encoder_kernel(model)),
+        "activations": lambda: partial(figures.activation_picture, codes, data.y_test),
+        "latent_scatter": lambda: partial(figures.latent_picture, codes, data.y_test),
     }
     if not set(names) <= set(makers):
         raise ValueError(f"no picture of {sorted(set(names) - set(makers))}")
@@ -181,7 +184,7 @@ def record_artifacts(recorder: Recorder, result: Result, data: Dataset, cfg: Exp
     recorder.log_text(history_csv(result.history), HISTORY_FILE)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, MODEL_FILE)
-        result.model.save(path)
+        models.save(result.model, path)
         recorder.log_file(path, MODEL_DIR)
 
 

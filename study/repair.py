@@ -123,6 +123,7 @@ def _plan(trial: FrozenTrial, track: StudyTracking, data: Dataset) -> _Plan:
 def _write(plan: _Plan, track: StudyTracking, data: Dataset) -> str:
     """Write what the run lacks; how it was repaired ("retrained" or "re-logged")."""
     run, record, result = plan.run, plan.record, plan.result
+    run.log_params(plan.trial.user_attrs["config"])  # the same values again: MLflow keeps them
     present = set(plan.stored.metrics)
     if result is not None:
         have = {key: {s for s, _ in run.metric_history(key)} for key in result.history}
