@@ -4,6 +4,11 @@ Every function returns a ``matplotlib.figure.Figure`` made with the object-orien
 (no pyplot): no global state, so figures can be drawn from worker threads without a
 display backend. Saving or logging the figure is the caller's job.
 
+The ``*_picture`` functions show the same data as bare pictures, uint8 arrays (height, width)
+or (height, width, 3), without axes or text: a study records them for every finished trial,
+where drawing a chart (text, ticks, layout) would cost more CPU than training the trial. They
+cost milliseconds; the charts are drawn where a person looks at them.
+
 Images are MNIST digits: flattened 784-vectors (or 28 x 28 arrays) with values in [0, 1].
 Digits always get the same tab10 colour, so scatter plots and the occupancy map agree.
 """
@@ -74,6 +79,20 @@ def _tile(images, rows: int, cols: int) -> np.ndarray:
             .reshape(rows * SIDE, cols * SIDE))
 
 
+PICTURE_SCALE = 2  # a picture's pixels per data pixel (a digit shows at 56 x 56)
+PICTURE_SIDE = 256  # pixels of the pictures that are not made of digits
+
+
+def _enlarge(picture: np.ndarray, scale: int = PICTURE_SCALE) -> np.ndarray:
+    return np.repeat(np.repeat(picture, scale, axis=0), scale, axis=1)
+
+
+def _grey(values: np.ndarray, top: float = 1.0) -> np.ndarray:
+    """Values in [0, top] as uint8 grey levels, black 0."""
+    scaled = np.clip(np.asarray(values, dtype=float) / (top if top > 0 else 1.0), 0.0, 1.0)
+    return np.round(scaled * 255).astype(np.uint8)
+
+
 def _figure(width: float, height: float,
             margins: tuple[float, float, float, float] | None = None) -> Figure:
     """A ``width`` x ``height`` inch figure, laid out by matplotlib's constrained layout, or
@@ -113,20 +132,32 @@ def _scatter_by_digit(ax, points: np.ndarray, labels: np.ndarray) -> None:
     ax.legend(handles=handles, title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
-def reconstruction_grid(x, x_hat, n: int = 10) -> Figure:
-    """The first ``n`` digits of ``x`` on the top row, their reconstructions ``x_hat`` below."""
+def _pairs(x, x_hat, n: int) -> np.ndarray:
+    """(2·28, n·28): the first ``n`` digits of ``x`` over their reconstructions ``x_hat``."""
     x, x_hat = _images(x), _images(x_hat)
     if x.shape != x_hat.shape:
         raise ValueError(f"x and x_hat differ in shape: {x.shape} vs {x_hat.shape}")
     if not 0 < n <= len(x):
         raise ValueError(f"n must be in 1..{len(x)}, got {n}")
+    return _tile(np.concatenate([x[:n], x_hat[:n]]), 2, n)
+
+
+def reconstruction_picture(x, x_hat, n: int = 10) -> np.ndarray:
+    """``reconstruction_grid`` as a bare grey picture (2·56, n·56): digits over
+    reconstructions."""
+    return _enlarge(_grey(_pairs(x, x_hat, n)))
+
+
+def reconstruction_grid(x, x_hat, n: int = 10) -> Figure:
+    """The first ``n`` digits of ``x`` on the top row, their reconstructions ``x_hat`` below."""
+    pairs = _pairs(x, x_hat, n)
     width = min(max(n, 6), 12)
     # Fit the height to the 2 x n picture beside the row labels, under the title.
     left, right, bottom, top = 1.2, 0.1, 0.05, 0.35
     fig = _figure(width, 2 * (width - left - right) / n + bottom + top,
                   margins=(left, right, bottom, top))
     ax = fig.add_subplot()
-    _show_gray(ax, _tile(np.concatenate([x[:n], x_hat[:n]]), 2, n))
+    _show_gray(ax, pairs)
     ax.set_xticks([])
     ax.set_yticks([SIDE / 2, 3 * SIDE / 2], ["original", "reconstruction"])
     ax.tick_params(length=0)
@@ -154,6 +185,36 @@ def latent_scatter(codes, labels, dims: tuple[int, int] = (0, 1),
     ax.set_ylabel(axis_label.format(dims[1]))
     ax.set_title(title)
     return fig
+
+
+def latent_picture(codes, labels, dims: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """``latent_scatter`` as a bare RGB picture (256 x 256): each code a 3 x 3 dot in its
+    digit's colour at (code[dims[0]], code[dims[1]]), the smallest to the largest value of each
+    dimension across the picture, up the picture for the second; a grey cross marks 0."""
+    codes, labels = _check_codes_labels(codes, labels)
+    if codes.shape[1] < 2 or len(dims) != 2 or not all(0 <= d < codes.shape[1] for d in dims):
+        raise ValueError(f"dims must be two indices of codes with shape {codes.shape}")
+    side, margin = PICTURE_SIDE, 4
+    picture = np.full((side, side, 3), 255, np.uint8)
+    points = codes[:, list(dims)]
+    low, high = points.min(axis=0), points.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+
+    def pixel(values, axis):
+        return np.round(margin + (values - low[axis]) / span[axis] * (side - 1 - 2 * margin)
+                        ).astype(int)
+
+    col, row = pixel(points[:, 0], 0), side - 1 - pixel(points[:, 1], 1)
+    zero_col, zero_row = pixel(np.float64(0), 0), side - 1 - pixel(np.float64(0), 1)
+    if 0 <= zero_col < side:
+        picture[:, zero_col] = 200
+    if 0 <= zero_row < side:
+        picture[zero_row, :] = 200
+    colors = np.round(DIGIT_COLORS[labels] * 255).astype(np.uint8)
+    for dr in (-1, 0, 1):  # in data order, as the scatter draws them
+        for dc in (-1, 0, 1):
+            picture[np.clip(row + dr, 0, side - 1), np.clip(col + dc, 0, side - 1)] = colors
+    return picture
 
 
 def latent_sweep(decode: Decoder, n: int = 20, limit: float = 3.0) -> Figure:
@@ -222,13 +283,14 @@ def tsne(codes, labels, seed: int = 0, max_points: int = 1000,
     return fig
 
 
-def receptive_fields(kernel, max_units: int = 64) -> Figure:
-    """Show each encoder unit's input weights (a column of the (784, units) kernel) as a tile.
+RF_GAP = 3  # blank pixels between the receptive-field tiles, where the unit numbers go
+RF_COLORS = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")  # red +, blue −
 
-    Each tile is scaled to its own largest |weight|, red positive and blue negative, so
-    weak units stay readable; only the first ``max_units`` units are drawn. The tiles form one
-    picture (one image, not an axes per unit: a study draws this for every finished trial).
-    """
+
+def _mosaic(kernel, max_units: int) -> tuple[np.ndarray, int, int]:
+    """Each encoder unit's input weights (a column of the (784, units) kernel) as a 28 x 28
+    tile scaled to its own largest |weight|, the first ``max_units`` units row-major in one
+    picture, NaN between tiles; returns it with the number of units shown and of columns."""
     kernel = np.asarray(kernel, dtype=float)
     if kernel.ndim != 2 or kernel.shape[0] != SIDE * SIDE:
         raise ValueError(f"kernel must have shape (784, units), got {kernel.shape}")
@@ -237,24 +299,61 @@ def receptive_fields(kernel, max_units: int = 64) -> Figure:
     rows = int(np.ceil(units / cols))
     scale = np.abs(kernel[:, :units]).max(axis=0)
     scaled = kernel[:, :units] / np.where(scale > 0, scale, 1.0)  # a dead unit stays all zero
-    gap, step = 3, SIDE + 3  # blank pixels between tiles, where the unit numbers go
-    mosaic = np.full((rows * step + gap, cols * step + gap), np.nan)
+    step = SIDE + RF_GAP
+    mosaic = np.full((rows * step + RF_GAP, cols * step + RF_GAP), np.nan)
     for unit in range(units):
         r, c = divmod(unit, cols)
-        top, left = gap + r * step, gap + c * step
+        top, left = RF_GAP + r * step, RF_GAP + c * step
         mosaic[top:top + SIDE, left:left + SIDE] = scaled[:, unit].reshape(SIDE, SIDE)
+    return mosaic, units, cols
+
+
+def receptive_field_picture(kernel, max_units: int = 64) -> np.ndarray:
+    """``receptive_fields`` as a bare RGB picture: the tiles row-major (unit 0 top left), red
+    positive, blue negative, white between them."""
+    mosaic, _, _ = _mosaic(kernel, max_units)
+    rgb = RF_COLORS(np.ma.masked_invalid((mosaic + 1) / 2), bytes=True)[..., :3]
+    return _enlarge(rgb)
+
+
+def receptive_fields(kernel, max_units: int = 64) -> Figure:
+    """Show each encoder unit's input weights (a column of the (784, units) kernel) as a tile.
+
+    Each tile is scaled to its own largest |weight|, red positive and blue negative, so
+    weak units stay readable; only the first ``max_units`` units are drawn. The tiles form one
+    picture (one image, not an axes per unit).
+    """
+    mosaic, units, cols = _mosaic(kernel, max_units)
+    total = np.shape(kernel)[1]
+    rows = int(np.ceil(units / cols))
+    step = SIDE + RF_GAP
     fig = _figure(8, 8 * rows / cols + 0.6, margins=(0.1, 0.1, 0.1, 0.6))
     ax = fig.add_subplot()
-    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
-    ax.imshow(mosaic, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.imshow(mosaic, cmap=RF_COLORS, vmin=-1, vmax=1, interpolation="nearest")
     for unit in range(units):
         r, c = divmod(unit, cols)
-        ax.text(gap + c * step, gap + r * step - 0.5, str(unit), fontsize=6, va="bottom")
+        ax.text(RF_GAP + c * step, RF_GAP + r * step - 0.5, str(unit), fontsize=6, va="bottom")
     ax.set_axis_off()
-    shown = f"first {units} of {kernel.shape[1]}" if units < kernel.shape[1] else f"{units}"
+    shown = f"first {units} of {total}" if units < total else f"{units}"
     ax.set_title(f"Encoder weights of {shown} code units\n"
                  "(each tile scaled to its own max |w|; red +, blue −)")
     return fig
+
+
+def activation_picture(codes, labels, max_rows: int = PICTURE_SIDE) -> np.ndarray:
+    """The code activations as a bare RGB picture: one row per digit (at most ``max_rows``,
+    taken evenly, sorted by digit, its digit's colour in a strip on the left), one column band
+    per unit, grey from black (0) to white (the largest activation). Dead units are black
+    columns, a sparse code is mostly black."""
+    codes, labels = _check_codes_labels(codes, labels)
+    keep = np.linspace(0, len(codes) - 1, min(len(codes), max_rows)).astype(int)
+    order = keep[np.argsort(labels[keep], kind="stable")]
+    band = max(1, PICTURE_SIDE // codes.shape[1])  # pixels per unit
+    grey = _grey(np.repeat(codes[order], band, axis=1), top=float(codes.max(initial=0.0)))
+    strip = np.repeat(np.round(DIGIT_COLORS[labels[order]] * 255).astype(np.uint8)[:, None],
+                      8, axis=1)
+    gap = np.full((len(order), 2, 3), 255, np.uint8)
+    return np.concatenate([strip, gap, np.repeat(grey[..., None], 3, axis=2)], axis=1)
 
 
 def activation_histogram(codes) -> Figure:

@@ -2,8 +2,8 @@
 
 The steps are separate functions so a study can reuse them around its own training call.
 Recording goes to any object with ``log_metrics``, ``log_figure``, ``log_figures``,
-``log_dict``, ``log_text`` and ``log_file`` (``tracking.runs.Run`` is one); this module never
-imports MLflow.
+``log_images``, ``log_dict``, ``log_text`` and ``log_file`` (``tracking.runs.Run`` is one); this
+module never imports MLflow.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ class Recorder(Protocol):
     def log_figure(self, figure: Figure, path: str) -> None: ...
     def log_figures(self, sketches: dict[str, Callable[[], Figure]],
                     folder: str = "figures") -> None: ...
+    def log_images(self, pictures: dict[str, Callable[[], np.ndarray]],
+                   folder: str = "figures") -> None: ...
     def log_dict(self, data: dict, path: str) -> None: ...
     def log_text(self, text: str, path: str) -> None: ...
     def log_file(self, local_path: str | Path, artifact_dir: str | None = None) -> None: ...
@@ -116,6 +118,27 @@ def sketch(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
             if names is None or name in names}
 
 
+def pictures(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
+             names: tuple[str, ...]) -> dict[str, partial]:
+    """The figures of ``sketch`` named in ``names`` as bare pictures (``figures.*_picture``:
+    uint8 arrays, no text, milliseconds to make): what a study records for each finished trial.
+    Like ``sketch``, each is a call with its plain arrays bound, made where it is logged. Only
+    reconstruction, receptive_fields, activations and latent_scatter have one."""
+    codes = models.encode(model, data.x_test)  # (n_test, latent)
+    shown = min(10, len(codes))
+    makers = {
+        "reconstruction": lambda: partial(figures.reconstruction_picture, data.x_test[:shown],
+                                          models.decode(model, codes[:shown]), n=shown),
+        "receptive_fields": lambda: partial(figures.receptive_field_picture,
+                                            models.encoder_kernel(model)),
+        "activations": lambda: partial(figures.activation_picture, codes, data.y_test),
+        "latent_scatter": lambda: partial(figures.latent_picture, codes, data.y_test),
+    }
+    if not set(names) <= set(makers):
+        raise ValueError(f"no picture of {sorted(set(names) - set(makers))}")
+    return {name: makers[name]() for name in applicable_figures(cfg, data) if name in names}
+
+
 def draw(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
          names: tuple[str, ...] | None = None) -> dict[str, Figure]:
     """The figures of ``sketch``, drawn."""
@@ -150,11 +173,14 @@ def artifact_paths(cfg: ExperimentConfig, data: Dataset,
 
 
 def record_artifacts(recorder: Recorder, result: Result, data: Dataset, cfg: ExperimentConfig,
-                     figure_names: tuple[str, ...] | None = None) -> None:
+                     figure_names: tuple[str, ...] | None = None, drawn: bool = True) -> None:
     """Figures (all that apply, or those named), model, config and history of a finished run
-    (the files of ``artifact_paths``). The figures go to the recorder as sketches: a study's
-    recorder draws them in its tracking process."""
-    recorder.log_figures(sketch(result.model, data, cfg, figure_names), FIGURE_DIR)
+    (the files of ``artifact_paths``). The figures are drawn as charts, or, if not ``drawn``,
+    logged as their bare pictures (``pictures``: a study's trials)."""
+    if drawn:
+        recorder.log_figures(sketch(result.model, data, cfg, figure_names), FIGURE_DIR)
+    else:
+        recorder.log_images(pictures(result.model, data, cfg, figure_names or ()), FIGURE_DIR)
     if _occupancy(cfg, figure_names):
         occ = latent_occupancy(result.model, data, cfg)
         recorder.log_figure(figures.occupancy_map(occ, data.y_train),
@@ -164,7 +190,7 @@ def record_artifacts(recorder: Recorder, result: Result, data: Dataset, cfg: Exp
     recorder.log_text(history_csv(result.history), HISTORY_FILE)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, MODEL_FILE)
-        result.model.save(path)
+        models.save(result.model, path)
         recorder.log_file(path, MODEL_DIR)
 
 

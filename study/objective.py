@@ -136,10 +136,11 @@ class Objective:
         trial.set_user_attr(MEASURES_ATTR, sorted(final))  # what its run's record must hold
         violation = self._constrain(trial, final)
         if run is not None and self.tracking is not None:  # queued: written while training goes on
+            record_artifacts(run, result, self.data, cfg,
+                             figure_names=trial_figures(cfg, self.data), drawn=False)
+            # the final metrics go in one write with the end tags
             record_final(run, result, cfg)
             run.log_metrics({CONSTRAINT_METRIC: violation}, step=cfg.train.epochs)
-            record_artifacts(run, result, self.data, cfg,
-                             figure_names=trial_figures(cfg, self.data))
             self.tracking.end_trial(run, "COMPLETE", feasible=violation <= 0)
         return final[OBJECTIVE]
 

@@ -125,6 +125,7 @@ def _plan(trial: FrozenTrial, track: StudyTracking, data: Dataset) -> _Plan:
 def _write(plan: _Plan, track: StudyTracking, data: Dataset) -> str:
     """Write what the run lacks; how it was repaired ("retrained" or "re-logged")."""
     run, record, result = plan.run, plan.record, plan.result
+    run.log_params(plan.trial.user_attrs["config"])  # the same values again: MLflow keeps them
     present = set(plan.stored.metrics)
     if result is not None:
         have = {key: {s for s, _ in run.metric_history(key)} for key in result.history}
@@ -133,7 +134,7 @@ def _write(plan: _Plan, track: StudyTracking, data: Dataset) -> str:
         run.log_metric_steps([(values, step) for values, step in missing if values])
         present |= set(result.history)
         cfg = from_flat(plan.trial.user_attrs["config"])
-        record_artifacts(run, result, data, cfg, figure_names=record.figures)
+        record_artifacts(run, result, data, cfg, figure_names=record.figures, drawn=False)
     run.log_metrics({k: v for k, v in record.metrics.items() if k not in present},
                     step=record.epochs)
     kind = "retrained" if result is not None else "re-logged"

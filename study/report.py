@@ -192,24 +192,40 @@ def trials_csv(trials: list[FrozenTrial]) -> str:
 
 def _best_figures(trial: FrozenTrial, run_id: str | None, uri: str, data: Dataset,
                   folder: Path, say) -> str:
-    """Put figures/best_<name>.png of ``trial`` into ``folder``: the artefacts of ``run_id``
-    (the winner's median confirmation seed, else the trial's own run), else redrawn from a
-    retraining of its config; returns where they came from."""
+    """Put figures/best_<name>.png of ``trial`` into ``folder``: the charts of ``run_id`` (the
+    winner's median confirmation seed, drawn when it was recorded), else drawn now from the
+    model saved in the trial's own run (which holds bare pictures), else from a retraining of
+    its config; returns where they came from."""
     names = tuple(sections.BEST_FIGURES)
-    for source in dict.fromkeys(r for r in (run_id, trial.user_attrs.get("mlflow_run_id")) if r):
+    if run_id:
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            found = {p.stem: p for p in artifacts.download(uri, source, "figures", tmp)}
+            found = {p.stem: p for p in artifacts.download(uri, run_id, "figures", tmp)}
             if all(name in found for name in names):
                 for name in names:
                     shutil.copyfile(found[name], folder / "figures" / f"best_{name}.png")
-                return f"artefacts of its MLflow run `{source}`"
-    from experiments.runner import draw, train_and_evaluate
+                return f"artefacts of its MLflow run `{run_id}`"
+    from experiments.runner import MODEL_DIR, MODEL_FILE, draw, train_and_evaluate
 
-    say(f"trial {trial.number} has no figures in MLflow: retraining its config to draw them")
     cfg = from_flat(trial.user_attrs["config"])
-    for name, fig in draw(train_and_evaluate(cfg, data).model, data, cfg, names).items():
+    own = trial.user_attrs.get("mlflow_run_id")
+    model, source = None, ""
+    if own:
+        import keras
+
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            files = [f for f in artifacts.download(uri, own, MODEL_DIR, tmp)
+                     if f.name == MODEL_FILE]
+            if files:
+                model = keras.saving.load_model(files[0])
+                source = f"drawn from the model saved in its MLflow run `{own}`"
+    if model is None:
+        say(f"trial {trial.number} has no model in MLflow: retraining its config to draw "
+            f"its figures")
+        model = train_and_evaluate(cfg, data).model
+        source = "redrawn from a retraining of its config (its run's model is not in MLflow)"
+    for name, fig in draw(model, data, cfg, names).items():
         fig.savefig(folder / "figures" / f"best_{name}.png", dpi=plots.DPI)
-    return "redrawn from a retraining of its config (its run's figures are not in MLflow)"
+    return source
 
 
 def confirm_command(study: optuna.Study, storage_url: str, uri: str,

@@ -94,14 +94,16 @@ class StudyTracking:
         Raises TrackingFailed if the store cannot create it."""
         try:
             run = self.tracker.start_run(
-                str(number), params=cfg.flat(), parent=self.parent,
+                str(number), parent=self.parent,
                 tags={**tags, "study": self.study_name, "trial": number, "state": "RUNNING",
                       RECORDED: "false"})
         except Exception as err:
             failed = _failed(f"cannot create the run of trial {number}", err)
             self.errors.append(str(failed))
             raise failed from err
-        return QueuedRun(self.writer, run.run_id, what=f"trial {number}")
+        queued = QueuedRun(self.writer, run.run_id, what=f"trial {number}")
+        queued.log_params(cfg.flat())  # written with the rest: creating the run is one write
+        return queued
 
     def end_trial(self, run: Run | QueuedRun, state: str, reason: str | None = None,
                   feasible: bool | None = None, recorded: bool = True) -> None:

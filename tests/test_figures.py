@@ -149,3 +149,35 @@ def test_digit_classifier_on_real_mnist():
     test, train = order[:1000], order[1000:]
     classify = train_digit_classifier(x[train] / 255.0, y[train])
     assert (classify(x[test] / 255.0) == y[test]).mean() >= 0.85
+
+
+def test_pictures_are_bare_uint8_images_of_the_same_data():
+    recon = figures.reconstruction_picture(IMAGES, IMAGES[::-1], n=10)
+    assert recon.dtype == np.uint8 and recon.shape == (2 * 28 * 2, 10 * 28 * 2)
+    # top left pixel block is the first digit's first pixel, enlarged 2 x 2
+    np.testing.assert_array_equal(recon[:2, :2], np.round(IMAGES[0, 0] * 255))
+
+    kernel = RNG.normal(size=(784, 40))
+    kernel[:, 1] = 0.0  # a dead unit: its tile is white (zero weight), not NaN or black
+    fields = figures.receptive_field_picture(kernel, max_units=30)
+    assert fields.dtype == np.uint8 and fields.shape[2] == 3
+    gap, side = figures.RF_GAP * 2, 28 * 2
+    dead = fields[gap:gap + side, 2 * gap + side:2 * gap + 2 * side]
+    assert dead.min() > 240  # RdBu's middle is near white
+
+    codes = np.maximum(RNG.normal(size=(200, 32)), 0)
+    codes[:, 5] = 0.0  # a dead unit is a black column band
+    act = figures.activation_picture(codes, LABELS)
+    band = figures.PICTURE_SIDE // 32
+    assert act.dtype == np.uint8 and act.shape == (200, 8 + 2 + 32 * band, 3)
+    assert act[:, 10 + 5 * band:10 + 6 * band].max() == 0 and act[:, 10:].max() == 255
+    strip = act[:, 0]  # digits sorted: their colours in the strip, in order
+    expected = np.round(figures.DIGIT_COLORS[np.sort(LABELS)] * 255)
+    np.testing.assert_array_equal(strip, expected)
+
+    scatter = figures.latent_picture(CODES, LABELS, dims=(3, 7))
+    assert scatter.shape == (figures.PICTURE_SIDE, figures.PICTURE_SIDE, 3)
+    drawn = {tuple(c) for c in scatter.reshape(-1, 3)}
+    assert {tuple(np.round(c * 255).astype(int)) for c in figures.DIGIT_COLORS} <= drawn
+    with pytest.raises(ValueError, match="dims"):
+        figures.latent_picture(CODES, LABELS, dims=(0, 32))

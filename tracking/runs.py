@@ -1,4 +1,4 @@
-"""MLflow runs from plain values: params, metric dicts, matplotlib figures, files.
+"""MLflow runs from plain values: params, metric dicts, matplotlib figures, images, files.
 
 Everything goes through an explicit ``MlflowClient`` and run id, never MLflow's fluent
 "active run" state, so several runs can be logged from several threads at once and nothing
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -140,13 +141,21 @@ class Run:
         """Log numbers at ``step``; NaN and inf are kept, so a diverging run shows where."""
         self.log_metric_steps([(metrics, step)])
 
-    def log_metric_steps(self, entries: list[tuple[dict[str, float], int]]) -> None:
-        """Log several steps' metrics ``[(metrics, step), ...]`` in as few writes as possible."""
+    def log_metric_steps(self, entries: list[tuple[dict[str, float], int]],
+                         tags: dict[str, object] | None = None) -> None:
+        """Log several steps' metrics ``[(metrics, step), ...]``, and ``tags`` with the last of
+        them, in as few writes as possible."""
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for metrics, step in entries
                  for k, v in metrics.items()]
-        for i in range(0, len(items), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=items[i:i + MAX_METRICS_PER_BATCH])
+        starts = range(0, len(items), MAX_METRICS_PER_BATCH)
+        for i in starts:
+            last = i == starts[-1]
+            self.client.log_batch(self.run_id, metrics=items[i:i + MAX_METRICS_PER_BATCH],
+                                  tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()]
+                                  if last else ())
+        if not items and tags:
+            self.set_tags(tags)
 
     def log_figure(self, figure, path: str) -> None:
         """Save a matplotlib figure as a PNG artefact at ``path`` (e.g. ``figures/x.png``)."""
@@ -157,6 +166,17 @@ class Run:
         ``folder/<name>.png``."""
         for name, make in sketches.items():
             self.log_figure(make(), f"{folder}/{name}.png")
+
+    def log_images(self, pictures: dict, folder: str = "figures") -> None:
+        """Make each picture (a call returning a uint8 array, (h, w) or (h, w, 3)) and save
+        it as ``folder/<name>.png``, all in one write. PNG's fastest compression: a third of
+        the default's CPU time for these flat pictures, files a little larger."""
+        from PIL import Image
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, make in pictures.items():
+                Image.fromarray(make()).save(Path(tmp, f"{name}.png"), compress_level=1)
+            self.client.log_artifacts(self.run_id, tmp, folder)
 
     def log_dict(self, data: dict, path: str) -> None:
         self.client.log_dict(self.run_id, data, path)

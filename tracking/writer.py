@@ -5,8 +5,9 @@ training process that work (MLflow's database layer, matplotlib) holds Python's 
 time, and training beside it slowed to a third; so the training process only queues it. A
 ``QueuedRun`` has the methods of ``tracking.runs.Run``; each call is sent to the writer's
 process (forked when the writer starts, before training does) and done there, in the order sent.
-Per-epoch metrics are gathered into one ``log_batch`` per run. Figures travel as sketches (a
-figure function with its data bound) and are drawn there too.
+Per-epoch metrics are gathered into a ``log_batch`` every few epochs, and the last ones go
+with the run's end tags. Figures and pictures travel as sketches (a function with its data bound)
+and are drawn there too.
 
 Work that fails is reported on stderr (one line), counted and kept by whose run it was
 (``Writer.failed``); it never stops the training. ``flush`` waits until everything sent so far is
@@ -34,7 +35,9 @@ from mlflow import MlflowClient
 
 from tracking.runs import Run
 
-BATCH = 200  # metric values per run gathered before they are sent (MLflow takes 1,000)
+# metric values per run gathered before they are sent (MLflow takes 1,000): a few epochs'
+# worth, so that most of a trial's are written while it trains, not after it ends
+BATCH = 50
 ORPHAN_POLL_S = 1.0  # how often the writer checks that its training process is alive
 
 _clients: dict[tuple[int, str], MlflowClient] = {}
@@ -202,6 +205,9 @@ class QueuedRun:
     def log_figures(self, sketches: dict[str, Callable], folder: str = "figures") -> None:
         self._send("log_figures", sketches, folder)
 
+    def log_images(self, pictures: dict[str, Callable], folder: str = "figures") -> None:
+        self._send("log_images", pictures, folder)
+
     def log_dict(self, data: dict, path: str) -> None:
         self._send("log_dict", data, path)
 
@@ -214,8 +220,18 @@ class QueuedRun:
         copy = shutil.copy2(local_path, folder)
         self._send("log_file", copy, artifact_dir, remove=folder)
 
+    def log_params(self, params: dict[str, object]) -> None:
+        self._send("log_params", {k: str(v) for k, v in params.items()})
+
     def set_tags(self, tags: dict[str, object]) -> None:
-        self._send("set_tags", {k: str(v) for k, v in tags.items()})
+        """In one write with the metrics gathered so far."""
+        tags = {k: str(v) for k, v in tags.items()}
+        if self._metrics:
+            self.writer.send(self.run_id, "log_metric_steps", self._metrics, tags,
+                             what=self.what)
+            self._metrics = []
+        else:
+            self._send("set_tags", tags)
 
     def finish(self, status: str = "FINISHED") -> None:
         self._send("finish", status)
