@@ -52,7 +52,7 @@ install: $(STAMP) ## create .venv and install the project with its test dependen
 test: $(STAMP) ## run the test suite (what CI runs), then the training tests on the JAX backend
 	$(PY) -m pytest
 	KERAS_BACKEND=jax $(PY) -m pytest -q tests/test_packed.py tests/test_metrics.py tests/test_models.py \
-		tests/test_regularizers.py
+		tests/test_regularizers.py tests/test_topk.py
 
 experiments: $(STAMP) ## run the seed notebooks' six experiments as MLflow runs (DATA=, EPOCHS=)
 	$(PY) -m experiments run --all $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))

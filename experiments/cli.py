@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run experiments as tracked MLflow runs")
     run.add_argument("names", nargs="*", metavar="NAME",
                      help=f"one of: {', '.join(presets.PRESETS)}")
-    run.add_argument("--all", action="store_true", help="run every named experiment")
+    run.add_argument("--all", action="store_true",
+                     help="run the seed notebooks' experiments (every name but topk)")
     run.add_argument("--config", help="a flat config JSON saved by an earlier run or report")
     run.add_argument("--data", help=f"dataset: {', '.join(SOURCES)}")
     run.add_argument("--epochs", type=int, help="training epochs")
@@ -57,7 +58,7 @@ def configs_from_args(args: argparse.Namespace) -> list[ExperimentConfig]:
     if args.config:
         base = [load_json(args.config)]
     else:
-        base = [presets.get(n) for n in (list(presets.PRESETS) if args.all else args.names)]
+        base = [presets.get(n) for n in (presets.SEED_NOTEBOOKS if args.all else args.names)]
     overrides = dict(parse_override(s) for s in args.set)
     if args.data is not None:
         overrides["data.name"] = args.data

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FAMILIES = ("ae", "sparse_l1", "sparse_kl", "ncae", "vae")
+FAMILIES = ("ae", "sparse_l1", "sparse_kl", "ncae", "topk", "vae")
 ACTIVATIONS = ("relu", "sigmoid")
 PENALTY_LAYERS = ("encoder", "both")
 KL_REDUCTIONS = ("sum", "mean")
@@ -26,6 +26,7 @@ FAMILY_PENALTIES = {
     "sparse_l1": ("l1", "weight_decay"),
     "sparse_kl": ("beta", "weight_decay"),
     "ncae": ("beta", "alpha"),
+    "topk": (),  # sparse by construction (model.k), not by a penalty
     "vae": (),
 }
 
@@ -45,6 +46,8 @@ class DataConfig:
 class ModelConfig:
     family: str = "ae"  # one of FAMILIES
     latent: int = 32  # code units; the seed's AE size (the VAE preset sets 2)
+    # units kept per sample by topk (1 … latent); 0 everywhere else, where it would do nothing
+    k: int = 0
     activation: str = "relu"  # code units; KL needs p̂ < 1: above, relu codes pay its tangent
     hidden: int = 256  # VAE hidden layer, as in the Keras blog VAE
     l1: float = 0.0  # lambda of the L1 activity penalty (sparse_l1)
@@ -170,6 +173,14 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(m.hidden >= 1, f"model.hidden must be >= 1, got {m.hidden!r}")
     _check(m.decoder_norm >= 0, f"model.decoder_norm must be >= 0, got {m.decoder_norm!r}")
     _check(m.decoder_norm == 0 or m.family != "vae", "model.decoder_norm has no effect on the vae")
+    if m.family == "topk":
+        _check(1 <= m.k <= m.latent,
+               f"model.k must be in 1 … model.latent ({m.latent}) for topk, got {m.k!r}")
+        _check(m.decoder_norm > 0, "topk sets each decoder column's norm to model.decoder_norm "
+                                   "exactly: it must be > 0")
+    else:
+        _check(m.k == 0, f"model.k has no effect on family {m.family!r}; only topk keeps the "
+                         f"k largest code units")
     _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs!r}")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size!r}")
     _check(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate!r}")

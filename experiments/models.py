@@ -17,6 +17,7 @@ from keras import ops
 from experiments import losses
 from experiments.config import ExperimentConfig
 from experiments.regularizers import ActivityPenalty, NonNegativity, WeightDecay
+from experiments.topk import TopK
 
 PIXELS = 784  # 28 x 28, flattened
 
@@ -57,12 +58,26 @@ def _kernel_penalty(cfg: ExperimentConfig):
     return None
 
 
+def decoder_constraint(cfg: ExperimentConfig) -> keras.constraints.Constraint | None:
+    """What bounds each code unit's decoder weights (axis 1 of the kernel (latent, 784)): topk
+    renormalises them to exactly ``decoder_norm`` after every step (Gao et al.), so a code cannot
+    trade scale with its decoder at all; the other families' are bounded by it."""
+    m = cfg.model
+    if m.decoder_norm <= 0:
+        return None
+    if m.family == "topk":
+        return keras.constraints.MinMaxNorm(m.decoder_norm, m.decoder_norm, rate=1.0, axis=1)
+    return keras.constraints.MaxNorm(m.decoder_norm, axis=1)
+
+
 def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
     m = cfg.model
     penalty = _kernel_penalty(cfg)
     pixels = keras.Input((PIXELS,), name="pixels")
     code = keras.layers.Dense(m.latent, activation=m.activation, kernel_regularizer=penalty,
                               name="code")(pixels)  # (batch, latent)
+    if m.family == "topk":
+        code = TopK(m.k, name="top_k")(code)
     code = ActivityPenalty(l1=m.l1, beta=m.beta, p=m.p, reduction=m.kl_reduction,
                            name="sparsity")(code)
     encoder = keras.Model(pixels, code, name="encoder")
@@ -71,10 +86,12 @@ def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
     decoded = keras.layers.Dense(
         PIXELS, activation="sigmoid", name="reconstruction",
         kernel_regularizer=penalty if m.penalty_layers == "both" else None,
-        # kernel (latent, 784): axis 1 bounds each code unit's outgoing weights
-        kernel_constraint=keras.constraints.MaxNorm(m.decoder_norm, axis=1)
-        if m.decoder_norm > 0 else None)(latent)
+        kernel_constraint=decoder_constraint(cfg))(latent)
     decoder = keras.Model(latent, decoded, name="decoder")
+
+    if m.family == "topk":  # start where every step leaves it: each column at decoder_norm
+        dense = decoder.get_layer("reconstruction")
+        dense.kernel.assign(dense.kernel_constraint(dense.kernel))
 
     model = keras.Model(pixels, decoder(encoder(pixels)), name=m.family)
     model.compile(optimizer=_optimizer(cfg), loss=Reconstruction(cfg.train.loss),

@@ -3,9 +3,10 @@
 These autoencoders are tiny (784-32-784): trained one by one, time goes to per-step overhead, not
 arithmetic. A ``PackedTrainer`` holds K *slots*, each one trial: weights stacked along a leading
 slot axis, one batched matmul (einsum) per layer, each slot's hyperparameters (L1 λ, β, p, weight
-decay, α, learning rate) as per-slot tensors, and the loss the sum of the slots' own losses, so
-each slot's gradients are its own. Nothing couples the slots: a slot follows the per-epoch losses
-of the same trial trained alone (K = 1) up to floating-point rounding.
+decay, α, topk's k and decoder norm, learning rate) as per-slot tensors, and the loss the sum of
+the slots' own losses, so each slot's gradients are its own. Nothing couples the slots: a slot
+follows the per-epoch losses of the same trial trained alone (K = 1) up to floating-point
+rounding.
 
 How it stays fast and exact:
 - The training images live on the device (a non-trainable variable). Each slot has its own
@@ -34,12 +35,14 @@ from keras import ops
 from experiments import losses, metrics, models
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
+from experiments.topk import keep_top_k
 
 PIXELS = models.PIXELS
 # what may differ between the slots of one pack; every other config value is the pack's own
 SLOT_FIELDS = ("name", "model.family", "model.l1", "model.beta", "model.p", "model.weight_decay",
-               "model.alpha", "train.learning_rate", "train.epochs", "train.seed")
-HYPER = ("l1", "beta", "p", "weight_decay", "alpha", "active")  # per-slot model tensors
+               "model.alpha", "model.k", "train.learning_rate", "train.epochs", "train.seed")
+# per-slot model tensors; k is the code units a slot keeps per sample (all but topk's: latent)
+HYPER = ("l1", "beta", "p", "weight_decay", "alpha", "k", "active")
 MEASURE_ELEMENTS = 1 << 23  # slots x samples x pixels per evaluation chunk (32 MiB of float32)
 
 # slot -> (epochs the slot has trained, its measures after that epoch)
@@ -103,6 +106,11 @@ class _SlotSteps:
     ``slot_lr`` (slots,) replaces the scalar learning rate (0 freezes a slot) and ``slot_start``
     holds the optimizer iteration at which each slot's trial began, so each slot counts its own
     steps. ``reset_slot`` zeroes a slot's optimizer state for a new trial.
+
+    ``slot_floor`` (slots,) is the smallest norm of a slot's decoder columns (``SlotDecoderNorm``:
+    topk's exact norm, else 0). It lives here, not in the model, because constraints run inside
+    the optimizer's step, which on JAX sees only its own variables and the trained ones: a model
+    variable read there is the value it had when the step was first traced, for good.
     """
 
     def _init_slots(self, slots: int):
@@ -115,6 +123,8 @@ class _SlotSteps:
         self.slot_lr = self.add_variable((self.slots,), initializer="zeros", name="slot_lr")
         self.slot_start = self.add_variable((self.slots,), initializer="zeros",
                                             name="slot_start")
+        self.slot_floor = self.add_variable((self.slots,), initializer="zeros",
+                                            name="slot_floor")
 
     def _per_slot(self, vector, variable):
         return ops.reshape(ops.cast(vector, variable.dtype),
@@ -125,7 +135,7 @@ class _SlotSteps:
                               variable)
 
     def reset_slot(self, slot: int) -> None:
-        own = {id(self.slot_lr), id(self.slot_start), id(self.iterations)}
+        own = {id(self.slot_lr), id(self.slot_start), id(self.slot_floor), id(self.iterations)}
         for v in self.variables:
             if id(v) not in own and len(v.shape) and v.shape[0] == self.slots:
                 _set_row(v, slot, 0.0)
@@ -168,6 +178,22 @@ class SlotAdadelta(_SlotSteps, keras.optimizers.Adadelta):
 OPTIMIZERS = {"adam": SlotAdam, "adadelta": SlotAdadelta}
 
 
+class SlotDecoderNorm(keras.constraints.Constraint):
+    """The plain models' decoder constraints (``models.decoder_constraint``) on stacked decoder
+    kernels (slots, latent, 784), element for element: Keras's ``MaxNorm(norm)`` on each code
+    unit's weights (the last axis) where the slot's ``floor`` is 0, ``MinMaxNorm(norm, norm)``
+    (exactly ``norm``: topk) where it is ``norm``. ``floor`` is the optimizer's ``slot_floor``."""
+
+    def __init__(self, norm: float, floor):
+        self.norm, self.floor = norm, floor
+
+    def __call__(self, w):
+        norms = ops.sqrt(ops.sum(ops.square(w), axis=-1, keepdims=True))  # (slots, latent, 1)
+        floor = ops.reshape(ops.cast(self.floor, norms.dtype), (-1, 1, 1))
+        desired = ops.minimum(ops.maximum(norms, floor), self.norm)
+        return ops.cast(w, norms.dtype) * (desired / (keras.config.epsilon() + norms))
+
+
 def _set_row(variable, slot: int, value) -> None:
     """variable[slot] = value, on the variable's own device."""
     row = ops.broadcast_to(ops.convert_to_tensor(value, variable.dtype),
@@ -190,11 +216,8 @@ class PackedAutoencoder(keras.Model):
         latent = m.latent
         self.encoder_kernel = self.add_weight((slots, PIXELS, latent), "zeros", name="enc_w")
         self.encoder_bias = self.add_weight((slots, latent), "zeros", name="enc_b")
-        self.decoder_kernel = self.add_weight(
-            (slots, latent, PIXELS), "zeros", name="dec_w",
-            # the plain model bounds each code unit's outgoing weights: axis -1 here
-            constraint=keras.constraints.MaxNorm(m.decoder_norm, axis=-1)
-            if m.decoder_norm > 0 else None)
+        # its constraint (SlotDecoderNorm) reads the optimizer: the trainer sets it
+        self.decoder_kernel = self.add_weight((slots, latent, PIXELS), "zeros", name="dec_w")
         self.decoder_bias = self.add_weight((slots, PIXELS), "zeros", name="dec_b")
         self.pixels = self.add_weight(pixels.shape, "zeros", trainable=False, name="pixels")
         self.pixels.assign(pixels)
@@ -211,7 +234,8 @@ class PackedAutoencoder(keras.Model):
         (slots, batch, 784) of each slot's own."""
         spec = "bi,kil->kbl" if len(x.shape) == 2 else "kbi,kil->kbl"
         pre = ops.einsum(spec, x, self.encoder_kernel) + self.encoder_bias[:, None, :]
-        return ops.relu(pre) if self.base.model.activation == "relu" else ops.sigmoid(pre)
+        codes = ops.relu(pre) if self.base.model.activation == "relu" else ops.sigmoid(pre)
+        return keep_top_k(codes, self.hyper["k"][:, None, None])  # k = latent keeps them all
 
     def decode(self, codes):
         """Reconstructions (slots, batch, 784) of codes (slots, batch, latent)."""
@@ -278,6 +302,9 @@ class PackedTrainer:
             optimizer=OPTIMIZERS[base.train.optimizer](slots),
             jit_compile=compiled, steps_per_execution=batches if compiled else 1)
         self.model.optimizer.build(self.model.trainable_variables)
+        if base.model.decoder_norm > 0:
+            self.model.decoder_kernel.constraint = SlotDecoderNorm(
+                base.model.decoder_norm, self.model.optimizer.slot_floor)
         self.configs: list[ExperimentConfig | None] = [None] * slots
         self.epochs = [0] * slots  # epochs trained by each slot's current trial
         self._order = np.zeros((slots, len(data.x_train)), np.int32)
@@ -309,11 +336,14 @@ class PackedTrainer:
         for variable, value in zip(self._weights(), self._initial_weights(cfg)):
             _set_row(variable, slot, value)
         m = cfg.model
+        topk = m.family == "topk"
         for key, value in (("l1", m.l1), ("beta", m.beta), ("p", m.p),
-                           ("weight_decay", m.weight_decay), ("alpha", m.alpha), ("active", 1.0)):
+                           ("weight_decay", m.weight_decay), ("alpha", m.alpha),
+                           ("k", m.k if topk else m.latent), ("active", 1.0)):
             _set_row(model.hyper[key], slot, value)
         model.optimizer.reset_slot(slot)
         _set_row(model.optimizer.slot_lr, slot, cfg.train.learning_rate)
+        _set_row(model.optimizer.slot_floor, slot, m.decoder_norm if topk else 0.0)
         self.configs[slot], self.epochs[slot] = cfg, 0
         self._streams[slot] = np.random.default_rng(cfg.train.seed)
         self._order[slot] = self._streams[slot].permutation(len(self.data.x_train))
@@ -397,8 +427,9 @@ class PackedTrainer:
         return [m.encoder_kernel, m.encoder_bias, m.decoder_kernel, m.decoder_bias]
 
     def _initial_weights(self, cfg: ExperimentConfig) -> list[np.ndarray]:
-        # they depend on the seed alone (and the fixed shape): build each plain model once
-        key = cfg.train.seed
+        # they depend on the seed and the family alone (the fixed shape; topk starts its decoder
+        # columns at their norm): build each plain model once
+        key = (cfg.train.seed, cfg.model.family)
         if key not in self._initial:
             self._initial[key] = models.build(cfg).get_weights()
         return self._initial[key]

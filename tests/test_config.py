@@ -22,7 +22,9 @@ def test_presets_match_the_seed_notes():
     assert presets.get("sparse_l1").model.l1 == 1e-7
     ncae = presets.get("ncae").model
     assert (ncae.p, ncae.beta, ncae.alpha) == (0.05, 3.0, 0.003)
-    assert set(presets.PRESETS) == {"vae", "ae", "sparse_l1", "sparse_kl", "sparse_kl_wd", "ncae"}
+    assert set(presets.SEED_NOTEBOOKS) == {"vae", "ae", "sparse_l1", "sparse_kl", "sparse_kl_wd",
+                                           "ncae"}
+    assert set(presets.PRESETS) == {*presets.SEED_NOTEBOOKS, "topk"}
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -60,6 +62,12 @@ def test_int_is_accepted_for_float_fields():
     ({"model.activation": "tanh"}, "model.activation must be one of"),
     ({"model.decoder_norm": -1.0}, "model.decoder_norm must be >= 0"),
     ({"model.family": "vae", "model.decoder_norm": 1.0}, "no effect on the vae"),
+    ({"model.family": "topk", "model.k": 0},
+     "model.k must be in 1 … model.latent (32) for topk, got 0"),
+    ({"model.family": "topk", "model.k": 33}, "model.k must be in 1 … model.latent (32)"),
+    ({"model.family": "topk", "model.k": 4, "model.decoder_norm": 0.0},
+     "topk sets each decoder column's norm to model.decoder_norm exactly: it must be > 0"),
+    ({"model.k": 4}, "model.k has no effect on family 'ae'"),
 ])
 def test_bad_values_raise_one_line_errors(overrides, message):
     with pytest.raises(ConfigError) as err:

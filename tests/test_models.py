@@ -14,7 +14,7 @@ from experiments.train import evaluate_split
 from study.results import DEFAULT_MEASURE, DEFAULT_TARGET, Constraint
 from tests.conftest import tiny
 
-FAMILIES = ["vae", "ae", "sparse_l1", "sparse_kl", "ncae"]
+FAMILIES = ["vae", "ae", "sparse_l1", "sparse_kl", "ncae", "topk"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -69,7 +69,7 @@ def test_vae_sampling_draws_from_mean_and_variance():
     assert not np.allclose(again, z)  # a fresh draw each call
 
 
-@pytest.mark.parametrize("name", ["vae", "sparse_kl_wd", "ncae"])
+@pytest.mark.parametrize("name", ["vae", "sparse_kl_wd", "ncae", "topk"])
 def test_saved_model_reloads_in_safe_mode(name, tmp_path):
     model = models.build(tiny(name))
     x = np.random.default_rng(0).random((5, 784)).astype("float32")

@@ -9,7 +9,7 @@ from experiments.train import evaluate_split
 from tests.conftest import tiny
 
 EPOCHS = 3
-# one trial per family, with every penalty switched on and its own learning rate
+# one trial per family, with every penalty switched on (topk: its k) and its own learning rate
 TRIALS = [
     tiny("sparse_l1", **{"model.l1": 1e-3, "model.weight_decay": 1e-3,
                          "train.learning_rate": 3e-3}),
@@ -18,6 +18,8 @@ TRIALS = [
     tiny("ncae", **{"model.beta": 0.05, "model.p": 0.02, "model.alpha": 0.03,
                     "train.learning_rate": 1e-2}),
     tiny("ae", **{"train.learning_rate": 5e-3}),
+    # at the pack's decoder norm, 28: the code is alive at this rate (docs/topk.md)
+    tiny("topk", **{"model.k": 5, "model.decoder_norm": 28.0, "train.learning_rate": 1e-3}),
 ]
 TRIALS = [cfg.replace(**{"train.epochs": EPOCHS, "name": cfg.name}) for cfg in TRIALS]
 # the rest of the config space that --set reaches: every loss, optimizer, code activation,
@@ -35,6 +37,7 @@ SETTINGS = {
         "train.loss": "bce", "train.optimizer": "adadelta", "train.learning_rate": 1.0,
         "model.decoder_norm": 0.5, "model.l1": 1e-3, "model.weight_decay": 1e-3,
         "model.penalty_layers": "both"}),
+    "topk at unit norm, k 1": tiny("topk", **{"model.k": 1}),
     "half_sse, sigmoid codes, KL mean": tiny("sparse_kl", **{
         "train.loss": "half_sse", "model.activation": "sigmoid", "model.kl_reduction": "mean",
         "model.beta": 3.0, "model.p": 0.05, "train.learning_rate": 3e-3}),
@@ -106,10 +109,13 @@ def test_compiled_slot_is_the_plain_keras_model(name, tiny_data):
                                 ("encoder kernel", "encoder bias", "decoder kernel",
                                  "decoder bias"), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5, err_msg=layer)
+    kernel = np.asarray(exported[0].get_layer("decoder").get_layer("reconstruction").kernel)
     if "decoder bound" in name:  # it binds: without it these rows grow past it
-        kernel = plain.get_layer("decoder").get_layer("reconstruction").kernel
-        assert np.linalg.norm(np.asarray(kernel), axis=1).max() == pytest.approx(
-            cfg.model.decoder_norm, rel=1e-5)
+        assert np.linalg.norm(kernel, axis=1).max() == pytest.approx(cfg.model.decoder_norm,
+                                                                      rel=1e-5)
+    if cfg.model.family == "topk":  # every row exactly at the bound, in the slot as alone
+        np.testing.assert_allclose(np.linalg.norm(kernel, axis=1), cfg.model.decoder_norm,
+                                   rtol=1e-5)
     assert trainer.busy() == []  # released after its epochs
 
 

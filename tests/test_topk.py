@@ -1,0 +1,73 @@
+"""topk, the k-sparse autoencoder: at most k active units per digit (on every backend: make test
+runs this file on JAX too), ties broken the same way everywhere, its decoder columns at exactly
+decoder_norm after training. The packed slot against the trial alone: test_packed.py; the study
+and its report: test_report.py."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from experiments import models
+from experiments.runner import train_and_evaluate
+from experiments.topk import keep_top_k
+from tests.conftest import tiny
+
+
+def reference_top_k(codes: np.ndarray, k: int) -> np.ndarray:
+    """numpy's stable sort: the k largest of each row, equal values by lower index first."""
+    order = np.argsort(-codes, axis=-1, kind="stable")[..., :k]
+    out = np.zeros_like(codes)
+    np.put_along_axis(out, order, np.take_along_axis(codes, order, axis=-1), axis=-1)
+    return out
+
+
+def relu_codes(shape, seed=0) -> np.ndarray:
+    """relu-like codes: about half exactly 0, some rows all tied, some ties among the largest."""
+    codes = np.maximum(np.random.default_rng(seed).normal(size=shape), 0).astype("float32")
+    codes[..., 0, :] = 1.0  # one digit with every unit tied
+    codes[..., 1, :6] = [3.0, 2.0, 2.0, 2.0, 2.0, 1.0]  # a tie across the k-th place
+    codes[..., 2, :] = 0.0  # a digit with no active unit
+    return codes
+
+
+@pytest.mark.parametrize("k", [1, 3, 8, 32])
+def test_keep_top_k_keeps_the_k_largest_and_breaks_ties_by_unit_index(k):
+    codes = relu_codes((64, 32))
+    kept = ops.convert_to_numpy(keep_top_k(codes, k))
+    assert ((kept != 0).sum(axis=-1) <= k).all()
+    np.testing.assert_array_equal(kept, reference_top_k(codes, k))
+    if k < 32:  # the tied digit keeps units 0 … k-1, not any k of them
+        assert np.flatnonzero(kept[0]).tolist() == list(range(k))
+
+
+def test_each_slot_keeps_its_own_k():
+    codes = relu_codes((3, 16, 32))
+    ks = np.array([1, 5, 32], "float32")  # as the packed trainer holds them: one per slot
+    kept = ops.convert_to_numpy(keep_top_k(codes, ks[:, None, None]))
+    for slot, k in enumerate(ks.astype(int)):
+        np.testing.assert_array_equal(kept[slot], reference_top_k(codes[slot], k))
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_a_trained_topk_model_has_at_most_k_active_units_and_unit_norm_decoder_columns(
+        k, tiny_data):
+    cfg = tiny("topk", **{"model.k": k, "train.learning_rate": 1e-2})
+    start = models.decoder_kernel(models.build(cfg))
+    result = train_and_evaluate(cfg, tiny_data)
+    model = result.model  # the plain Keras model, exported from its pack
+    for x in (tiny_data.x_train, tiny_data.x_test):
+        active = (models.encode(model, x) != 0).sum(axis=-1)
+        assert active.max() == k  # k is reached: the check below is not about dead codes
+        assert (active <= k).all()
+    assert 0 < result.final["val_l0"] <= k and 0 < result.final["test_l0"] <= k
+    kernel = models.decoder_kernel(model)
+    assert np.linalg.norm(kernel - start) > 0.05 * np.linalg.norm(start)  # training moved them
+    # ... and each column ended at exactly decoder_norm (the preset's 1, Gao et al.'s unit norm)
+    np.testing.assert_allclose(np.linalg.norm(kernel, axis=1), cfg.model.decoder_norm,
+                               rtol=1e-5)
+
+
+def test_topk_starts_with_its_decoder_columns_at_decoder_norm():
+    cfg = tiny("topk", **{"model.decoder_norm": 5.0})
+    kernel = models.decoder_kernel(models.build(cfg))
+    np.testing.assert_allclose(np.linalg.norm(kernel, axis=1), 5.0, rtol=1e-5)
