@@ -36,7 +36,7 @@ comma := ,
 TARGETS = $(if $(TARGET),--target $(TARGET)) $(if $(TARGET_L0),--target-l0 $(TARGET_L0))
 
 .DEFAULT_GOAL := help
-.PHONY: help install test experiments study report bench faults ui clean
+.PHONY: help install test lint experiments study report bench faults ui clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,11 @@ test: $(STAMP) ## run the test suite (what CI runs), then the training tests on 
 	$(PY) -m pytest
 	KERAS_BACKEND=jax $(PY) -m pytest -q tests/test_packed.py tests/test_metrics.py tests/test_models.py \
 		tests/test_regularizers.py tests/test_topk.py
+
+lint: $(STAMP) ## ruff (lint and format check) and mypy over the packages and the tests
+	$(PY) -m ruff check experiments study tracking tests
+	$(PY) -m ruff format --check experiments study tracking tests
+	$(PY) -m mypy
 
 experiments: $(STAMP) ## run the seed notebooks' six experiments as MLflow runs (DATA=, EPOCHS=)
 	$(PY) -m experiments run --all $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 SIDE = 28  # MNIST images are SIDE x SIDE pixels
 DIGITS = 10
-DIGIT_COLORS = np.array(matplotlib.colormaps["tab10"].colors)  # (10, 3), row d = digit d
+DIGIT_COLORS = np.array([matplotlib.colormaps["tab10"](d)[:3] for d in range(10)])  # row d: digit d
 DPI = 100
 
 Decoder = Callable[[np.ndarray], np.ndarray]

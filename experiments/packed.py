@@ -26,6 +26,7 @@ autoencoder, so saved models, figures and retraining all see an ordinary Keras m
 from __future__ import annotations
 
 import math
+from typing import Any
 from collections.abc import Callable
 
 import keras
@@ -112,6 +113,10 @@ class _SlotSteps:
     the optimizer's step, which on JAX sees only its own variables and the trained ones: a model
     variable read there is the value it had when the step was first traced, for good.
     """
+
+    # what the Keras optimizer it is mixed into holds
+    iterations: Any
+    variables: list
 
     def _init_slots(self, slots: int):
         self.slots = slots
@@ -308,7 +313,7 @@ class PackedTrainer:
         self.configs: list[ExperimentConfig | None] = [None] * slots
         self.epochs = [0] * slots  # epochs trained by each slot's current trial
         self._order = np.zeros((slots, len(data.x_train)), np.int32)
-        self._streams: list[np.random.Generator | None] = [None] * slots
+        self._streams: dict[int, np.random.Generator] = {}  # slot -> its batch order's stream
         self._initial: dict[tuple, list[np.ndarray]] = {}  # plain models' initial weights
         self._val_variance = metrics.pixel_variance(data.x_val)
         self._sums = {bce: _compiled(lambda x, bce=bce: self._chunk_sums(x, bce))
@@ -337,10 +342,10 @@ class PackedTrainer:
             _set_row(variable, slot, value)
         m = cfg.model
         topk = m.family == "topk"
-        for key, value in (("l1", m.l1), ("beta", m.beta), ("p", m.p),
-                           ("weight_decay", m.weight_decay), ("alpha", m.alpha),
-                           ("k", m.k if topk else m.latent), ("active", 1.0)):
-            _set_row(model.hyper[key], slot, value)
+        for key, number in (("l1", m.l1), ("beta", m.beta), ("p", m.p),
+                            ("weight_decay", m.weight_decay), ("alpha", m.alpha),
+                            ("k", m.k if topk else m.latent), ("active", 1.0)):
+            _set_row(model.hyper[key], slot, number)
         model.optimizer.reset_slot(slot)
         _set_row(model.optimizer.slot_lr, slot, cfg.train.learning_rate)
         _set_row(model.optimizer.slot_floor, slot, m.decoder_norm if topk else 0.0)
@@ -360,7 +365,10 @@ class PackedTrainer:
 
     def export(self, slot: int) -> keras.Model:
         """The slot's trial as the plain autoencoder ``models.build`` makes, with its weights."""
-        plain = models.build(self.configs[slot])
+        cfg = self.configs[slot]
+        if cfg is None:
+            raise PackError(f"slot {slot} holds no trial")
+        plain = models.build(cfg)
         plain.set_weights([ops.convert_to_numpy(v.value[slot]) for v in self._weights()])
         return plain
 
@@ -373,7 +381,7 @@ class PackedTrainer:
         for start in range(0, len(x), chunk):
             part = x[start:start + chunk]
             measures.add_sums(self._sums[bce](ops.convert_to_tensor(part, "float32")), len(part))
-        return measures.result()
+        return {key: np.asarray(value) for key, value in measures.result().items()}
 
     def _chunk_sums(self, x, bce: bool) -> dict:
         codes = self.model.encode(x)
@@ -402,13 +410,13 @@ class PackedTrainer:
 
     def _epoch_end(self, logs: dict, on_epoch: Callable[[EpochResults], None]) -> None:
         busy = self.busy()
-        losses = np.asarray(logs["slot_loss"], np.float64)
+        slot_losses = np.asarray(logs["slot_loss"], np.float64)
         mses = np.asarray(logs["slot_mse"], np.float64)
         val = self.measure(self.data.x_val)
         results: EpochResults = {}
         for k in busy:
             self.epochs[k] += 1
-            values = {"loss": float(losses[k]), "mse": float(mses[k])}
+            values = {"loss": float(slot_losses[k]), "mse": float(mses[k])}
             values.update({f"val_{name}": float(v[k]) for name, v in val.items()})
             results[k] = (self.epochs[k], values)
             self._order[k] = self._streams[k].permutation(len(self.data.x_train))

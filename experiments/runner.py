@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,9 +38,9 @@ from experiments.train import (
 class Recorder(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
     def log_figure(self, figure: Figure, path: str) -> None: ...
-    def log_figures(self, sketches: dict[str, Callable[[], Figure]],
+    def log_figures(self, sketches: Mapping[str, Callable[[], Figure]],
                     folder: str = "figures") -> None: ...
-    def log_images(self, pictures: dict[str, Callable[[], np.ndarray]],
+    def log_images(self, pictures: Mapping[str, Callable[[], np.ndarray]],
                    folder: str = "figures") -> None: ...
     def log_dict(self, data: dict, path: str) -> None: ...
     def log_text(self, text: str, path: str) -> None: ...

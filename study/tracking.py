@@ -17,7 +17,7 @@ the training: only a trial's run that cannot be created stops the asking of new 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 import optuna
@@ -88,7 +88,7 @@ class StudyTracking:
             study.set_user_attr(TRACKING_ATTR, mask(tracker.uri))
         return cls(tracker, study.study_name, parent)
 
-    def start_trial(self, number: int, cfg: ExperimentConfig, tags: dict[str, str]
+    def start_trial(self, number: int, cfg: ExperimentConfig, tags: Mapping[str, object]
                     ) -> QueuedRun:
         """Create the trial's run now (its id goes into the trial); what it logs is queued.
         Raises TrackingFailed if the store cannot create it."""
@@ -115,7 +115,7 @@ class StudyTracking:
         if recorded:
             run.mark_recorded()
 
-    def reconcile(self, trials: list[FrozenTrial], lost: list[FrozenTrial] = ()) -> int:
+    def reconcile(self, trials: list[FrozenTrial], lost: Sequence[FrozenTrial] = ()) -> int:
         """End the runs still RUNNING of ``trials``, ended trials whose worker is gone, and give
         each trial of ``lost``, failed before its run was created, a FAILED run, so that every
         trial has one. Runs of COMPLETE trials are left to the repair (study/repair.py) but for
@@ -124,7 +124,7 @@ class StudyTracking:
         return self.guarded("ending the runs of stopped workers", lambda: self._reconcile(
             trials, lost), 0)
 
-    def _reconcile(self, trials: list[FrozenTrial], lost: list[FrozenTrial]) -> int:
+    def _reconcile(self, trials: list[FrozenTrial], lost: Sequence[FrozenTrial]) -> int:
         self.writer.flush()  # runs this process has ended but not yet written are not dead
         running = self.tracker.running_runs()
         fixed = 0

@@ -134,7 +134,7 @@ class Run:
         for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS_TAGS_PER_BATCH])
 
-    def set_tags(self, tags: dict[str, object]) -> None:
+    def set_tags(self, tags: Mapping[str, object]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
@@ -161,13 +161,13 @@ class Run:
         """Save a matplotlib figure as a PNG artefact at ``path`` (e.g. ``figures/x.png``)."""
         self.client.log_figure(self.run_id, figure, path)
 
-    def log_figures(self, sketches: dict, folder: str = "figures") -> None:
+    def log_figures(self, sketches: Mapping, folder: str = "figures") -> None:
         """Draw each sketch (a call returning a matplotlib figure) and save it as
         ``folder/<name>.png``."""
         for name, make in sketches.items():
             self.log_figure(make(), f"{folder}/{name}.png")
 
-    def log_images(self, pictures: dict, folder: str = "figures") -> None:
+    def log_images(self, pictures: Mapping, folder: str = "figures") -> None:
         """Make each picture (a call returning a uint8 array, (h, w) or (h, w, 3)) and save
         it as ``folder/<name>.png``, all in one write. PNG's fastest compression: a third of
         the default's CPU time for these flat pictures, files a little larger."""

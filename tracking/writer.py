@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +163,7 @@ class Writer:
     def _report(self, wait: bool) -> None:
         done: list[tuple[Future, str, str]] = []
         with self._lock:  # one look at each future: done ones are reported, the rest kept
-            pending = []
+            pending: list[tuple[Future, str, str]] = []
             for item in self._futures:
                 (done if wait or item[0].done() else pending).append(item)
             self._futures = pending
@@ -202,10 +202,10 @@ class QueuedRun:
         self._send_metrics()  # in the order logged
         self.writer.send(self.run_id, method, *args, remove=remove, what=self.what)
 
-    def log_figures(self, sketches: dict[str, Callable], folder: str = "figures") -> None:
+    def log_figures(self, sketches: Mapping[str, Callable], folder: str = "figures") -> None:
         self._send("log_figures", sketches, folder)
 
-    def log_images(self, pictures: dict[str, Callable], folder: str = "figures") -> None:
+    def log_images(self, pictures: Mapping[str, Callable], folder: str = "figures") -> None:
         self._send("log_images", pictures, folder)
 
     def log_dict(self, data: dict, path: str) -> None:
@@ -223,7 +223,7 @@ class QueuedRun:
     def log_params(self, params: dict[str, object]) -> None:
         self._send("log_params", {k: str(v) for k, v in params.items()})
 
-    def set_tags(self, tags: dict[str, object]) -> None:
+    def set_tags(self, tags: Mapping[str, object]) -> None:
         """In one write with the metrics gathered so far."""
         tags = {k: str(v) for k, v in tags.items()}
         if self._metrics:
