@@ -1,6 +1,7 @@
 """Command line of the hyperparameter study.
 
-    python -m study run [--family sparse_kl ncae] [--target 0.05] [--n-trials 60] [--timeout S]
+    python -m study run [--family sparse_kl ncae topk] [--target 0.05 | --target-l0 4]
+                        [--n-trials 60] [--timeout S]
                         [--epochs 50] [--data mnist-5k] [--pruner hyperband] [--seed 0]
                         [--study-name NAME] [--storage URL] [--set key=value ...]
                         [--pack K] [--workers N]
@@ -37,7 +38,7 @@ from study import confirm, faults, summary
 from study.objective import StudySpec
 from study.results import DEFAULT_MEASURE, DEFAULT_TARGET
 from study.runner import PRUNERS, StudyError, run_study
-from study.space import RANGES, SEARCHED_FAMILIES
+from study.space import DEFAULT_FAMILIES, SEARCHED_FAMILIES, SEARCHED_KEYS, check_families
 from study.storage import DEFAULT_STORAGE, StorageError, check_url, check_workers, for_helpers
 from tracking.runs import TrackingError, TrackingFailed, check_store, tracking_uri
 
@@ -46,8 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m study", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="create or resume a study and run trials")
-    run.add_argument("--family", nargs="+", default=list(SEARCHED_FAMILIES),
-                     help=f"families to search (default: all of {', '.join(SEARCHED_FAMILIES)})")
+    run.add_argument("--family", nargs="+", default=list(DEFAULT_FAMILIES),
+                     help=f"families to search, of {', '.join(SEARCHED_FAMILIES)} (default: "
+                          f"{' '.join(DEFAULT_FAMILIES)})")
     _add_targets(run, default=True)
     run.add_argument("--n-trials", type=int, default=60, help="trials to run now (default 60)")
     run.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
@@ -208,12 +210,12 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
     check_url(args.storage)
     check_workers(args.storage, args.workers)
     fixed = dict(parse_override(s) for s in args.set)
-    searched = {"model.family", *RANGES}
-    clash = sorted(searched & set(fixed))
+    clash = sorted(set(SEARCHED_KEYS) & set(fixed))
     if clash:
         raise ConfigError(f"{clash[0]} is searched by the study; it cannot be fixed with --set")
     base = DEFAULT.replace(**{"name": "study", "data.name": args.data, "data.seed": args.seed,
                               "train.epochs": args.epochs, "train.seed": args.seed, **fixed})
+    check_families(base, families)
     check_study_name(args.study_name)
     name = args.study_name or default_name(families, args.data, measure, target, args.epochs)
     return StudySpec(name=name, families=families, target=target, base=base,
