@@ -62,7 +62,7 @@ def trial_configs(n: int, epochs: int, data: str) -> list[dict[str, object]]:
     """``n`` flat configs from the search space, families in turn, drawn with a seeded sampler."""
     base = DEFAULT.replace(**{"name": "bench", "data.name": data, "train.epochs": epochs})
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    families = space.SEARCHED_FAMILIES
+    families = space.DEFAULT_FAMILIES
     configs = []
     for i in range(n):
         study.enqueue_trial({"model.family": families[i % len(families)]})
@@ -137,7 +137,7 @@ def _study(configs, data, pack: int, tracking: bool, folder: str) -> dict:
     first = from_flat(configs[0])
     base = DEFAULT.replace(**{"name": "study", "data.name": first.data.name,
                               "train.epochs": first.train.epochs})
-    spec = StudySpec("bench", space.SEARCHED_FAMILIES, 0.05, base, "none")
+    spec = StudySpec("bench", space.DEFAULT_FAMILIES, 0.05, base, "none")
     storage = f"journal:{folder}/journal.log"
     study = open_study(spec, storage)
     for flat in configs:

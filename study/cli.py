@@ -1,6 +1,7 @@
 """Command line of the hyperparameter study.
 
-    python -m study run [--family sparse_kl ncae] [--target 0.05] [--n-trials 60] [--timeout S]
+    python -m study run [--family sparse_kl ncae topk] [--target 0.05 | --target-l0 4]
+                        [--n-trials 60] [--timeout S]
                         [--epochs 50] [--data mnist-5k] [--pruner hyperband] [--seed 0]
                         [--study-name NAME] [--storage URL] [--set key=value ...]
                         [--pack K] [--workers N]

@@ -15,7 +15,8 @@ from experiments.config import ConfigError, parse_override
 from experiments.data import SOURCES
 from experiments.presets import DEFAULT
 from study.results import DEFAULT_MEASURE, DEFAULT_TARGET, SEEDS, TOP, StudySpec
-from study.space import PRUNERS, RANGES, SEARCHED_FAMILIES
+from study.space import (DEFAULT_FAMILIES, PRUNERS, SEARCHED_FAMILIES, SEARCHED_KEYS,
+                         check_families)
 from study.storage import DEFAULT_STORAGE, check_url, check_workers, for_helpers
 
 
@@ -23,8 +24,9 @@ def parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m study", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="create or resume a study and run trials")
-    run.add_argument("--family", nargs="+", default=list(SEARCHED_FAMILIES),
-                     help=f"families to search (default: all of {', '.join(SEARCHED_FAMILIES)})")
+    run.add_argument("--family", nargs="+", default=list(DEFAULT_FAMILIES),
+                     help=f"families to search, of {', '.join(SEARCHED_FAMILIES)} (default: "
+                          f"{' '.join(DEFAULT_FAMILIES)})")
     _add_targets(run, default=True)
     run.add_argument("--n-trials", type=int, default=60, help="trials to run now (default 60)")
     run.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
@@ -185,12 +187,12 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
     check_url(args.storage)
     check_workers(args.storage, args.workers)
     fixed = dict(parse_override(s) for s in args.set)
-    searched = {"model.family", *RANGES}
-    clash = sorted(searched & set(fixed))
+    clash = sorted(set(SEARCHED_KEYS) & set(fixed))
     if clash:
         raise ConfigError(f"{clash[0]} is searched by the study; it cannot be fixed with --set")
     base = DEFAULT.replace(**{"name": "study", "data.name": args.data, "data.seed": args.seed,
                               "train.epochs": args.epochs, "train.seed": args.seed, **fixed})
+    check_families(base, families)
     check_study_name(args.study_name)
     name = args.study_name or default_name(families, args.data, measure, target, args.epochs)
     return StudySpec(name=name, families=families, target=target, base=base,

@@ -1,16 +1,22 @@
 """The report's comparison: each family's confirmed winner beside the baselines (the dense
 autoencoder and the notebooks' hand-tuned sparse settings, each with the study's budget and
 settings and a searched learning rate, study/baselines.py), PCA and the mean image, all on the
-same test split; and the cost of sparsity."""
+same test split; the cost of sparsity; and the families side by side at the same L0."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from optuna.trial import FrozenTrial
 
 from study import baselines
 from study.confirm import Confirmed
-from study.results import Seeded
+from study.results import OBJECTIVE, Seeded, by_family, completed
+
+# active code units per digit at which the families' frontiers are compared (docs/topk.md)
+L0_LEVELS = (2, 4, 8)
 
 CODE_MEASURES = ("mean_activation", "l0", "active_fraction", "hoyer")
 
@@ -61,3 +67,16 @@ def cost(winner: Confirmed | None, found: dict[str, baselines.Baseline],
     pca, mean_image = refs[0].test_mse, refs[-1].test_mse
     return {"vs_dense": w / d, "vs_pca": w / pca, "vs_mean_image": w / mean_image,
             "dense_vs_pca": d / pca}
+
+
+def best_at_l0(trials: Iterable[FrozenTrial], families: Iterable[str], level: float
+               ) -> dict[str, FrozenTrial]:
+    """Each family's completed trial with the lowest validation MSE among those with a
+    validation L0 of at most ``level``: its frontier at that L0, read from the stored trials
+    (feasible or not, one seed each). Families without such a trial are left out."""
+    out = {}
+    for family, mine in by_family(completed(trials), families).items():
+        within = [t for t in mine if t.user_attrs.get("val_l0", math.inf) <= level]
+        if within:
+            out[family] = min(within, key=lambda t: t.user_attrs[OBJECTIVE])
+    return out

@@ -147,10 +147,11 @@ FRONTIER_AXES = (("mean_activation", "validation mean activation (decoder-weight
 
 
 def frontier(trials: list[FrozenTrial], constraint: Constraint, mean_image: float,
-             marked: dict[str, FrozenTrial], path: Path) -> None:
+             marked: dict[str, FrozenTrial], path: Path) -> Figure:
     """Validation MSE against the mean activation and against L0 of every completed trial, each
     family's Pareto front as a step line, the target where it applies, each family's winner
-    (``marked``) starred, and the mean image's MSE (a model at or above it learned nothing)."""
+    (``marked``) starred, and the mean image's MSE (a model at or above it learned nothing).
+    Saved to ``path``; the figure is returned too."""
     done = [t for t in completed(trials) if all(f"val_{m}" in t.user_attrs
                                                 for m, _ in FRONTIER_AXES)]
     fig = Figure(figsize=(12, 4.8), dpi=DPI, layout="constrained")
@@ -186,3 +187,4 @@ def frontier(trials: list[FrozenTrial], constraint: Constraint, mean_image: floa
     fig.suptitle(f"Reconstruction against sparsity: {len(done)} completed trials, each "
                  f"family's Pareto front, winners starred")
     fig.savefig(path, dpi=DPI)
+    return fig

@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from experiments.config import from_flat
+from experiments.config import ExperimentConfig, from_flat
 from experiments.data import Dataset
 from experiments.packed import default_slots
 from study import confirm
@@ -81,7 +81,9 @@ def open_study(spec: StudySpec, storage_url: str, worker: int = 0) -> optuna.Stu
     if stored is None:
         study.set_user_attr(SPEC_ATTR, wanted)
     else:
-        differ = [k for k in wanted if stored.get(k) != wanted[k]]
+        # a config key added since the study was created had its default value then
+        defaults = ExperimentConfig().flat()
+        differ = [k for k in wanted if stored.get(k, defaults.get(k)) != wanted[k]]
         if differ:
             k = differ[0]
             raise StudyError(f"study {spec.name!r} exists with {k}={stored.get(k)}, not "

@@ -21,7 +21,7 @@ from study import baselines, comparison, plots
 from study.confirm import Confirmed
 from study.document import Block, Bullets, Code, Heading, Image, Paragraph, Table, Warn
 from study.results import OBJECTIVE, Constraint, completed, family, feasible
-from study.space import FAMILY_PARAMS, RANGES, near_edge
+from study.space import FAMILY_PARAMS, K, RANGES, near_edge
 from study.storage import mask
 
 BEST_FIGURES = {  # figures of the winner's run, and what to look for in them
@@ -289,6 +289,102 @@ def comparison_table(f: Findings) -> list[Block]:
     return blocks + [table] + ([Paragraph(cost)] if cost else [])
 
 
+STRUCTURAL = "topk"  # the family whose sparsity is set, not paid for
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    n = len(values)
+    return math.nan if not n else (values[(n - 1) // 2] + values[n // 2]) / 2
+
+
+def l0_sentence(trials: list[FrozenTrial], families: list[str], latent: int) -> str | None:
+    """How far each penalty family's best is from topk's at the same L0, measured on the stored
+    trials; None when topk has no trial at any of the levels."""
+    penalty = [fam for fam in families if fam != STRUCTURAL]
+    parts = []
+    for level in (x for x in comparison.L0_LEVELS if x <= latent):
+        best = comparison.best_at_l0(trials, families, level)
+        if STRUCTURAL not in best:
+            continue
+        ref = best[STRUCTURAL].user_attrs[OBJECTIVE]
+        others = [f"{fam} {best[fam].user_attrs[OBJECTIVE] / ref:.2f}×" if fam in best
+                  else f"{fam} none that sparse" for fam in penalty]
+        parts.append(f"at L0 ≤ {level:g}, topk {_f(ref)} (trial {best[STRUCTURAL].number}, "
+                     f"k={best[STRUCTURAL].user_attrs['config'][K]})"
+                     + (f"; {', '.join(others)}" if others else ""))
+    if not parts:
+        return None
+    return ("At the same L0, measured on the stored trials (every completed trial, one seed "
+            "each: each family's lowest validation MSE among its trials with at most that many "
+            "active units per digit, and each penalty family's as a multiple of topk's): "
+            + "; ".join(parts) + ".")
+
+
+def structural(f: Findings) -> list[Block]:
+    """topk beside the penalty families: at the same L0 (a sentence and a table), and, under a
+    mean-activation target, how its mean activation compares and why."""
+    if STRUCTURAL not in f.families:
+        return []
+    latent = int(f.spec["model.latent"])
+    blocks: list[Block] = [Heading("Structural sparsity: topk beside the penalty families")]
+    sentence = l0_sentence(f.trials, f.families, latent)
+    blocks.append(Paragraph(sentence or "No topk trial completed with L0 at or below "
+                            f"{', '.join(map(str, comparison.L0_LEVELS))}: nothing to compare "
+                            "at the same L0 yet."))
+    rows = []
+    for level in (x for x in comparison.L0_LEVELS if x <= latent):
+        for fam, t in comparison.best_at_l0(f.trials, f.families, level).items():
+            a = t.user_attrs
+            rows.append((f"≤ {level:g}", fam, str(t.number), _f(a[OBJECTIVE]),
+                         _f(a.get("test_mse")), _f(a["val_l0"], 1),
+                         _f(a["val_mean_activation"])))
+    if rows:
+        blocks.append(Table(("L0", "family", "trial", "val MSE", "test MSE", "val L0",
+                             "val mean activation"), tuple(rows)))
+    if f.constraint.measure == "mean_activation":
+        blocks += _mean_activation_note(f, latent)
+    return blocks
+
+
+def _mean_activation_note(f: Findings, latent: int) -> list[Block]:
+    """Why topk's mean activation is not on the penalty families' scale, in numbers."""
+    done = completed(f.trials)
+
+    def medians(mine: list[FrozenTrial]) -> tuple[float, float]:
+        # the mean decoder-weighted value of an active unit: mean activation × units / L0
+        per_unit = [t.user_attrs["val_mean_activation"] * latent / t.user_attrs["val_l0"]
+                    for t in mine if t.user_attrs.get("val_l0")]
+        return _median([t.user_attrs["val_mean_activation"] for t in mine]), _median(per_unit)
+
+    topk = [t for t in done if family(t) == STRUCTURAL and "val_l0" in t.user_attrs]
+    rest = [t for t in done if family(t) != STRUCTURAL and "val_l0" in t.user_attrs]
+    if not topk:
+        return []
+    act, unit = medians(topk)
+    met = sum(f.constraint.met(t.user_attrs) for t in topk)
+    text = (f"Under this study's target ({f.constraint.describe()}), topk is measured on a "
+            f"scale that is not its own: its {len(topk)} completed trials have a median "
+            f"validation mean activation of {_f(act)}, and {met} of them meet the target")
+    if rest:
+        rest_act, rest_unit = medians(rest)
+        text += (f"; the penalty families' trials, {_f(rest_act)}. Why: the mean activation "
+                 f"counts how large the code is, not how many units are on. An active topk unit "
+                 f"has a median decoder-weighted value of {_f(unit, 2)} against the penalty "
+                 f"families' {_f(rest_unit, 2)}")
+    else:
+        text += (f". Why: the mean activation counts how large the code is, not how many "
+                 f"units are on; an active topk unit has a median decoder-weighted value of "
+                 f"{_f(unit, 2)}")
+    norm = float(f.spec.get("model.decoder_norm", 0))
+    text += (f": nothing penalises a topk unit's size, and its decoder column is held at "
+             f"norm {norm:g} (RMS {norm / math.sqrt(784):.2g} over the 784 pixels), so an "
+             f"active unit takes the value the reconstruction needs, while the penalties pay "
+             f"every unit to stay small. Compare the families on L0 (the right panel of the "
+             f"frontier, the table above), or run the study with `--target-l0`.")
+    return [Paragraph(text)]
+
+
 def figures(f: Findings, folder: Path) -> list[Block]:
     """Draw the study's figures into ``folder``/figures and show them, with what to read in
     each; the shown trial's own figures are expected there already."""
@@ -379,4 +475,4 @@ def feasible_first(link: str) -> str:
 def page(f: Findings, folder: Path) -> list[Block]:
     """Every section, in reading order."""
     return (summary(f) + warnings(f) + the_study(f) + confirmed_table(f) + comparison_table(f)
-            + figures(f, folder) + files(f))
+            + structural(f) + figures(f, folder) + files(f))

@@ -20,9 +20,9 @@ from experiments import cli as experiments_cli
 from experiments import data as data_module
 from experiments.config import load_json
 from experiments.metrics import mse
-from study import document, plots, report
+from study import document, plots, report, sections
 from study.cli import main
-from study.results import feasible
+from study.results import Constraint, feasible
 from study.runner import SPEC_ATTR
 from study.sections import edge_warnings
 from study.storage import open_storage
@@ -439,3 +439,84 @@ def test_the_report_folder_is_as_readable_as_the_users_other_files(reported_stud
     umask = os.umask(0o022)
     os.umask(umask)
     assert reported_study.folder.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def _trials(*specs):
+    """Completed trials numbered 0, 1, ... from (family, val MSE, val L0, k)."""
+    out = []
+    for number, (family, val_mse, l0, k) in enumerate(specs):
+        config = {"model.family": family, **({"model.k": k} if k else {})}
+        t = create_trial(value=val_mse, user_attrs={"config": config, "val_mse": val_mse,
+                                                    "val_l0": l0})
+        t.number = number
+        out.append(t)
+    return out
+
+
+def test_the_l0_sentence_measures_each_penalty_family_against_topk_at_the_same_l0():
+    trials = _trials(("topk", 0.040, 2.0, 2), ("topk", 0.030, 4.0, 4), ("topk", 0.050, 1.0, 1),
+                     ("sparse_kl", 0.060, 1.9, None), ("sparse_kl", 0.0375, 3.5, None),
+                     ("sparse_kl", 0.020, 20.0, None), ("ncae", 0.036, 7.0, None))
+    families = ["sparse_kl", "ncae", "topk"]
+    text = sections.l0_sentence(trials, families, latent=32)
+    # by hand: at L0 ≤ 2 topk's best is trial 0 (0.040), sparse_kl's trial 3 (0.060 = 1.50×);
+    # at ≤ 4 and ≤ 8 topk's is trial 1 (0.030), sparse_kl's trial 4 (0.0375 = 1.25×); ncae's
+    # only trial (0.036 = 1.20×) counts from ≤ 8; sparse_kl's 0.020 at L0 20 at none
+    assert text.endswith(
+        "at L0 ≤ 2, topk 0.0400 (trial 0, k=2); sparse_kl 1.50×, ncae none that sparse; "
+        "at L0 ≤ 4, topk 0.0300 (trial 1, k=4); sparse_kl 1.25×, ncae none that sparse; "
+        "at L0 ≤ 8, topk 0.0300 (trial 1, k=4); sparse_kl 1.25×, ncae 1.20×.")
+    assert sections.l0_sentence(trials[3:], families, latent=32) is None  # no topk trial
+    assert "at L0 ≤ 8" not in sections.l0_sentence(trials, families, latent=4)
+
+
+def test_a_topk_study_runs_confirms_and_reports_beside_a_penalty_family(tiny_npz, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    where = ["--study-name", "k", "--storage", f"journal:{tmp_path / 'j.log'}",
+             "--tracking-uri", uri]
+    assert main(["run", "--family", "topk", "sparse_kl", "--data", tiny_npz, "--epochs", "2",
+                 "--n-trials", "6", "--pruner", "none", "--target-l0", "32",
+                 "--confirm-top", "1", "--confirm-seeds", "2", "--set", "train.batch_size=64",
+                 *where]) == 0
+    folder = tmp_path / "report"
+    assert main(["report", *where, "--out", str(folder)]) == 0
+    study = optuna.load_study(study_name="k",
+                              storage=open_storage(f"journal:{tmp_path / 'j.log'}"))
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    topk = [t for t in trials if t.params["model.family"] == "topk"]
+    assert len(topk) == 3  # the families take turns
+    client = MlflowClient(uri)
+    for t in topk:  # what Optuna and MLflow stored: k searched, L0 at most k
+        k = t.params["model.k"]
+        assert set(t.params) == {"model.family", "model.k", "train.learning_rate"}
+        assert 1 <= k <= 32 and t.user_attrs["config"]["model.k"] == k
+        assert t.user_attrs["val_l0"] <= k and t.user_attrs["test_l0"] <= k
+        assert client.get_run(t.user_attrs["mlflow_run_id"]).data.params["model.k"] == str(k)
+    s = json.loads((folder / "summary.json").read_text())
+    assert set(s["families"]) == {"topk", "sparse_kl"}  # each confirmed on the fresh seeds
+    for fam, w in s["families"].items():
+        assert w["confirmed"]["seeds"] == [1, 2]
+        assert study.user_attrs[f"confirmed:{w['trial']}"]["seeds"] == [1, 2]
+    md = (folder / "report.md").read_text()
+    assert "## Structural sparsity: topk beside the penalty families" in md
+    sentence = sections.l0_sentence(trials, ["topk", "sparse_kl"], 32)
+    assert (sentence or "No topk trial completed with L0 at or below 2, 4, 8") in md
+    assert "figures/slice_topk.png" in md
+    # the frontier draws topk's trials and front beside sparse_kl's, on both axes
+    fig = plots.frontier(trials, Constraint("l0", 32.0), 0.1, {}, tmp_path / "frontier.png")
+    for ax in fig.axes:
+        labels = [line.get_label() for line in ax.get_lines()]
+        assert "topk (3 trials)" in labels and "sparse_kl (3 trials)" in labels
+
+    # the same trials under a mean-activation target: the report says how topk compares, why
+    other = tmp_path / "other"
+    assert main(["report", *where, "--target", "0.05", "--out", str(other)]) == 0
+    md = (other / "report.md").read_text()
+    acts = sorted(t.user_attrs["val_mean_activation"] for t in topk)
+    rest = sorted(t.user_attrs["val_mean_activation"] for t in trials if t not in topk)
+    met = sum(a <= 0.05 for a in acts)
+    assert (f"topk is measured on a scale that is not its own: its 3 completed trials have a "
+            f"median validation mean activation of {acts[1]:.4f}, and {met} of them meet the "
+            f"target; the penalty families' trials, {rest[1]:.4f}. Why:") in md
+    assert "decoder column is held at norm 28 (RMS 1 over the 784 pixels)" in md
