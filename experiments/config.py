@@ -92,7 +92,7 @@ class ExperimentConfig:
                 out[f"{section}.{key}"] = value
         return out
 
-    def replace(self, **flat_values: object) -> "ExperimentConfig":
+    def replace(self, **flat_values: object) -> ExperimentConfig:
         """A copy with dotted-key overrides applied and validated."""
         return from_flat({**self.flat(), **flat_values})
 

@@ -15,7 +15,8 @@ Digits always get the same tab10 colour, so scatter plots and the occupancy map 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np

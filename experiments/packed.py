@@ -26,8 +26,8 @@ autoencoder, so saved models, figures and retraining all see an ordinary Keras m
 from __future__ import annotations
 
 import math
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -338,7 +338,7 @@ class PackedTrainer:
         """Start ``cfg`` in ``slot`` with the weights ``models.build(cfg)`` starts from."""
         self.check(cfg)
         model = self.model
-        for variable, value in zip(self._weights(), self._initial_weights(cfg)):
+        for variable, value in zip(self._weights(), self._initial_weights(cfg), strict=True):
             _set_row(variable, slot, value)
         m = cfg.model
         topk = m.family == "topk"

@@ -34,10 +34,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import optuna
+
 from experiments.config import ConfigError
 from experiments.data import SOURCES
 from experiments.presets import DEFAULT
@@ -148,7 +150,8 @@ def _study(configs, data, pack: int, tracking: bool, folder: str) -> dict:
     counts = out.counts()
     if counts["COMPLETE"] != len(configs):
         raise RuntimeError(f"the bench study ended with {counts}")
-    spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in out.trials]
+    spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in out.trials
+             if t.datetime_complete and t.datetime_start]
     return {"trial_seconds": sum(spans) / len(spans)}  # asked to told, in the pack
 
 
@@ -180,7 +183,7 @@ def measure(variant: str, configs: list[dict], data_name: str) -> dict:
             raise ConfigError(f"unknown bench variant {variant!r}")
         out["seconds"] = time.perf_counter() - start
         # CPU seconds of this process, and of its ended children (tracking's writer process)
-        out["cpu_s"], out["children_cpu_s"] = (b - a for a, b in zip(cpu, _cpu()))
+        out["cpu_s"], out["children_cpu_s"] = (b - a for a, b in zip(cpu, _cpu(), strict=True))
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -206,10 +209,11 @@ def _in_child(variant: str, configs: list[dict], data: str) -> dict:
         os.unlink(f.name)
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(row, widths))) for row in rows)
+                               for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+                     for row in rows)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -15,8 +15,7 @@ from experiments.config import ConfigError, parse_override
 from experiments.data import SOURCES
 from experiments.presets import DEFAULT
 from study.results import DEFAULT_MEASURE, DEFAULT_TARGET, SEEDS, TOP, StudySpec
-from study.space import (DEFAULT_FAMILIES, PRUNERS, SEARCHED_FAMILIES, SEARCHED_KEYS,
-                         check_families)
+from study.space import DEFAULT_FAMILIES, PRUNERS, SEARCHED_FAMILIES, SEARCHED_KEYS, check_families
 from study.storage import DEFAULT_STORAGE, check_url, check_workers, for_helpers
 
 

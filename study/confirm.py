@@ -185,7 +185,8 @@ def confirm(study: optuna.Study, base: ExperimentConfig, data: Dataset, families
     models: dict[tuple[int, int], Result] = {}
     missing = []
     for t in todo:
-        outcomes = [(cfg, r) for (trial, cfg), r in zip(jobs, results[:len(jobs)], strict=True) if trial is t]
+        outcomes = [(cfg, r) for (trial, cfg), r in zip(jobs, results[:len(jobs)], strict=True)
+                    if trial is t]
         mine = [(cfg, r) for cfg, r in outcomes if isinstance(r, Result)]
         if len(mine) < len(outcomes):
             missing.append(t.number)  # a seed diverged: the configuration is not confirmed

@@ -95,10 +95,11 @@ def slices(trials: list[FrozenTrial], params: tuple[str, ...], title: str, path:
         from optuna.visualization.matplotlib import plot_slice
 
         axes = plot_slice(_study_of(trials), params=list(params), target_name=OBJECTIVE)
-        fig = np.ravel(axes)[0].figure
+        panels = list(np.ravel(np.asarray(axes, dtype=object)))
+        fig = panels[0].figure
         fig.suptitle(title)
         fig.set_size_inches(max(4.5, 3.6 * len(params)) + 1.2, 3.8)
-        for ax in np.ravel(axes):
+        for ax in panels:
             if ax.get_xscale() == "log":  # matplotlib's labels overlap on a narrow log axis
                 ax.xaxis.set_major_locator(FixedLocator(log_ticks(*ax.get_xlim())))
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -157,13 +158,13 @@ def frontier(trials: list[FrozenTrial], constraint: Constraint, mean_image: floa
     fig = Figure(figsize=(12, 4.8), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     families = sorted({family(t) for t in done})
-    for ax, (measure, label) in zip(axes, FRONTIER_AXES):
+    for ax, (measure, label) in zip(axes, FRONTIER_AXES, strict=True):
         metric = f"val_{measure}"
         for fam in families:
             color = FAMILY_COLORS.get(fam, "0.3")
             points = [(t.user_attrs[metric], t.user_attrs[OBJECTIVE]) for t in done
                       if family(t) == fam]
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=True)
             ax.scatter(xs, ys, s=14, color=color, alpha=0.35, lw=0, zorder=2)
             front = pareto(points)
             front.append((max(x for x, _ in points), front[-1][1]))  # on to the sparsest

@@ -18,10 +18,12 @@ from optuna.trial import FrozenTrial, TrialState
 from experiments import presets
 from experiments.data import Dataset
 from study import baselines, comparison, plots
+from study.baselines import Baseline, Reference
 from study.confirm import Confirmed
 from study.document import Block, Bullets, Code, Heading, Image, Paragraph, Table, Warn
 from study.results import OBJECTIVE, Constraint, completed, family, feasible
-from study.space import FAMILY_PARAMS, K, RANGES, near_edge
+from study.results import value as objective_value
+from study.space import FAMILY_PARAMS, RANGES, K, near_edge
 from study.storage import mask
 
 BEST_FIGURES = {  # figures of the winner's run, and what to look for in them
@@ -50,8 +52,8 @@ class Findings:
     winner: Confirmed | None
     unconfirmed: list[FrozenTrial]  # candidates not confirmed on those seeds
     confirm_command: str  # what confirms them
-    baselines: dict[str, baselines.Baseline]
-    references: list[baselines.Reference]  # PCA, then the mean image
+    baselines: dict[str, Baseline]
+    references: list[Reference]  # PCA, then the mean image
     shown: FrozenTrial  # whose figures are shown
     figure_source: str
     data: Dataset
@@ -66,7 +68,7 @@ class Findings:
         return self.spec["families"].split(",")
 
     @property
-    def mean_image(self) -> baselines.Reference:
+    def mean_image(self) -> Reference:
         return self.references[-1]
 
 
@@ -140,7 +142,7 @@ def summary(f: Findings) -> list[Block]:
                 f"met on average over the seeds. In the search, on the study's seed alone, it "
                 f"scored val MSE {_f(a['val_mse'])}, test MSE {_f(a['test_mse'])}.")
         cost = cost_sentence(f)
-        return [Paragraph(text)] + ([Paragraph(cost)] if cost else [])
+        return [Paragraph(text), *([Paragraph(cost)] if cost else [])]
     if f.search_overall is not None:
         t, a = f.search_overall, f.search_overall.user_attrs
         return [Paragraph(f"Not confirmed on fresh seeds: the search's best feasible trial is "
@@ -408,7 +410,7 @@ def figures(f: Findings, folder: Path) -> list[Block]:
                         "infeasible trials grey, and the best feasible value so far."))
 
     def penalised(t: FrozenTrial) -> float:
-        return t.value + max(0.0, f.constraint.violation(t.user_attrs))
+        return objective_value(t) + max(0.0, f.constraint.violation(t.user_attrs))
 
     if plots.importances(f.trials, penalised, f"{OBJECTIVE} + excess sparsity measure",
                          out / "importances.png"):

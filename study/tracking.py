@@ -63,7 +63,7 @@ class StudyTracking:
 
     @classmethod
     def open(cls, study: optuna.Study, tags: dict[str, str], uri: str | None = None
-             ) -> "StudyTracking":
+             ) -> StudyTracking:
         """Open the study's parent run (creating it on first use) and mark it RUNNING. A study
         resumed with a tracking store that does not hold its parent run raises TrackingError,
         naming the store it started with, before anything is written; a store that fails

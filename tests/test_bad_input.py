@@ -65,9 +65,9 @@ CASES = {
     "a code too large for memory": (["run", *STUDY, "--data", "<data>", "--set",
                                      "model.latent=100000000"],
                                     "model.latent=100000000 does not fit in memory"),
-    "experiments: a code too large for memory": (["x", "run", "ae", "--data", "<data>", "--set",
-                                                  "model.latent=100000000"],
-                                                 "ae: model.latent=100000000 does not fit in memory"),
+    "experiments: a code too large for memory": (
+        ["x", "run", "ae", "--data", "<data>", "--set", "model.latent=100000000"],
+        "ae: model.latent=100000000 does not fit in memory"),
     "unknown command": (["fly"], "invalid choice: 'fly'"),
     "experiments: unknown name": (["x", "run", "gan"], "unknown experiment 'gan'"),
     "experiments: p out of range": (["x", "run", "sparse_kl", "--set", "model.p=1.5"],

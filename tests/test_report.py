@@ -57,7 +57,7 @@ def test_report_files_show_what_optuna_and_mlflow_stored(reported_study, tiny_np
 
     rows = list(csv.DictReader((folder / "trials.csv").open()))
     assert [int(r["number"]) for r in rows] == [t.number for t in study.trials]
-    for row, t in zip(rows, study.trials):
+    for row, t in zip(rows, study.trials, strict=True):
         assert row["state"] == t.state.name == "COMPLETE"
         assert row["mlflow_run_id"] == t.user_attrs["mlflow_run_id"]
         assert float(row["value"]) == t.value
@@ -186,7 +186,8 @@ def test_document_escapes_every_kind_of_block(tmp_path):
 COMMONMARK = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
 # everything that is markup in Markdown, as a study name or a parameter value could hold it
 MD_EVIL = ("[x](javascript:alert(1)) ![i](x.png) [r]: /ref *em* _em_ __strong__ ~~gone~~ a*b*c "
-           "sparse_kl <b>raw</b> <javascript:alert(1)> &lt; &#60; \\*kept\\* \\ & # h # `<i>code</i>`")
+           "sparse_kl <b>raw</b> <javascript:alert(1)> &lt; &#60; \\*kept\\* \\ & # h # "
+           "`<i>code</i>`")
 BLOCK_STARTS = ["- x", "+ x", "* x", "1. x", "2) x", "# x", "> x", "---", "***", "___", "=== x",
                 "    indented", "[r]: javascript:alert(1)"]
 
@@ -212,7 +213,7 @@ def test_markdown_shows_every_string_as_text(text, tmp_path):
     # the document's own markup: the warning's bold label, the figure and its italic caption
     own = [set()] * 5 + [{"strong_open", "strong_close"}] + [set()] * 4 + [
         {"image"}, {"em_open", "em_close"}]
-    for (piece, kinds), allowed in zip(pieces, own):
+    for (piece, kinds), allowed in zip(pieces, own, strict=True):
         assert kinds <= text_only | allowed, (piece, kinds)
 
 
@@ -495,7 +496,7 @@ def test_a_topk_study_runs_confirms_and_reports_beside_a_penalty_family(tiny_npz
         assert client.get_run(t.user_attrs["mlflow_run_id"]).data.params["model.k"] == str(k)
     s = json.loads((folder / "summary.json").read_text())
     assert set(s["families"]) == {"topk", "sparse_kl"}  # each confirmed on the fresh seeds
-    for fam, w in s["families"].items():
+    for w in s["families"].values():
         assert w["confirmed"]["seeds"] == [1, 2]
         assert study.user_attrs[f"confirmed:{w['trial']}"]["seeds"] == [1, 2]
     md = (folder / "report.md").read_text()
