@@ -18,6 +18,9 @@ pruning, so every variant does the same work:
 - **tracking**: the same study (default pack) with full MLflow tracking against tracking off: a
   trial's time from ask to tell, and the study's from start to end (every write done), on a
   tracking store that exists already, as a user's does.
+- **arithmetic**: how far each is from what the CPU's arithmetic allows: the model's floating
+  point operations per sample and training step (``train_flops``, from the config) against a
+  large float32 matrix product timed in the same run (``matmul``).
 
 Ratios against the baseline of the same run are the figures that count (machines are noisy);
 absolute numbers are for information. Results: a table, and ``bench/results.json``.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -40,13 +44,15 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from experiments.config import ConfigError
+from experiments.config import ConfigError, ExperimentConfig, from_flat
 from experiments.data import SOURCES
 from experiments.presets import DEFAULT
 from study import space
 
 RESULTS = Path("bench/results.json")
 SINGLE_EPOCHS = 60  # one trial, timed epoch by epoch
+PIXELS = 784  # the autoencoders' input and output width
+MATMUL_SIDE, MATMUL_REPEATS = 2048, 10  # the machine's float32 rate: best of 10 products
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +82,30 @@ def trial_configs(n: int, epochs: int, data: str) -> list[dict[str, object]]:
     return configs
 
 
+def train_flops(cfg: ExperimentConfig) -> int:
+    """Floating-point operations of one training step per sample, counting the matrix products:
+    a dense layer n_in → n_out costs 2·n_in·n_out forward, as much for its weights' gradient and
+    as much again for its input's gradient (not needed by the first layer). 784-32-784: 10·784·32
+    = 0.25 MFLOP. Biases, activations, penalties and the optimizer's update (once per batch, not
+    per sample) add a few percent and are left out."""
+    layers = [(PIXELS, cfg.model.latent), (cfg.model.latent, PIXELS)]
+    return sum(2 * n_in * n_out * (2 if i == 0 else 3) for i, (n_in, n_out) in enumerate(layers))
+
+
+def matmul_rate() -> float:
+    """Float32 operations per second of a large matrix product (numpy's BLAS, all cores): what
+    the arithmetic of this machine allows, measured now."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((MATMUL_SIDE, MATMUL_SIDE), dtype=np.float32) for _ in range(2))
+    a @ b  # threads started, caches warm
+    best = math.inf
+    for _ in range(MATMUL_REPEATS):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * MATMUL_SIDE**3 / best
+
+
 # --- one measurement, in its own process -------------------------------------------------------
 
 def _per_epoch(ends: list[float], n: int) -> dict:
@@ -89,7 +119,6 @@ def _single_plain(configs, data, measured: bool) -> dict:
     import keras
 
     from experiments import models
-    from experiments.config import from_flat
     from experiments.train import fit_plain
 
     cfg = from_flat(configs[0]).replace(**{"train.epochs": SINGLE_EPOCHS})
@@ -105,7 +134,6 @@ def _single_plain(configs, data, measured: bool) -> dict:
 
 
 def _single_packed(configs, data) -> dict:
-    from experiments.config import from_flat
     from experiments.packed import PackedTrainer
 
     cfg = from_flat(configs[0]).replace(**{"train.epochs": SINGLE_EPOCHS})
@@ -117,7 +145,6 @@ def _single_packed(configs, data) -> dict:
 
 
 def _study_plain(configs, data) -> dict:
-    from experiments.config import from_flat
     from experiments.runner import final_measures
     from experiments.train import History, fit_plain
 
@@ -132,7 +159,6 @@ def _store(folder: str) -> str:
 
 
 def _study(configs, data, pack: int, tracking: bool, folder: str) -> dict:
-    from experiments.config import from_flat
     from study.results import StudySpec
     from study.runner import open_study, run_study
 
@@ -170,7 +196,9 @@ def measure(variant: str, configs: list[dict], data_name: str) -> dict:
             # (1.4 s here), not once per study
             MlflowClient(_store(folder)).search_experiments()
         start, cpu = time.perf_counter(), _cpu()
-        if kind == "single-plain":
+        if kind == "matmul":
+            out = {"flops_per_s": matmul_rate()}
+        elif kind == "single-plain":
             out = _single_plain(configs, data, measured=arg == "measured")
         elif kind == "single-packed":
             out = _single_packed(configs, data)
@@ -254,21 +282,27 @@ def main(args: argparse.Namespace) -> int:
         studies[f"pack {k}"] = run(f"study:{k},off")
     tracked = {"off": studies.get(f"pack {default}") or run(f"study:{default},off"),
                "full": run(f"study:{default},tracked")}
+    rate = run("matmul")["flops_per_s"]
+    flops = train_flops(from_flat(configs[0]))
+    limit = rate / flops  # trial-samples/s the arithmetic allows
 
     base_single = single["plain fit"]["samples_per_s"]
-    rows = [("single trial", "samples/s", "x plain fit", "first epoch s", "peak MiB")]
+    rows = [("single trial", "samples/s", "x plain fit", "of limit", "first epoch s",
+             "peak MiB")]
     for name, r in single.items():
         rows.append((name, f"{r['samples_per_s']:,.0f}", f"{r['samples_per_s'] / base_single:.2f}",
-                     f"{r['first_epoch_s']:.2f}", f"{r['peak_rss_mib']:,.0f}"))
+                     f"{r['samples_per_s'] / limit:.1%}", f"{r['first_epoch_s']:.2f}",
+                     f"{r['peak_rss_mib']:,.0f}"))
     print("\n" + _table(rows))
     for r in studies.values():
         r["trial_samples_per_s"] = samples / r["seconds"]
         r["trials_per_hour"] = args.trials * 3600 / r["seconds"]
     base_study = studies["sequential, plain fit"]["trial_samples_per_s"]
-    rows = [("study", "trial-samples/s", "trials/hour", "x sequential", "peak MiB")]
+    rows = [("study", "trial-samples/s", "trials/hour", "x sequential", "of limit", "peak MiB")]
     for name, r in studies.items():
         rows.append((name, f"{r['trial_samples_per_s']:,.0f}", f"{r['trials_per_hour']:,.0f}",
-                     f"{r['trial_samples_per_s'] / base_study:.2f}", f"{r['peak_rss_mib']:,.0f}"))
+                     f"{r['trial_samples_per_s'] / base_study:.2f}",
+                     f"{r['trial_samples_per_s'] / limit:.1%}", f"{r['peak_rss_mib']:,.0f}"))
     print("\n" + _table(rows))
     overhead = tracked["full"]["seconds"] / tracked["off"]["seconds"] - 1
     per_trial = tracked["full"]["trial_seconds"] / tracked["off"]["trial_seconds"] - 1
@@ -284,18 +318,35 @@ def main(args: argparse.Namespace) -> int:
           f"{writer / args.trials:.2f} s, the training process "
           f"{(full['cpu_s'] - off['cpu_s']) / args.trials:+.2f} s; training alone "
           f"{off['cpu_s'] / args.trials:.2f} s on {os.cpu_count()} CPUs")
+    best = max(studies, key=lambda k: studies[k]["trial_samples_per_s"])
+    best_rate = studies[best]["trial_samples_per_s"]
+    trainer = single["project trainer + validation"]["samples_per_s"]
+    print(f"\nratios, each against its baseline measured in this run:\n"
+          f"  one trial, project trainer vs plain fit: {trainer / base_single:.2f}x "
+          f"({trainer:,.0f} vs {base_single:,.0f} samples/s)\n"
+          f"  study, {best} vs sequential plain fit: {best_rate / base_study:.2f}x "
+          f"({best_rate:,.0f} vs {base_study:,.0f} trial-samples/s)\n"
+          f"  study with MLflow vs without (pack {default}): {overhead:+.1%} "
+          f"({full['seconds']:.1f} vs {off['seconds']:.1f} s)\n"
+          f"arithmetic: {flops / 1e6:.2f} MFLOP per sample and training step "
+          f"(784-{from_flat(configs[0]).model.latent}-784, forward and backward, matrix "
+          f"products); a {MATMUL_SIDE}x{MATMUL_SIDE} float32 matrix product runs "
+          f"{rate / 1e9:.0f} GFLOP/s here now, so the limit is {limit:,.0f} trial-samples/s; "
+          f"{best} reaches {best_rate / limit:.1%} of it")
     print("(+ validation: the measures on the validation split after every epoch, which a study "
           "needs for pruning)")
     results = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.platform(),
                "cpus": os.cpu_count(), "backend": keras.backend.backend(), "data": args.data,
                "epochs": args.epochs, "trials": args.trials, "default_pack": default,
                "single": single, "study": studies, "tracking": tracked,
-               "ratios": {"single_vs_plain": single["project trainer + validation"][
-                              "samples_per_s"] / base_single,
-                          "single_vs_plain_with_validation": single[
-                              "project trainer + validation"]["samples_per_s"]
+               "arithmetic": {"train_flops_per_sample": flops, "matmul_flops_per_s": rate,
+                              "limit_trial_samples_per_s": limit},
+               "ratios": {"single_vs_plain": trainer / base_single,
+                          "single_vs_plain_with_validation": trainer
                           / single["plain fit + validation"]["samples_per_s"],
                           **{f"{k}_vs_sequential_plain": r["trial_samples_per_s"] / base_study
+                             for k, r in studies.items()},
+                          **{f"{k}_of_limit": r["trial_samples_per_s"] / limit
                              for k, r in studies.items()},
                           "tracking_overhead_per_trial": per_trial,
                           "tracking_overhead_study": overhead}}
