@@ -214,10 +214,11 @@ class PackedAutoencoder(keras.Model):
     slot's training images. Output: each slot's loss and MSE on the batch.
     """
 
-    def __init__(self, base: ExperimentConfig, slots: int, pixels: np.ndarray):
+    def __init__(self, base: ExperimentConfig, slots: int, pixels: np.ndarray, topk: bool):
         super().__init__(name="packed")
         m = base.model
-        self.slots, self.base = slots, base
+        # the top-k step compares every pair of units: only in packs that may hold a topk trial
+        self.slots, self.base, self.topk = slots, base, topk
         latent = m.latent
         self.encoder_kernel = self.add_weight((slots, PIXELS, latent), "zeros", name="enc_w")
         self.encoder_bias = self.add_weight((slots, latent), "zeros", name="enc_b")
@@ -240,6 +241,8 @@ class PackedAutoencoder(keras.Model):
         spec = "bi,kil->kbl" if len(x.shape) == 2 else "kbi,kil->kbl"
         pre = ops.einsum(spec, x, self.encoder_kernel) + self.encoder_bias[:, None, :]
         codes = ops.relu(pre) if self.base.model.activation == "relu" else ops.sigmoid(pre)
+        if not self.topk:
+            return codes
         return keep_top_k(codes, self.hyper["k"][:, None, None])  # k = latent keeps them all
 
     def decode(self, codes):
@@ -294,13 +297,16 @@ class PackedTrainer:
     trial; a slot that has trained its ``train.epochs`` is released after the call.
     """
 
-    def __init__(self, base: ExperimentConfig, data: Dataset, slots: int = 1):
+    def __init__(self, base: ExperimentConfig, data: Dataset, slots: int = 1,
+                 topk: bool | None = None):
+        """``topk``: whether a topk trial may join (default: whether ``base`` is one)."""
         if base.model.family == "vae":
             raise PackError("the VAE is not packed; it trains with models.build and fit")
         if slots < 1:
             raise PackError(f"a pack needs at least one slot, got {slots}")
         self.base, self.data, self.slots = base, data, slots
-        self.model = PackedAutoencoder(base, slots, data.x_train)
+        topk = base.model.family == "topk" if topk is None else topk
+        self.model = PackedAutoencoder(base, slots, data.x_train, topk)
         compiled = backend_compiles()
         batches = math.ceil(len(data.x_train) / base.train.batch_size)
         self.model.compile(
@@ -337,6 +343,8 @@ class PackedTrainer:
     def assign(self, slot: int, cfg: ExperimentConfig) -> None:
         """Start ``cfg`` in ``slot`` with the weights ``models.build(cfg)`` starts from."""
         self.check(cfg)
+        if cfg.model.family == "topk" and not self.model.topk:
+            raise PackError("this pack was made without the top-k step (topk=False)")
         model = self.model
         for variable, value in zip(self._weights(), self._initial_weights(cfg), strict=True):
             _set_row(variable, slot, value)

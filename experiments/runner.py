@@ -231,7 +231,8 @@ def train_all(cfgs: list[ExperimentConfig], data: Dataset, slots: int | None = N
     queue = [i for i, cfg in enumerate(cfgs) if cfg.model.family != "vae"]
     alone = [i for i in range(len(cfgs)) if i not in queue]
     if queue:
-        trainer = PackedTrainer(cfgs[queue[0]], data, min(slots or default_slots(), len(queue)))
+        trainer = PackedTrainer(cfgs[queue[0]], data, min(slots or default_slots(), len(queue)),
+                                topk=any(c.model.family == "topk" for c in cfgs))
         for i in list(queue):
             try:
                 trainer.check(cfgs[i])

@@ -86,7 +86,8 @@ class PackLoop:
         self.study, self.objective, self.data = study, objective, data
         self.n_trials, self.callbacks, self.before_ask = n_trials, list(callbacks), before_ask
         self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.trainer = PackedTrainer(objective.spec.base, data, max(1, min(slots, n_trials)))
+        self.trainer = PackedTrainer(objective.spec.base, data, max(1, min(slots, n_trials)),
+                                     topk="topk" in objective.spec.families)
         self.live: dict[int, _Live] = {}
         self.asked = 0
         self.stopped: str | None = None  # why no more trials are asked, before n_trials

@@ -53,7 +53,8 @@ def train(trials, data, slots=None, schedule=None, exported=None):
     put into that slot after that epoch (a refill, once). ``exported``, a dict, receives each
     trial's model after its last epoch."""
     schedule = dict(schedule or {})
-    trainer = PackedTrainer(trials[0], data, slots or len(trials))
+    trainer = PackedTrainer(trials[0], data, slots or len(trials),
+                            topk=any(t.model.family == "topk" for t in trials))
     where = {}
     for slot, i in enumerate(range(slots or len(trials))):
         trainer.assign(slot, trials[i])
