@@ -20,7 +20,8 @@ from study.storage import DEFAULT_STORAGE, check_url, check_workers, for_helpers
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m study", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m study", description="Hyperparameter studies of "
+                           "sparse autoencoders: search, confirm, report, bench, fault drill.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="create or resume a study and run trials")
     run.add_argument("--family", nargs="+", default=list(DEFAULT_FAMILIES),
