@@ -43,6 +43,13 @@ def unit_scale(decoder_kernel):
                              axis=-1))
 
 
+def decoder_norms(decoder_kernel: np.ndarray) -> dict[str, float]:
+    """The L2 norms of a decoder's columns (units, pixels), median and largest over the code
+    units: how far the decoder grew."""
+    norms = np.linalg.norm(np.asarray(decoder_kernel, np.float64), axis=-1)
+    return {"decoder_norm_median": float(np.median(norms)), "decoder_norm_max": float(norms.max())}
+
+
 def pixel_variance(x: np.ndarray) -> float:
     """Mean over pixels of each pixel's variance over the split: the MSE of predicting the
     split's own mean image, the denominator of the FVU."""

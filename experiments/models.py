@@ -10,6 +10,8 @@ Model code uses ``keras.ops`` only, so it runs on TensorFlow, JAX and PyTorch.
 
 from __future__ import annotations
 
+import threading
+
 import keras
 import numpy as np
 from keras import ops
@@ -195,12 +197,30 @@ def _build_vae(cfg: ExperimentConfig) -> keras.Model:
     return model
 
 
+# held while a model is built: a build in another thread (a study records finished trials in
+# one) must not draw random numbers between a seeded build's reseeding and its initializers
+_BUILDING = threading.Lock()
+
+
 def build(cfg: ExperimentConfig) -> keras.Model:
     """A compiled model for ``cfg``; weights depend only on ``cfg.train.seed``."""
-    keras.utils.set_random_seed(cfg.train.seed)
+    with _BUILDING:
+        keras.utils.set_random_seed(cfg.train.seed)
+        if cfg.model.family == "vae":
+            return _build_vae(cfg)
+        return _build_autoencoder(cfg)
+
+
+def trained(cfg: ExperimentConfig, weights: list[np.ndarray]) -> keras.Model:
+    """The model ``build(cfg)`` makes, holding ``weights`` (a packed slot's): built without
+    reseeding the process, whose initial weights would be overwritten anyway (half the cost of a
+    build)."""
     if cfg.model.family == "vae":
-        return _build_vae(cfg)
-    return _build_autoencoder(cfg)
+        raise ValueError("the VAE is not packed: build it with build(cfg)")
+    with _BUILDING:
+        model = _build_autoencoder(cfg)
+    model.set_weights(weights)
+    return model
 
 
 def _submodel(model: keras.Model, name: str) -> keras.Model:

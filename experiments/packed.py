@@ -376,9 +376,11 @@ class PackedTrainer:
         cfg = self.configs[slot]
         if cfg is None:
             raise PackError(f"slot {slot} holds no trial")
-        plain = models.build(cfg)
-        plain.set_weights([ops.convert_to_numpy(v.value[slot]) for v in self._weights()])
-        return plain
+        return models.trained(cfg, self.weights(slot))
+
+    def weights(self, slot: int) -> list[np.ndarray]:
+        """The slot's weights now, as the plain model's ``get_weights()`` lists them."""
+        return [ops.convert_to_numpy(v.value[slot]) for v in self._weights()]
 
     def measure(self, x: np.ndarray, bce: bool = False) -> dict[str, np.ndarray]:
         """Every slot's measures on ``x`` (n, 784), each an array (slots,)."""
@@ -390,6 +392,18 @@ class PackedTrainer:
             part = x[start:start + chunk]
             measures.add_sums(self._sums[bce](ops.convert_to_tensor(part, "float32")), len(part))
         return {key: np.asarray(value) for key, value in measures.result().items()}
+
+    def final_measures(self, slots: list[int]) -> dict[int, dict[str, float]]:
+        """What ``runner.final_measures`` gives of each slot's exported model, for all ``slots``
+        in one pass over the validation and test splits, without building a plain model."""
+        if not slots:
+            return {}
+        splits = {"val": self.measure(self.data.x_val, bce=True),
+                  "test": self.measure(self.data.x_test, bce=True)}
+        kernels = ops.convert_to_numpy(self.model.decoder_kernel)
+        return {k: {**{f"{split}_{name}": float(values[k]) for split, measured in splits.items()
+                       for name, values in measured.items()},
+                    **metrics.decoder_norms(kernels[k])} for k in slots}
 
     def _chunk_sums(self, x, bce: bool) -> dict:
         codes = self.model.encode(x)

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from matplotlib.figure import Figure
 
-from experiments import figures, models, occupancy
+from experiments import figures, metrics, models, occupancy
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
 from experiments.packed import PackedTrainer, PackError, default_slots
@@ -49,7 +49,7 @@ class Recorder(Protocol):
 
 @dataclass
 class Result:
-    model: keras.Model
+    model: keras.Model | None  # None: a study's trial, measured in its pack, not tracked
     history: dict[str, list[float]]
     final: dict[str, float]  # last epoch's val_* and the test_* measures
     seconds: float  # training time
@@ -177,6 +177,8 @@ def record_artifacts(recorder: Recorder, result: Result, data: Dataset, cfg: Exp
     """Figures (all that apply, or those named), model, config and history of a finished run
     (the files of ``artifact_paths``). The figures are drawn as charts, or, if not ``drawn``,
     logged as their bare pictures (``pictures``: a study's trials)."""
+    if result.model is None:
+        raise ValueError("a result without its model has no artefacts to record")
     if drawn:
         recorder.log_figures(sketch(result.model, data, cfg, figure_names), FIGURE_DIR)
     else:
@@ -201,9 +203,7 @@ def final_measures(model: keras.Model, data: Dataset) -> dict[str, float]:
     out = {**evaluate_split(model, data.x_val, "val"), **evaluate_split(model, data.x_test, "test")}
     kernel = models.decoder_kernel(model)
     if kernel is not None:
-        norms = np.linalg.norm(kernel, axis=1)  # (units,)
-        out |= {"decoder_norm_median": float(np.median(norms)),
-                "decoder_norm_max": float(norms.max())}
+        out |= metrics.decoder_norms(kernel)
     return out
 
 
@@ -254,6 +254,8 @@ def train_all(cfgs: list[ExperimentConfig], data: Dataset, slots: int | None = N
             fill(slot)
 
         def each(epochs) -> None:
+            finals = trainer.final_measures(
+                [s for s, (epoch, _) in epochs.items() if epoch == cfgs[live[s][0]].train.epochs])
             for slot, (epoch, values) in epochs.items():
                 i, history, start = live[slot]
                 history(epoch, values)
@@ -262,8 +264,8 @@ def train_all(cfgs: list[ExperimentConfig], data: Dataset, slots: int | None = N
                 except TrainingDiverged:
                     done(slot)  # no result; the slot goes to the next config
                     continue
-                if epoch == cfgs[i].train.epochs:
-                    results[i] = evaluate(trainer.export(slot), history, data,
+                if slot in finals:
+                    results[i] = measured(trainer.export(slot), history, finals[slot],
                                           time.perf_counter() - start)
                     done(slot)
 
@@ -281,8 +283,14 @@ def train_all(cfgs: list[ExperimentConfig], data: Dataset, slots: int | None = N
 def evaluate(model: keras.Model, history: dict[str, list[float]], data: Dataset,
              seconds: float) -> Result:
     """The result of a trained model, with its final measures."""
-    return Result(model, history, {**final_measures(model, data), "train_seconds": seconds},
-                  seconds)
+    return measured(model, history, final_measures(model, data), seconds)
+
+
+def measured(model: keras.Model | None, history: dict[str, list[float]], final: dict[str, float],
+             seconds: float) -> Result:
+    """The result of a trained model whose ``final_measures`` were taken already (in its pack:
+    ``PackedTrainer.final_measures``)."""
+    return Result(model, history, {**final, "train_seconds": seconds}, seconds)
 
 
 def record_final(recorder: Recorder, result: Result, cfg: ExperimentConfig) -> None:

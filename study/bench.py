@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, default=16, help="trials per study (default 16)")
     parser.add_argument("--packs", type=int, nargs="+", default=[1, 4, 8, 16],
                         help="pack sizes to measure (default 1 4 8 16)")
+    parser.add_argument("--backends", nargs="*", default=None,
+                        help="other Keras backends to measure this project's trainer on "
+                             "(default: jax when it is installed)")
     parser.add_argument("--out", default=str(RESULTS), help=f"results JSON (default {RESULTS})")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: one measurement
 
@@ -222,13 +226,14 @@ def _cpu() -> tuple[float, float]:
     return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
-def _in_child(variant: str, configs: list[dict], data: str) -> dict:
+def _in_child(variant: str, configs: list[dict], data: str, backend: str | None = None) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(configs, f)
+    env = os.environ | ({"KERAS_BACKEND": backend} if backend else {})
     try:
         done = subprocess.run([sys.executable, "-m", "study", "bench", "--variant", variant,
                                "--out", f.name, "--data", data],
-                              capture_output=True, text=True, check=False)
+                              capture_output=True, text=True, check=False, env=env)
         if done.returncode != 0:
             raise RuntimeError(f"bench variant {variant} failed: "
                                f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
@@ -237,7 +242,15 @@ def _in_child(variant: str, configs: list[dict], data: str) -> dict:
         os.unlink(f.name)
 
 
-def _table(rows: Sequence[tuple[str, ...]]) -> str:
+def _table(header: Sequence[str], results: dict[str, dict], rate: str, baseline: float,
+           limit: float, more: Sequence[tuple[str, str]] = ()) -> str:
+    """One row per result: its ``rate`` key, as a multiple of ``baseline`` and a fraction of
+    ``limit``, then each ``(key, format)`` of ``more``."""
+    rows = [tuple(header)]
+    for name, r in results.items():
+        rows.append((name, f"{r[rate]:,.0f}", *(f"{r[key]:{form}}" for key, form in more[:1]),
+                     f"{r[rate] / baseline:.2f}", f"{r[rate] / limit:.1%}",
+                     *(f"{r[key]:{form}}" for key, form in more[1:])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                                for i, (c, w) in enumerate(zip(row, widths, strict=True)))
@@ -270,16 +283,20 @@ def main(args: argparse.Namespace) -> int:
           f"({args.data}), Keras {keras.__version__} on {keras.backend.backend()}, "
           f"{os.cpu_count()} CPUs", flush=True)
 
-    def run(variant: str) -> dict:
-        print(f"  measuring {variant} ...", flush=True)
-        return _in_child(variant, configs, args.data)
+    def run(variant: str, backend: str | None = None) -> dict:
+        print(f"  measuring {variant}{f' on {backend}' if backend else ''} ...", flush=True)
+        return _in_child(variant, configs, args.data, backend)
 
+    others = [b for b in (["jax"] if args.backends is None and find_spec("jax") else
+                          args.backends or []) if b != keras.backend.backend()]
     single = {"plain fit": run("single-plain"),
               "plain fit + validation": run("single-plain:measured"),
-              "project trainer + validation": run("single-packed")}
+              "project trainer + validation": run("single-packed"),
+              **{f"project trainer + validation ({b})": run("single-packed", b) for b in others}}
     studies = {"sequential, plain fit": run("study-plain")}
     for k in args.packs:
         studies[f"pack {k}"] = run(f"study:{k},off")
+    studies |= {f"pack {default} ({b})": run(f"study:{default},off", b) for b in others}
     tracked = {"off": studies.get(f"pack {default}") or run(f"study:{default},off"),
                "full": run(f"study:{default},tracked")}
     rate = run("matmul")["flops_per_s"]
@@ -287,23 +304,16 @@ def main(args: argparse.Namespace) -> int:
     limit = rate / flops  # trial-samples/s the arithmetic allows
 
     base_single = single["plain fit"]["samples_per_s"]
-    rows = [("single trial", "samples/s", "x plain fit", "of limit", "first epoch s",
-             "peak MiB")]
-    for name, r in single.items():
-        rows.append((name, f"{r['samples_per_s']:,.0f}", f"{r['samples_per_s'] / base_single:.2f}",
-                     f"{r['samples_per_s'] / limit:.1%}", f"{r['first_epoch_s']:.2f}",
-                     f"{r['peak_rss_mib']:,.0f}"))
-    print("\n" + _table(rows))
+    print("\n" + _table(("single trial", "samples/s", "x plain fit", "of limit", "first epoch s",
+                         "peak MiB"), single, "samples_per_s", base_single, limit,
+                        (("first_epoch_s", ".2f"), ("peak_rss_mib", ",.0f"))))
     for r in studies.values():
         r["trial_samples_per_s"] = samples / r["seconds"]
         r["trials_per_hour"] = args.trials * 3600 / r["seconds"]
     base_study = studies["sequential, plain fit"]["trial_samples_per_s"]
-    rows = [("study", "trial-samples/s", "trials/hour", "x sequential", "of limit", "peak MiB")]
-    for name, r in studies.items():
-        rows.append((name, f"{r['trial_samples_per_s']:,.0f}", f"{r['trials_per_hour']:,.0f}",
-                     f"{r['trial_samples_per_s'] / base_study:.2f}",
-                     f"{r['trial_samples_per_s'] / limit:.1%}", f"{r['peak_rss_mib']:,.0f}"))
-    print("\n" + _table(rows))
+    print("\n" + _table(("study", "trial-samples/s", "trials/hour", "x sequential", "of limit",
+                         "peak MiB"), studies, "trial_samples_per_s", base_study, limit,
+                        (("trials_per_hour", ",.0f"), ("peak_rss_mib", ",.0f"))))
     overhead = tracked["full"]["seconds"] / tracked["off"]["seconds"] - 1
     per_trial = tracked["full"]["trial_seconds"] / tracked["off"]["trial_seconds"] - 1
     print(f"\ntracking (pack {default}, every trial complete, figures and model for each):\n"

@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
 from experiments.packed import PackedTrainer
-from experiments.runner import evaluate
+from experiments.runner import measured
 from experiments.train import EpochHook, History, TrainingDiverged, check_finite
 from study.objective import Objective
 from study.workers import FAIL_REASON
@@ -130,6 +130,9 @@ class PackLoop:
         self.trainer.assign(slot, cfg)
 
     def _on_epoch(self, results) -> None:
+        # the final measures of every trial at its last epoch, in one pass over the pack
+        finals = self.trainer.final_measures(
+            [s for s, (epoch, _) in results.items() if epoch == self.live[s].cfg.train.epochs])
         for slot, (epoch, values) in results.items():
             live = self.live[slot]
             try:
@@ -142,14 +145,16 @@ class PackLoop:
             except TrainingDiverged as err:
                 self._end(slot, TrialState.FAIL, f"{type(err).__name__}: {err}")
                 continue
-            if epoch == live.cfg.train.epochs:
-                self._complete(slot)
+            if slot in finals:
+                self._complete(slot, finals[slot])
 
-    def _complete(self, slot: int) -> None:
+    def _complete(self, slot: int, final: dict[str, float]) -> None:
         live = self.live.pop(slot)
-        result = evaluate(self.trainer.export(slot), live.history, self.data,
-                          time.perf_counter() - live.start)
-        value = self.objective.complete(live.trial, live.cfg, live.run, result)
+        result = measured(None, live.history, final, time.perf_counter() - live.start)
+        # its weights only where its run records them: its model is built there (the file, the
+        # pictures), while the pack trains on
+        weights = self.trainer.weights(slot) if live.run is not None else None
+        value = self.objective.complete(live.trial, live.cfg, live.run, result, weights)
         self._told(self.study.tell(live.trial, value), slot)
 
     def _end(self, slot: int, state: TrialState, reason: str, refill: bool = True) -> None:

@@ -11,10 +11,12 @@ interface.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import optuna
 
+from experiments import models
 from experiments.config import ExperimentConfig, from_flat
 from experiments.data import Dataset
 from experiments.runner import (
@@ -128,21 +130,35 @@ class Objective:
         trial.set_constraint(self.spec.measure, violation)
         return violation
 
-    def complete(self, trial: optuna.Trial, cfg: ExperimentConfig, run, result: Result) -> float:
-        """Store the measures, set the constraint, record the artefacts; the objective value."""
+    def complete(self, trial: optuna.Trial, cfg: ExperimentConfig, run, result: Result,
+                 weights: list[np.ndarray] | None = None) -> float:
+        """Store the measures, set the constraint; the objective value. The run's record (model,
+        pictures, final metrics, end) is made in the tracking's recording thread, from the
+        trained ``weights`` when ``result`` has no model, while training goes on."""
         final = result.final
         for key, value in final.items():
             trial.set_user_attr(key, value)
         trial.set_user_attr(MEASURES_ATTR, sorted(final))  # what its run's record must hold
         violation = self._constrain(trial, final)
-        if run is not None and self.tracking is not None:  # queued: written while training goes on
-            record_artifacts(run, result, self.data, cfg,
-                             figure_names=trial_figures(cfg, self.data), drawn=False)
-            # the final metrics go in one write with the end tags
-            record_final(run, result, cfg)
-            run.log_metrics({CONSTRAINT_METRIC: violation}, step=cfg.train.epochs)
-            self.tracking.end_trial(run, "COMPLETE", feasible=violation <= 0)
+        if run is not None and self.tracking is not None:
+            if result.model is None and weights is None:
+                raise ValueError("a tracked trial needs its model or its weights")
+            self.tracking.in_background(
+                f"recording trial {trial.number}",
+                lambda: self._record(run, cfg, result, weights, violation))
         return final[OBJECTIVE]
+
+    def _record(self, run, cfg: ExperimentConfig, result: Result,
+                weights: list[np.ndarray] | None, violation: float) -> None:
+        assert self.tracking is not None
+        if result.model is None:
+            result = replace(result, model=models.trained(cfg, weights or []))
+        record_artifacts(run, result, self.data, cfg, figure_names=trial_figures(cfg, self.data),
+                         drawn=False)
+        # the final metrics go in one write with the end tags
+        record_final(run, result, cfg)
+        run.log_metrics({CONSTRAINT_METRIC: violation}, step=cfg.train.epochs)
+        self.tracking.end_trial(run, "COMPLETE", feasible=violation <= 0)
 
     def abort(self, run, state: str, reason: str) -> None:
         """End the trial's run as PRUNED or FAIL, with the reason."""

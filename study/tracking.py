@@ -18,6 +18,7 @@ the training: only a trial's run that cannot be created stops the asking of new 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import optuna
@@ -60,6 +61,10 @@ class StudyTracking:
         # the study's running metrics
         self.parent_log = QueuedRun(self.writer, parent.run_id, what="the study's run")
         self.errors: list[str] = []  # what failed in this process, beside the writer's writes
+        # finished trials' models built and saved, their last writes queued, while training goes
+        # on (the compiled epoch leaves Python's lock free): one thread, in the order given
+        self._recording = ThreadPoolExecutor(1, thread_name_prefix="recording")
+        self._given: list[Future] = []
 
     @classmethod
     def open(cls, study: optuna.Study, tags: dict[str, str], uri: str | None = None
@@ -115,6 +120,19 @@ class StudyTracking:
         if recorded:
             run.mark_recorded()
 
+    def in_background(self, what: str, call: Callable[[], None]) -> None:
+        """``call()`` in the recording thread, after everything given before it; if it fails, it
+        is counted and named in ``failures`` (``what`` says what failed), as a store's failure
+        is, and the study goes on."""
+        self._given.append(self._recording.submit(self.guarded, what, call, None))
+
+    def drain(self) -> None:
+        """Wait until the recording thread has done everything given to it so far, and its
+        writes are queued."""
+        given, self._given = self._given, []
+        for future in given:
+            future.result()
+
     def reconcile(self, trials: list[FrozenTrial], lost: Sequence[FrozenTrial] = ()) -> int:
         """End the runs still RUNNING of ``trials``, ended trials whose worker is gone, and give
         each trial of ``lost``, failed before its run was created, a FAILED run, so that every
@@ -125,7 +143,8 @@ class StudyTracking:
             trials, lost), 0)
 
     def _reconcile(self, trials: list[FrozenTrial], lost: Sequence[FrozenTrial]) -> int:
-        self.writer.flush()  # runs this process has ended but not yet written are not dead
+        self.drain()  # runs this process has ended but not yet written are not dead
+        self.writer.flush()
         running = self.tracker.running_runs()
         fixed = 0
         for t in trials:
@@ -149,7 +168,8 @@ class StudyTracking:
 
     def unrecorded(self) -> set[str]:
         """Ids of this study's runs tagged ``recorded=false`` (none if the store fails)."""
-        self.writer.flush()  # this process's own runs: recorded by now, unless writes failed
+        self.drain()  # this process's own runs: recorded by now, unless writes failed
+        self.writer.flush()
         return self.guarded("looking for unrecorded runs",
                             lambda: set(self.tracker.tagged(RECORDED, "false")), set())
 
@@ -172,6 +192,8 @@ class StudyTracking:
     def close(self, status: str = "FINISHED", end_parent: bool = True) -> None:
         """Wait until every queued write is done, then end the study's run (the coordinator of
         a parallel study does, its helper workers do not)."""
+        self.drain()
+        self._recording.shutdown()
         self.parent_log.flush()
         self.writer.close()
         if end_parent:

@@ -5,6 +5,7 @@ import pytest
 
 from experiments import models
 from experiments.packed import PackedTrainer, PackError
+from experiments.runner import final_measures
 from experiments.train import evaluate_split
 from tests.conftest import tiny
 
@@ -154,6 +155,28 @@ def test_export_is_the_plain_model_with_the_slots_weights(tiny_data):
     x = tiny_data.x_val
     reconstruction = models.decode(model, models.encode(model, x))
     assert np.mean((reconstruction - x) ** 2) == pytest.approx(values["val_mse"], rel=1e-5)
+
+
+def test_final_measures_in_the_pack_are_the_exported_models(tiny_data):
+    # a study's trial is measured in its pack; its record must say what its saved model does
+    trainer = PackedTrainer(TRIALS[0], tiny_data, len(TRIALS), topk=True)
+    for slot, cfg in enumerate(TRIALS):
+        trainer.assign(slot, cfg)
+    got = {}
+
+    def on_epoch(results):
+        if all(epoch == EPOCHS for epoch, _ in results.values()):
+            finals = trainer.final_measures(list(results))
+            got.update({slot: (finals[slot], final_measures(trainer.export(slot), tiny_data))
+                        for slot in results})
+
+    trainer.run(on_epoch)
+    assert sorted(got) == list(range(len(TRIALS)))
+    for slot, (packed, plain) in got.items():
+        assert {"val_mse", "test_bce", "test_l0", "decoder_norm_max"} <= plain.keys()
+        assert packed.keys() == plain.keys()
+        for key, want in plain.items():
+            assert packed[key] == pytest.approx(want, rel=1e-5, abs=1e-7), (TRIALS[slot].name, key)
 
 
 def test_a_diverging_slot_leaves_the_others_alone(tiny_data):

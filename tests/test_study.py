@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from experiments.presets import DEFAULT
 from study import baselines, confirm, space
 from study.cli import main
+from study.commandline import helper_commands, parser, spec_from_args
 from study.objective import MissingMetric, Objective
 from study.results import Constraint, Seeded, StudySpec, best_feasible
 from study.runner import StudyError, open_study, run_study
@@ -424,3 +425,15 @@ def test_a_fresh_seed_retrains_best_config_within_the_confirmed_spread(tiny_npz,
         fresh = run.data.metrics["test_mse"]
         assert abs(fresh - mean) <= 3 * sd and abs(fresh - mean) <= 0.1 * mean, (seed, fresh,
                                                                                  mean, sd)
+
+
+@pytest.mark.parametrize("argv, epochs", [([], 50), (["--data", "fashion-mnist"], 20),
+                                          (["--data", "mnist"], 20),
+                                          (["--data", "fashion-mnist", "--epochs", "7"], 7)])
+def test_the_default_budget_follows_the_data(argv, epochs):
+    # 50 epochs of mnist-5k's 3,200 digits; 20 of the full sets' 48,000 images
+    args = parser().parse_args(["run", *argv, "--workers", "2"])
+    spec = spec_from_args(args)
+    assert spec.base.train.epochs == epochs and spec.name.endswith(f"-{epochs}ep")
+    [helper] = helper_commands(args, spec.name)
+    assert helper[helper.index("--epochs") + 1] == str(epochs)

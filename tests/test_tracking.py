@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -116,10 +117,21 @@ def test_a_run_is_marked_recorded_only_when_every_write_to_it_succeeded(tracking
         while writer.failures < 3 and time.monotonic() < deadline:
             QueuedRun(writer, clean.run_id, what="trial 0").set_tags({"late": 1})
             writer.flush()
-        assert writer.failures >= 3 and "trial 0 (set_tags)" in writer.summary()
+        assert writer.failures >= 3 and "trial 0 (log_metric_steps)" in writer.summary()
     finally:
         writer.close()
     client = MlflowClient(tracking_uri)
     assert client.get_run(clean.run_id).data.tags[RECORDED] == "true"
     assert client.get_run(clean.run_id).data.metrics == {"x": 1.0}
     assert client.get_run(broken.run_id).data.tags[RECORDED] == "false"
+
+
+def test_a_sqlite_store_commits_to_a_write_ahead_log(tracking_uri):
+    # in SQLite's default journal mode every one of MLflow's commits waits for the disk twice
+    Tracker("wal").start_run("a run", params={"x": 1})
+    path = tracking_uri.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert MlflowClient(tracking_uri).search_runs(
+        [MlflowClient(tracking_uri).get_experiment_by_name("wal").experiment_id]
+    )[0].data.params == {"x": "1"}

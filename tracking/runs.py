@@ -18,9 +18,13 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+from mlflow.utils.validation import (
+    MAX_ENTITIES_PER_BATCH,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+)
 
-from tracking.store import tracking_uri
+from tracking.store import tracking_uri, write_ahead
 
 PARENT_TAG = "mlflow.parentRunId"
 STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -69,6 +73,7 @@ class Tracker:
 
     def __init__(self, experiment: str, uri: str | None = None):
         self.uri = tracking_uri(uri)
+        write_ahead(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
@@ -142,20 +147,31 @@ class Run:
         self.log_metric_steps([(metrics, step)])
 
     def log_metric_steps(self, entries: list[tuple[dict[str, float], int]],
-                         tags: dict[str, object] | None = None) -> None:
-        """Log several steps' metrics ``[(metrics, step), ...]``, and ``tags`` with the last of
-        them, in as few writes as possible."""
+                         tags: Mapping[str, object] | None = None,
+                         params: Mapping[str, object] | None = None) -> None:
+        """Log several steps' metrics ``[(metrics, step), ...]``, with ``tags`` and ``params``,
+        in as few writes as possible: MLflow's SQL store pays about as much for each write as
+        for 60 values in it."""
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for metrics, step in entries
-                 for k, v in metrics.items()]
-        starts = range(0, len(items), MAX_METRICS_PER_BATCH)
-        for i in starts:
-            last = i == starts[-1]
-            self.client.log_batch(self.run_id, metrics=items[i:i + MAX_METRICS_PER_BATCH],
-                                  tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()]
-                                  if last else ())
-        if not items and tags:
-            self.set_tags(tags)
+        metrics = [Metric(k, float(v), now, step) for values, step in entries
+                   for k, v in values.items()]
+        others = [*(Param(k, str(v)) for k, v in (params or {}).items()),
+                  *(RunTag(k, str(v)) for k, v in (tags or {}).items())]
+        if len(others) > MAX_PARAMS_TAGS_PER_BATCH:  # a batch holds 100 params and tags at most
+            if params:
+                self.log_params(params)
+            if tags:
+                self.set_tags(tags)
+            others = []
+        room = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(others))
+        chunks = [metrics[i:i + room] for i in range(0, len(metrics), room)] or [[]]
+        for chunk in chunks[:-1]:
+            self.client.log_batch(self.run_id, metrics=chunk)
+        if chunks[-1] or others:
+            self.client.log_batch(
+                self.run_id, metrics=chunks[-1],
+                params=[p for p in others if isinstance(p, Param)],
+                tags=[t for t in others if isinstance(t, RunTag)])
 
     def log_figure(self, figure, path: str) -> None:
         """Save a matplotlib figure as a PNG artefact at ``path`` (e.g. ``figures/x.png``)."""

@@ -4,7 +4,9 @@ and print their help without loading MLflow."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -47,6 +49,19 @@ def check_store(uri: str) -> None:
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
             raise TrackingError(f"tracking store {uri}: folder {folder} does not exist")
+
+
+def write_ahead(uri: str) -> None:
+    """Put a SQLite store in write-ahead-log mode (kept by the file; no-op for other stores).
+    In SQLite's default mode every commit syncs the journal and the database to disk, and
+    MLflow commits several times per write: a study's trial waited 0.4 s for the disk, against
+    0.2 s of CPU. In WAL mode a commit appends to one log, synced as before (nothing is less
+    durable), and readers (the UI) do not block the writer."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = uri.removeprefix("sqlite:///").split("?")[0]
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
 
 
 def tracking_uri(override: str | None = None) -> str:

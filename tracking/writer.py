@@ -35,9 +35,10 @@ from mlflow import MlflowClient
 
 from tracking.runs import Run
 
-# metric values per run gathered before they are sent (MLflow takes 1,000): a few epochs'
-# worth, so that most of a trial's are written while it trains, not after it ends
-BATCH = 50
+# metric values per run gathered before they are sent (MLflow takes 1,000 in a write): each
+# write to MLflow's SQL store costs about as much as 60 values in it, so a run's values are sent
+# every 240 (20 epochs of a study's trial), or every BATCH_S seconds while it trains
+BATCH, BATCH_S = 240, 30.0
 ORPHAN_POLL_S = 1.0  # how often the writer checks that its training process is alive
 
 _clients: dict[tuple[int, str], MlflowClient] = {}
@@ -187,16 +188,23 @@ class QueuedRun:
     def __init__(self, writer: Writer, run_id: str, what: str = ""):
         self.writer, self.run_id, self.what = writer, run_id, what
         self._metrics: list[tuple[dict[str, float], int]] = []
+        self._params: dict[str, str] = {}  # sent with the next metrics or tags
+        self._since = time.monotonic()  # when the metrics gathered so far began
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        if not self._metrics:
+            self._since = time.monotonic()
         self._metrics.append((dict(metrics), step))
-        if sum(len(m) for m, _ in self._metrics) >= BATCH:
+        if (sum(len(m) for m, _ in self._metrics) >= BATCH
+                or time.monotonic() - self._since >= BATCH_S):
             self._send_metrics()
 
-    def _send_metrics(self) -> None:
-        if self._metrics:
-            self.writer.send(self.run_id, "log_metric_steps", self._metrics, what=self.what)
-            self._metrics = []
+    def _send_metrics(self, tags: dict[str, str] | None = None) -> None:
+        """The metrics and params gathered so far, and ``tags``, in one write."""
+        if self._metrics or self._params or tags:
+            self.writer.send(self.run_id, "log_metric_steps", self._metrics, tags, self._params,
+                             what=self.what)
+            self._metrics, self._params = [], {}
 
     def _send(self, method: str, *args, remove: str | None = None) -> None:
         self._send_metrics()  # in the order logged
@@ -221,17 +229,12 @@ class QueuedRun:
         self._send("log_file", copy, artifact_dir, remove=folder)
 
     def log_params(self, params: dict[str, object]) -> None:
-        self._send("log_params", {k: str(v) for k, v in params.items()})
+        """Sent with the next metrics or tags (or the next other write)."""
+        self._params.update({k: str(v) for k, v in params.items()})
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
-        """In one write with the metrics gathered so far."""
-        tags = {k: str(v) for k, v in tags.items()}
-        if self._metrics:
-            self.writer.send(self.run_id, "log_metric_steps", self._metrics, tags,
-                             what=self.what)
-            self._metrics = []
-        else:
-            self._send("set_tags", tags)
+        """In one write with the metrics and params gathered so far."""
+        self._send_metrics({k: str(v) for k, v in tags.items()})
 
     def finish(self, status: str = "FINISHED") -> None:
         self._send("finish", status)
