@@ -20,11 +20,11 @@ from experiments import cli as experiments_cli
 from experiments import data as data_module
 from experiments.config import load_json
 from experiments.metrics import mse
-from study import document, plots, report, sections
 from study.cli import main
+from study.report import document, plots, sections, write
+from study.report.sections import edge_warnings
 from study.results import Constraint, feasible
 from study.runner import SPEC_ATTR
-from study.sections import edge_warnings
 from study.storage import open_storage
 from study.tracking import PARENT_ATTR
 from tracking.registry import model_name
@@ -302,7 +302,7 @@ def test_latest_study_is_the_one_whose_trial_started_last(tmp_path):
     for name in ("second", "first"):  # "first" ran a trial most recently
         study = optuna.load_study(study_name=name, storage=storage)
         study.tell(study.ask(), 1.0)
-    assert report.latest_study(storage) == "first"
+    assert write.latest_study(storage) == "first"
 
 
 def test_edge_warnings_name_each_parameter_at_a_range_end():

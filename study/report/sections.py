@@ -17,10 +17,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from experiments import presets
 from experiments.data import Dataset
-from study import baselines, comparison, plots
+from study import baselines
 from study.baselines import Baseline, Reference
 from study.confirm import Confirmed
-from study.document import Block, Bullets, Code, Heading, Image, Paragraph, Table, Warn
+from study.report import comparison, plots
+from study.report.document import Block, Bullets, Code, Heading, Image, Paragraph, Table, Warn
 from study.results import OBJECTIVE, Constraint, completed, family, feasible
 from study.results import value as objective_value
 from study.space import FAMILY_PARAMS, RANGES, K, near_edge

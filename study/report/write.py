@@ -31,8 +31,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from experiments.config import from_flat
 from experiments.data import Dataset
-from study import baselines, comparison, confirm, plots, sections
-from study.document import html_page, markdown
+from study import baselines, confirm
+from study.report import comparison, plots, sections
+from study.report.document import html_page, markdown
 from study.results import (
     SEEDS,
     TOP,
