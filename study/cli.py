@@ -82,7 +82,8 @@ def _confirm(args: argparse.Namespace) -> int:
     from experiments import data as data_module
     from experiments.packed import default_slots
     from study import confirm as confirming
-    from study.report.write import ReportError, load_study, open_tracking
+    from study.report import ReportError
+    from study.report.write import load_study, open_tracking
     from study.runner import stored_spec
 
     try:
@@ -107,13 +108,13 @@ def _confirm(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from study.report import write
+    from study.report import ReportError, write
 
     try:
         check_study_name(args.study_name)
         written = write.write(args.storage, args.study_name, args.out, args.tracking_uri,
                               chosen_target(args))
-    except (ConfigError, DataError, StorageError, write.ReportError) as err:
+    except (ConfigError, DataError, StorageError, ReportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"report: {written.folder / 'report.html'} (and report.md, summary.json, trials.csv"

@@ -21,7 +21,7 @@ from experiments import data as data_module
 from experiments.config import load_json
 from experiments.metrics import mse
 from study.cli import main
-from study.report import document, plots, sections, write
+from study.report import document, plots, structural, write
 from study.report.sections import edge_warnings
 from study.results import Constraint, feasible
 from study.runner import SPEC_ATTR
@@ -459,7 +459,7 @@ def test_the_l0_sentence_measures_each_penalty_family_against_topk_at_the_same_l
                      ("sparse_kl", 0.060, 1.9, None), ("sparse_kl", 0.0375, 3.5, None),
                      ("sparse_kl", 0.020, 20.0, None), ("ncae", 0.036, 7.0, None))
     families = ["sparse_kl", "ncae", "topk"]
-    text = sections.l0_sentence(trials, families, latent=32)
+    text = structural.l0_sentence(trials, families, latent=32)
     # by hand: at L0 ≤ 2 topk's best is trial 0 (0.040), sparse_kl's trial 3 (0.060 = 1.50×);
     # at ≤ 4 and ≤ 8 topk's is trial 1 (0.030), sparse_kl's trial 4 (0.0375 = 1.25×); ncae's
     # only trial (0.036 = 1.20×) counts from ≤ 8; sparse_kl's 0.020 at L0 20 at none
@@ -467,8 +467,8 @@ def test_the_l0_sentence_measures_each_penalty_family_against_topk_at_the_same_l
         "at L0 ≤ 2, topk 0.0400 (trial 0, k=2); sparse_kl 1.50×, ncae none that sparse; "
         "at L0 ≤ 4, topk 0.0300 (trial 1, k=4); sparse_kl 1.25×, ncae none that sparse; "
         "at L0 ≤ 8, topk 0.0300 (trial 1, k=4); sparse_kl 1.25×, ncae 1.20×.")
-    assert sections.l0_sentence(trials[3:], families, latent=32) is None  # no topk trial
-    assert "at L0 ≤ 8" not in sections.l0_sentence(trials, families, latent=4)
+    assert structural.l0_sentence(trials[3:], families, latent=32) is None  # no topk trial
+    assert "at L0 ≤ 8" not in structural.l0_sentence(trials, families, latent=4)
 
 
 def test_a_topk_study_runs_confirms_and_reports_beside_a_penalty_family(tiny_npz, tmp_path):
@@ -501,7 +501,7 @@ def test_a_topk_study_runs_confirms_and_reports_beside_a_penalty_family(tiny_npz
         assert study.user_attrs[f"confirmed:{w['trial']}"]["seeds"] == [1, 2]
     md = (folder / "report.md").read_text()
     assert "## Structural sparsity: topk beside the penalty families" in md
-    sentence = sections.l0_sentence(trials, ["topk", "sparse_kl"], 32)
+    sentence = structural.l0_sentence(trials, ["topk", "sparse_kl"], 32)
     assert (sentence or "No topk trial completed with L0 at or below 2, 4, 8") in md
     assert "figures/slice_topk.png" in md
     # the frontier draws topk's trials and front beside sparse_kl's, on both axes
