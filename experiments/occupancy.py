@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from experiments.figures import DIGITS, Decoder, check_digit_labels, latent_grid
+from experiments.pixels import DIGITS, Decoder, check_digit_labels, latent_grid
 
 Classifier = Callable[[np.ndarray], np.ndarray]
 
