@@ -76,7 +76,7 @@ def train(trials, data, slots=None, schedule=None, exported=None):
 
 
 def plain_fit(cfg, data):
-    """The seed's way, on the same batches: the plain model with the loss, optimizer, penalties
+    """The notebooks' way, on the same batches: the plain model with the loss, optimizer, penalties
     and constraint ``models.build`` gives it, Keras fit, eager, one step at a time; per epoch
     its loss and validation measures (the VAE's path, experiments/train.py)."""
     model = models.build(cfg)
