@@ -109,7 +109,9 @@ def _confirm(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from study.report import ReportError, write
+    from tracking.artifacts import PROGRESS_BAR
 
+    os.environ[PROGRESS_BAR] = "false"  # this process downloads runs' figures quietly
     try:
         check_study_name(args.study_name)
         written = write.write(args.storage, args.study_name, args.out, args.tracking_uri,
