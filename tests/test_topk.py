@@ -71,3 +71,28 @@ def test_topk_starts_with_its_decoder_columns_at_decoder_norm():
     cfg = tiny("topk", **{"model.decoder_norm": 5.0})
     kernel = models.decoder_kernel(models.build(cfg))
     np.testing.assert_allclose(np.linalg.norm(kernel, axis=1), 5.0, rtol=1e-5)
+
+
+def _largest_intermediate(fn, shape) -> int:
+    """The most elements any intermediate tensor of ``fn`` on zeros of ``shape`` holds, as the
+    backend traces it (a jaxpr on JAX, a graph on TensorFlow)."""
+    import keras
+
+    x = np.zeros(shape, "float32")
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jaxpr = jax.make_jaxpr(fn)(x).jaxpr
+        return max(int(np.prod(v.aval.shape)) for eqn in jaxpr.eqns for v in eqn.outvars)
+    import tensorflow as tf
+
+    graph = tf.function(fn).get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
+    return max(int(np.prod(t.shape.as_list())) for op in graph.get_operations()
+               for t in op.outputs if t.shape.rank is not None)
+
+
+def test_top_k_memory_is_linear_in_the_code_units():
+    # a pack of 4 slots x 64 digits x 512 units, a k per slot: nothing as large as units x units
+    ks = np.array([1, 7, 64, 512], "float32")[:, None, None]
+    largest = _largest_intermediate(lambda c: keep_top_k(c, ks), (4, 64, 512))
+    assert largest <= 4 * 64 * 512, largest
