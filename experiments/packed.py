@@ -3,10 +3,10 @@
 These autoencoders are tiny (784-32-784): trained one by one, time goes to per-step overhead, not
 arithmetic. A ``PackedTrainer`` holds K *slots*, each one trial: weights stacked along a leading
 slot axis, one batched matmul (einsum) per layer, each slot's hyperparameters (L1 λ, β, p, weight
-decay, α, topk's k and decoder norm, learning rate) as per-slot tensors, and the loss the sum of
-the slots' own losses, so each slot's gradients are its own. Nothing couples the slots: a slot
-follows the per-epoch losses of the same trial trained alone (K = 1) up to floating-point
-rounding.
+decay, α, topk's k, the bounds on its decoder columns' norms, learning rate) as per-slot tensors,
+and the loss the sum of the slots' own losses, so each slot's gradients are its own. Nothing
+couples the slots: a slot follows the per-epoch losses of the same trial trained alone (K = 1) up
+to floating-point rounding.
 
 How it stays fast and exact:
 - The training images live on the device (a non-trainable variable). Each slot has its own
@@ -36,7 +36,7 @@ from experiments import losses, metrics, models
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
 from experiments.slots import OPTIMIZERS, SlotDecoderNorm, set_row
-from experiments.topk import keep_top_k
+from experiments.topk import DECODER_NORM, keep_top_k
 
 PIXELS = models.PIXELS
 # what may differ between the slots of one pack; every other config value is the pack's own
@@ -111,7 +111,7 @@ class PackedAutoencoder(keras.Model):
     def __init__(self, base: ExperimentConfig, slots: int, pixels: np.ndarray, topk: bool):
         super().__init__(name="packed")
         m = base.model
-        # the top-k step compares every pair of units: only in packs that may hold a topk trial
+        # the top-k step (a sort per digit) only in packs that may hold a topk trial
         self.slots, self.base, self.topk = slots, base, topk
         latent = m.latent
         self.encoder_kernel = self.add_weight((slots, PIXELS, latent), "zeros", name="enc_w")
@@ -207,9 +207,10 @@ class PackedTrainer:
             optimizer=OPTIMIZERS[base.train.optimizer](slots),
             jit_compile=compiled, steps_per_execution=batches if compiled else 1)
         self.model.optimizer.build(self.model.trainable_variables)
-        if base.model.decoder_norm > 0:
-            self.model.decoder_kernel.constraint = SlotDecoderNorm(
-                base.model.decoder_norm, self.model.optimizer.slot_floor)
+        if topk or base.model.decoder_norm > 0:  # topk's columns at unit norm, the others' bound
+            optimizer = self.model.optimizer
+            self.model.decoder_kernel.constraint = SlotDecoderNorm(optimizer.slot_floor,
+                                                                   optimizer.slot_ceiling)
         self.configs: list[ExperimentConfig | None] = [None] * slots
         self.epochs = [0] * slots  # epochs trained by each slot's current trial
         self._order = np.zeros((slots, len(data.x_train)), np.int32)
@@ -250,7 +251,8 @@ class PackedTrainer:
             set_row(model.hyper[key], slot, number)
         model.optimizer.reset_slot(slot)
         set_row(model.optimizer.slot_lr, slot, cfg.train.learning_rate)
-        set_row(model.optimizer.slot_floor, slot, m.decoder_norm if topk else 0.0)
+        set_row(model.optimizer.slot_floor, slot, DECODER_NORM if topk else 0.0)
+        set_row(model.optimizer.slot_ceiling, slot, DECODER_NORM if topk else m.decoder_norm)
         self.configs[slot], self.epochs[slot] = cfg, 0
         self._streams[slot] = np.random.default_rng(cfg.train.seed)
         self._order[slot] = self._streams[slot].permutation(len(self.data.x_train))
@@ -338,7 +340,7 @@ class PackedTrainer:
 
     def _initial_weights(self, cfg: ExperimentConfig) -> list[np.ndarray]:
         # they depend on the seed and the family alone (the fixed shape; topk starts its decoder
-        # columns at their norm): build each plain model once
+        # columns at unit norm): build each plain model once
         key = (cfg.train.seed, cfg.model.family)
         if key not in self._initial:
             self._initial[key] = models.build(cfg).get_weights()

@@ -21,10 +21,12 @@ class _SlotSteps:
     holds the optimizer iteration at which each slot's trial began, so each slot counts its own
     steps. ``reset_slot`` zeroes a slot's optimizer state for a new trial.
 
-    ``slot_floor`` (slots,) is the smallest norm of a slot's decoder columns (``SlotDecoderNorm``:
-    topk's exact norm, else 0). It lives here, not in the model, because constraints run inside
-    the optimizer's step, which on JAX sees only its own variables and the trained ones: a model
-    variable read there is the value it had when the step was first traced, for good.
+    ``slot_floor`` and ``slot_ceiling`` (slots,) are the smallest and largest norm of a slot's
+    decoder columns (``SlotDecoderNorm``): topk's are both 1, the other families' 0 and
+    ``model.decoder_norm`` (a ceiling of 0: no bound). They live here, not in the model, because
+    constraints run inside the optimizer's step, which on JAX sees only its own variables and the
+    trained ones: a model variable read there is the value it had when the step was first traced,
+    for good.
     """
 
     # what the Keras optimizer it is mixed into holds
@@ -43,6 +45,8 @@ class _SlotSteps:
                                             name="slot_start")
         self.slot_floor = self.add_variable((self.slots,), initializer="zeros",
                                             name="slot_floor")
+        self.slot_ceiling = self.add_variable((self.slots,), initializer="zeros",
+                                              name="slot_ceiling")
 
     def _per_slot(self, vector, variable):
         return ops.reshape(ops.cast(vector, variable.dtype),
@@ -53,7 +57,8 @@ class _SlotSteps:
                               variable)
 
     def reset_slot(self, slot: int) -> None:
-        own = {id(self.slot_lr), id(self.slot_start), id(self.slot_floor), id(self.iterations)}
+        own = {id(v) for v in (self.slot_lr, self.slot_start, self.slot_floor, self.slot_ceiling,
+                               self.iterations)}
         for v in self.variables:
             if id(v) not in own and len(v.shape) and v.shape[0] == self.slots:
                 set_row(v, slot, 0.0)
@@ -98,18 +103,22 @@ OPTIMIZERS = {"adam": SlotAdam, "adadelta": SlotAdadelta}
 
 class SlotDecoderNorm(keras.constraints.Constraint):
     """The plain models' decoder constraints (``models.decoder_constraint``) on stacked decoder
-    kernels (slots, latent, 784), element for element: Keras's ``MaxNorm(norm)`` on each code
-    unit's weights (the last axis) where the slot's ``floor`` is 0, ``MinMaxNorm(norm, norm)``
-    (exactly ``norm``: topk) where it is ``norm``. ``floor`` is the optimizer's ``slot_floor``."""
+    kernels (slots, latent, 784), element for element, each slot its own: on each code unit's
+    weights (the last axis), Keras's ``MaxNorm(ceiling)`` where the slot's floor is 0,
+    ``MinMaxNorm(floor, ceiling)`` (topk: exactly 1) where it is not, and nothing where the
+    ceiling is 0. ``floor`` and ``ceiling`` are the optimizer's ``slot_floor``, ``slot_ceiling``."""
 
-    def __init__(self, norm: float, floor):
-        self.norm, self.floor = norm, floor
+    def __init__(self, floor, ceiling):
+        self.floor, self.ceiling = floor, ceiling
 
     def __call__(self, w):
+        w = ops.convert_to_tensor(w)
         norms = ops.sqrt(ops.sum(ops.square(w), axis=-1, keepdims=True))  # (slots, latent, 1)
         floor = ops.reshape(ops.cast(self.floor, norms.dtype), (-1, 1, 1))
-        desired = ops.minimum(ops.maximum(norms, floor), self.norm)
-        return ops.cast(w, norms.dtype) * (desired / (keras.config.epsilon() + norms))
+        ceiling = ops.reshape(ops.cast(self.ceiling, norms.dtype), (-1, 1, 1))
+        desired = ops.minimum(ops.maximum(norms, floor), ceiling)
+        bounded = ops.cast(w, norms.dtype) * (desired / (keras.config.epsilon() + norms))
+        return ops.where(ceiling > 0, bounded, w)
 
 
 def set_row(variable, slot: int, value) -> None:

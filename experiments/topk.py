@@ -16,6 +16,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+# the norm of each code unit's decoder column in topk, after every step (Gao et al. 2024): fixed,
+# whatever model.decoder_norm (the penalty families' bound) says, so a code cannot trade scale
+# with its decoder and the unit's value is the size of its contribution
+DECODER_NORM = 1.0
+
 
 def keep_top_k(codes, k):
     """``codes`` [..., units] with all but each sample's ``k`` largest units set to 0.
