@@ -7,6 +7,7 @@ import math
 
 from optuna.trial import FrozenTrial
 
+from experiments.topk import DECODER_NORM
 from study.report import comparison
 from study.report.document import Block, Heading, Paragraph, Table
 from study.report.findings import Findings
@@ -101,7 +102,7 @@ def _mean_activation_note(f: Findings, latent: int) -> list[Block]:
         text += (f". Why: the mean activation counts how large the code is, not how many "
                  f"units are on; an active topk unit has a median decoder-weighted value of "
                  f"{num(unit, 2)}")
-    norm = float(f.spec.get("model.decoder_norm", 0))
+    norm = DECODER_NORM
     text += (f": nothing penalises a topk unit's size, and its decoder column is held at "
              f"norm {norm:g} (RMS {norm / math.sqrt(784):.2g} over the 784 pixels), so an "
              f"active unit takes the value the reconstruction needs, while the penalties pay "
