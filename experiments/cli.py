@@ -1,4 +1,4 @@
-"""Command line of the seed experiments.
+"""Command line of the notebooks' experiments.
 
     python -m experiments list
     python -m experiments run NAME [NAME ...] [--data D] [--epochs N] [--set key=value ...]
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("names", nargs="*", metavar="NAME",
                      help=f"one of: {', '.join(presets.PRESETS)}")
     run.add_argument("--all", action="store_true",
-                     help="run the seed notebooks' experiments (every name but topk)")
+                     help="run the notebooks' experiments (every name but topk)")
     run.add_argument("--config", help="a flat config JSON saved by an earlier run or report")
     run.add_argument("--data", help=f"dataset: {', '.join(SOURCES)}")
     run.add_argument("--epochs", type=int, help="training epochs")

@@ -9,13 +9,13 @@ or (height, width, 3), without axes or text: a study records them for every fini
 where drawing a chart (text, ticks, layout) would cost more CPU than training the trial. They
 cost milliseconds; the charts are drawn where a person looks at them.
 
-Images are MNIST digits: flattened 784-vectors (or 28 x 28 arrays) with values in [0, 1].
-Digits always get the same tab10 colour, so scatter plots and the occupancy map agree.
+Images are MNIST digits: flattened 784-vectors (or 28 x 28 arrays) with values in [0, 1]; the
+pixel arithmetic under the figures is in pixels.py. Digits always get the same tab10 colour, so
+scatter plots and the occupancy map agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import matplotlib
@@ -27,71 +27,13 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 from sklearn.manifold import TSNE
 
+from experiments import pixels
+
 if TYPE_CHECKING:
     from experiments.occupancy import Occupancy
 
-SIDE = 28  # MNIST images are SIDE x SIDE pixels
-DIGITS = 10
 DIGIT_COLORS = np.array([matplotlib.colormaps["tab10"](d)[:3] for d in range(10)])  # row d: digit d
 DPI = 100
-
-Decoder = Callable[[np.ndarray], np.ndarray]
-
-
-def check_digit_labels(labels) -> np.ndarray:
-    """Return ``labels`` as a 1-D int array, raising ValueError unless every label is 0..9."""
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError(f"labels must be a 1-D array of digits, got shape {labels.shape}")
-    labels = labels.astype(int)
-    if labels.size and (labels.min() < 0 or labels.max() >= DIGITS):
-        raise ValueError(f"labels must be digits 0..9, got values in "
-                         f"[{labels.min()}, {labels.max()}]")
-    return labels
-
-
-def latent_grid(n: int, limit: float) -> np.ndarray:
-    """The (n*n, 2) float32 points of an n x n grid over [-limit, limit]^2, in display order.
-
-    Row-major as drawn: the first row is the top of the picture (z[1] = +limit), each row
-    runs left to right (z[0] from -limit to +limit), so decoded images tile directly.
-    """
-    axis = np.linspace(-limit, limit, n, dtype=np.float32)
-    z0, z1 = np.meshgrid(axis, axis[::-1])
-    return np.stack([z0.ravel(), z1.ravel()], axis=1)
-
-
-def _grid_extent(n: int, limit: float) -> tuple[float, float, float, float]:
-    # Each grid point is the centre of its pixel, so the picture reaches half a step beyond.
-    half = limit / (n - 1) if n > 1 else limit
-    return (-limit - half, limit + half, -limit - half, limit + half)
-
-
-def _images(x) -> np.ndarray:
-    x = np.asarray(x, dtype=float)
-    return x.reshape(len(x), SIDE, SIDE)
-
-
-def _tile(images, rows: int, cols: int) -> np.ndarray:
-    """Lay ``rows * cols`` images out row-major as one (rows*28, cols*28) picture."""
-    images = _images(images)
-    return (images.reshape(rows, cols, SIDE, SIDE)
-            .transpose(0, 2, 1, 3)
-            .reshape(rows * SIDE, cols * SIDE))
-
-
-PICTURE_SCALE = 2  # a picture's pixels per data pixel (a digit shows at 56 x 56)
-PICTURE_SIDE = 256  # pixels of the pictures that are not made of digits
-
-
-def _enlarge(picture: np.ndarray, scale: int = PICTURE_SCALE) -> np.ndarray:
-    return np.repeat(np.repeat(picture, scale, axis=0), scale, axis=1)
-
-
-def _grey(values: np.ndarray, top: float = 1.0) -> np.ndarray:
-    """Values in [0, top] as uint8 grey levels, black 0."""
-    scaled = np.clip(np.asarray(values, dtype=float) / (top if top > 0 else 1.0), 0.0, 1.0)
-    return np.round(scaled * 255).astype(np.uint8)
 
 
 def _figure(width: float, height: float,
@@ -113,17 +55,6 @@ def _show_gray(ax, picture: np.ndarray, **kwargs) -> None:
     ax.imshow(picture, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", **kwargs)
 
 
-def _check_codes_labels(codes, labels) -> tuple[np.ndarray, np.ndarray]:
-    codes = np.asarray(codes, dtype=float)
-    if codes.ndim != 2:
-        raise ValueError(f"codes must be a 2-D array (samples, dims), got shape {codes.shape}")
-    labels = check_digit_labels(labels)
-    if len(codes) != len(labels):
-        raise ValueError(f"codes and labels differ in length: {len(codes)} codes, "
-                         f"{len(labels)} labels")
-    return codes, labels
-
-
 def _scatter_by_digit(ax, points: np.ndarray, labels: np.ndarray) -> None:
     # One scatter call in data order, so no digit is systematically drawn over the others.
     ax.scatter(points[:, 0], points[:, 1], c=DIGIT_COLORS[labels], s=6, alpha=0.7,
@@ -133,25 +64,15 @@ def _scatter_by_digit(ax, points: np.ndarray, labels: np.ndarray) -> None:
     ax.legend(handles=handles, title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
-def _pairs(x, x_hat, n: int) -> np.ndarray:
-    """(2·28, n·28): the first ``n`` digits of ``x`` over their reconstructions ``x_hat``."""
-    x, x_hat = _images(x), _images(x_hat)
-    if x.shape != x_hat.shape:
-        raise ValueError(f"x and x_hat differ in shape: {x.shape} vs {x_hat.shape}")
-    if not 0 < n <= len(x):
-        raise ValueError(f"n must be in 1..{len(x)}, got {n}")
-    return _tile(np.concatenate([x[:n], x_hat[:n]]), 2, n)
-
-
 def reconstruction_picture(x, x_hat, n: int = 10) -> np.ndarray:
     """``reconstruction_grid`` as a bare grey picture (2·56, n·56): digits over
     reconstructions."""
-    return _enlarge(_grey(_pairs(x, x_hat, n)))
+    return pixels.enlarge(pixels.grey(pixels.pairs(x, x_hat, n)))
 
 
 def reconstruction_grid(x, x_hat, n: int = 10) -> Figure:
     """The first ``n`` digits of ``x`` on the top row, their reconstructions ``x_hat`` below."""
-    pairs = _pairs(x, x_hat, n)
+    pairs = pixels.pairs(x, x_hat, n)
     width = min(max(n, 6), 12)
     # Fit the height to the 2 x n picture beside the row labels, under the title.
     left, right, bottom, top = 1.2, 0.1, 0.05, 0.35
@@ -160,7 +81,7 @@ def reconstruction_grid(x, x_hat, n: int = 10) -> Figure:
     ax = fig.add_subplot()
     _show_gray(ax, pairs)
     ax.set_xticks([])
-    ax.set_yticks([SIDE / 2, 3 * SIDE / 2], ["original", "reconstruction"])
+    ax.set_yticks([pixels.SIDE / 2, 3 * pixels.SIDE / 2], ["original", "reconstruction"])
     ax.tick_params(length=0)
     ax.set_title(f"{n} test digits and their reconstructions")
     return fig
@@ -173,7 +94,7 @@ def latent_scatter(codes, labels, dims: tuple[int, int] = (0, 1),
 
     ``axis_label`` is formatted with each dimension's index ("z[{}]" or "unit {}").
     """
-    codes, labels = _check_codes_labels(codes, labels)
+    codes, labels = pixels.check_codes_labels(codes, labels)
     if codes.shape[1] < 2:
         raise ValueError(f"latent_scatter needs codes with at least 2 dimensions, "
                          f"got {codes.shape[1]}")
@@ -192,10 +113,10 @@ def latent_picture(codes, labels, dims: tuple[int, int] = (0, 1)) -> np.ndarray:
     """``latent_scatter`` as a bare RGB picture (256 x 256): each code a 3 x 3 dot in its
     digit's colour at (code[dims[0]], code[dims[1]]), the smallest to the largest value of each
     dimension across the picture, up the picture for the second; a grey cross marks 0."""
-    codes, labels = _check_codes_labels(codes, labels)
+    codes, labels = pixels.check_codes_labels(codes, labels)
     if codes.shape[1] < 2 or len(dims) != 2 or not all(0 <= d < codes.shape[1] for d in dims):
         raise ValueError(f"dims must be two indices of codes with shape {codes.shape}")
-    side, margin = PICTURE_SIDE, 4
+    side, margin = pixels.PICTURE_SIDE, 4
     picture = np.full((side, side, 3), 255, np.uint8)
     points = codes[:, list(dims)]
     low, high = points.min(axis=0), points.max(axis=0)
@@ -218,23 +139,23 @@ def latent_picture(codes, labels, dims: tuple[int, int] = (0, 1)) -> np.ndarray:
     return picture
 
 
-def latent_sweep(decode: Decoder, n: int = 20, limit: float = 3.0) -> Figure:
+def latent_sweep(decode: pixels.Decoder, n: int = 20, limit: float = 3.0) -> Figure:
     """Decode an n x n grid over the 2-D latent square [-limit, limit]^2 as one picture.
 
     ``decode`` maps an (m, 2) float32 array to (m, 784) images. z[0] runs left to right,
     z[1] bottom to top, and the axes are in latent units.
     """
-    picture = _tile(decode(latent_grid(n, limit)), n, n)
+    picture = pixels.tile(decode(pixels.latent_grid(n, limit)), n, n)
     fig = _figure(8, 8)
     ax = fig.add_subplot()
-    _show_gray(ax, picture, extent=_grid_extent(n, limit))
+    _show_gray(ax, picture, extent=pixels.grid_extent(n, limit))
     ax.set_xlabel("z[0]")
     ax.set_ylabel("z[1]")
     ax.set_title(f"Decoded {n} x {n} grid over the latent square [-{limit:g}, {limit:g}]²")
     return fig
 
 
-def code_interpolation(decode: Decoder, corners, n: int = 8) -> Figure:
+def code_interpolation(decode: pixels.Decoder, corners, n: int = 8) -> Figure:
     """Decode a bilinear interpolation between four codes, tiled as an n x n picture.
 
     ``corners`` is a (4, d) array: top-left, top-right, bottom-left, bottom-right code;
@@ -248,7 +169,7 @@ def code_interpolation(decode: Decoder, corners, n: int = 8) -> Figure:
     t = np.linspace(0, 1, n, dtype=np.float32)[:, None, None]  # top -> bottom
     codes = ((1 - t) * ((1 - s) * top_left + s * top_right)
              + t * ((1 - s) * bottom_left + s * bottom_right))
-    picture = _tile(decode(codes.reshape(n * n, -1)), n, n)
+    picture = pixels.tile(decode(codes.reshape(n * n, -1)), n, n)
     fig = _figure(7, 7.3)
     ax = fig.add_subplot()
     _show_gray(ax, picture)
@@ -264,7 +185,7 @@ def tsne(codes, labels, seed: int = 0, max_points: int = 1000,
 
     At most ``max_points`` codes are used, drawn without replacement with ``seed``.
     """
-    codes, labels = _check_codes_labels(codes, labels)
+    codes, labels = pixels.check_codes_labels(codes, labels)
     if len(codes) > max_points:
         keep = np.sort(np.random.default_rng(seed).choice(len(codes), max_points,
                                                           replace=False))
@@ -284,37 +205,15 @@ def tsne(codes, labels, seed: int = 0, max_points: int = 1000,
     return fig
 
 
-RF_GAP = 3  # blank pixels between the receptive-field tiles, where the unit numbers go
 RF_COLORS = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")  # red +, blue −
-
-
-def _mosaic(kernel, max_units: int) -> tuple[np.ndarray, int, int]:
-    """Each encoder unit's input weights (a column of the (784, units) kernel) as a 28 x 28
-    tile scaled to its own largest |weight|, the first ``max_units`` units row-major in one
-    picture, NaN between tiles; returns it with the number of units shown and of columns."""
-    kernel = np.asarray(kernel, dtype=float)
-    if kernel.ndim != 2 or kernel.shape[0] != SIDE * SIDE:
-        raise ValueError(f"kernel must have shape (784, units), got {kernel.shape}")
-    units = min(kernel.shape[1], max_units)
-    cols = int(np.ceil(np.sqrt(units)))
-    rows = int(np.ceil(units / cols))
-    scale = np.abs(kernel[:, :units]).max(axis=0)
-    scaled = kernel[:, :units] / np.where(scale > 0, scale, 1.0)  # a dead unit stays all zero
-    step = SIDE + RF_GAP
-    mosaic = np.full((rows * step + RF_GAP, cols * step + RF_GAP), np.nan)
-    for unit in range(units):
-        r, c = divmod(unit, cols)
-        top, left = RF_GAP + r * step, RF_GAP + c * step
-        mosaic[top:top + SIDE, left:left + SIDE] = scaled[:, unit].reshape(SIDE, SIDE)
-    return mosaic, units, cols
 
 
 def receptive_field_picture(kernel, max_units: int = 64) -> np.ndarray:
     """``receptive_fields`` as a bare RGB picture: the tiles row-major (unit 0 top left), red
     positive, blue negative, white between them."""
-    mosaic, _, _ = _mosaic(kernel, max_units)
+    mosaic, _, _ = pixels.mosaic(kernel, max_units)
     rgb = RF_COLORS(np.ma.masked_invalid((mosaic + 1) / 2), bytes=True)[..., :3]
-    return _enlarge(rgb)
+    return pixels.enlarge(rgb)
 
 
 def receptive_fields(kernel, max_units: int = 64) -> Figure:
@@ -324,16 +223,17 @@ def receptive_fields(kernel, max_units: int = 64) -> Figure:
     weak units stay readable; only the first ``max_units`` units are drawn. The tiles form one
     picture (one image, not an axes per unit).
     """
-    mosaic, units, cols = _mosaic(kernel, max_units)
+    mosaic, units, cols = pixels.mosaic(kernel, max_units)
     total = np.shape(kernel)[1]
     rows = int(np.ceil(units / cols))
-    step = SIDE + RF_GAP
+    step = pixels.SIDE + pixels.RF_GAP
     fig = _figure(8, 8 * rows / cols + 0.6, margins=(0.1, 0.1, 0.1, 0.6))
     ax = fig.add_subplot()
     ax.imshow(mosaic, cmap=RF_COLORS, vmin=-1, vmax=1, interpolation="nearest")
     for unit in range(units):
         r, c = divmod(unit, cols)
-        ax.text(RF_GAP + c * step, RF_GAP + r * step - 0.5, str(unit), fontsize=6, va="bottom")
+        ax.text(pixels.RF_GAP + c * step, pixels.RF_GAP + r * step - 0.5, str(unit), fontsize=6,
+                va="bottom")
     ax.set_axis_off()
     shown = f"first {units} of {total}" if units < total else f"{units}"
     ax.set_title(f"Encoder weights of {shown} code units\n"
@@ -341,16 +241,16 @@ def receptive_fields(kernel, max_units: int = 64) -> Figure:
     return fig
 
 
-def activation_picture(codes, labels, max_rows: int = PICTURE_SIDE) -> np.ndarray:
+def activation_picture(codes, labels, max_rows: int = pixels.PICTURE_SIDE) -> np.ndarray:
     """The code activations as a bare RGB picture: one row per digit (at most ``max_rows``,
     taken evenly, sorted by digit, its digit's colour in a strip on the left), one column band
     per unit, grey from black (0) to white (the largest activation). Dead units are black
     columns, a sparse code is mostly black."""
-    codes, labels = _check_codes_labels(codes, labels)
+    codes, labels = pixels.check_codes_labels(codes, labels)
     keep = np.linspace(0, len(codes) - 1, min(len(codes), max_rows)).astype(int)
     order = keep[np.argsort(labels[keep], kind="stable")]
-    band = max(1, PICTURE_SIDE // codes.shape[1])  # pixels per unit
-    grey = _grey(np.repeat(codes[order], band, axis=1), top=float(codes.max(initial=0.0)))
+    band = max(1, pixels.PICTURE_SIDE // codes.shape[1])  # pixels per unit
+    grey = pixels.grey(np.repeat(codes[order], band, axis=1), top=float(codes.max(initial=0.0)))
     strip = np.repeat(np.round(DIGIT_COLORS[labels[order]] * 255).astype(np.uint8)[:, None],
                       8, axis=1)
     gap = np.full((len(order), 2, 3), 255, np.uint8)
@@ -390,12 +290,12 @@ def activation_histogram(codes) -> Figure:
 
 def digit_counts(labels, title: str = "Digits in the training set") -> Figure:
     """Bar chart of how often each digit 0..9 occurs, with the counts on the bars."""
-    counts = np.bincount(check_digit_labels(labels), minlength=DIGITS)
+    counts = np.bincount(pixels.check_digit_labels(labels), minlength=pixels.DIGITS)
     fig = _figure(7, 4)
     ax = fig.add_subplot()
-    bars = ax.bar(np.arange(DIGITS), counts, color=DIGIT_COLORS)
+    bars = ax.bar(np.arange(pixels.DIGITS), counts, color=DIGIT_COLORS)
     ax.bar_label(bars, fontsize=8)
-    ax.set_xticks(np.arange(DIGITS))
+    ax.set_xticks(np.arange(pixels.DIGITS))
     ax.set_xlabel("digit")
     ax.set_ylabel("count")
     ax.set_title(f"{title} (n = {counts.sum()})")
@@ -412,12 +312,14 @@ def occupancy_map(occ: Occupancy, train_labels) -> Figure:
     map_ax, share_ax = fig.subplots(1, 2, width_ratios=(1, 1.2))
 
     map_ax.imshow(occ.label_map, cmap=ListedColormap(DIGIT_COLORS), vmin=-0.5,
-                  vmax=DIGITS - 0.5, extent=_grid_extent(len(occ.label_map), occ.limit),
+                  vmax=pixels.DIGITS - 0.5,
+                  extent=pixels.grid_extent(len(occ.label_map), occ.limit),
                   interpolation="nearest")
     map_ax.set_xlabel("z[0]")
     map_ax.set_ylabel("z[1]")
     map_ax.set_title("Classified digit of each decoded grid point")
-    map_ax.legend(handles=[Patch(color=DIGIT_COLORS[d], label=str(d)) for d in range(DIGITS)],
+    map_ax.legend(handles=[Patch(color=DIGIT_COLORS[d], label=str(d))
+                           for d in range(pixels.DIGITS)],
                   title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
 
     rows = occ.table(train_labels)
@@ -426,9 +328,9 @@ def occupancy_map(occ: Occupancy, train_labels) -> Figure:
               ("train_share", "training set", "0.85")]
     width = 0.27
     for i, (key, label, color) in enumerate(series):
-        share_ax.bar(np.arange(DIGITS) + (i - 1) * width, [row[key] for row in rows],
+        share_ax.bar(np.arange(pixels.DIGITS) + (i - 1) * width, [row[key] for row in rows],
                      width, label=label, color=color, edgecolor="black", linewidth=0.5)
-    share_ax.set_xticks(np.arange(DIGITS))
+    share_ax.set_xticks(np.arange(pixels.DIGITS))
     share_ax.set_xlabel("digit")
     share_ax.set_ylabel("share")
     share_ax.set_title("Share of latent space vs. training set")

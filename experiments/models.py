@@ -16,10 +16,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from experiments import losses
+from experiments import losses, topk
 from experiments.config import ExperimentConfig
 from experiments.regularizers import ActivityPenalty, NonNegativity, WeightDecay
-from experiments.topk import TopK
 
 PIXELS = 784  # 28 x 28, flattened
 
@@ -62,13 +61,15 @@ def _kernel_penalty(cfg: ExperimentConfig):
 
 def decoder_constraint(cfg: ExperimentConfig) -> keras.constraints.Constraint | None:
     """What bounds each code unit's decoder weights (axis 1 of the kernel (latent, 784)): topk
-    renormalises them to exactly ``decoder_norm`` after every step (Gao et al.), so a code cannot
-    trade scale with its decoder at all; the other families' are bounded by it."""
+    renormalises them to exactly unit norm (``topk.DECODER_NORM``) after every step, as Gao et
+    al. do, whatever ``model.decoder_norm`` says; the other families' are bounded by
+    ``model.decoder_norm`` (0: not bounded)."""
     m = cfg.model
+    if m.family == "topk":
+        return keras.constraints.MinMaxNorm(topk.DECODER_NORM, topk.DECODER_NORM, rate=1.0,
+                                            axis=1)
     if m.decoder_norm <= 0:
         return None
-    if m.family == "topk":
-        return keras.constraints.MinMaxNorm(m.decoder_norm, m.decoder_norm, rate=1.0, axis=1)
     return keras.constraints.MaxNorm(m.decoder_norm, axis=1)
 
 
@@ -79,7 +80,7 @@ def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
     code = keras.layers.Dense(m.latent, activation=m.activation, kernel_regularizer=penalty,
                               name="code")(pixels)  # (batch, latent)
     if m.family == "topk":
-        code = TopK(m.k, name="top_k")(code)
+        code = topk.TopK(m.k, name="top_k")(code)
     code = ActivityPenalty(l1=m.l1, beta=m.beta, p=m.p, reduction=m.kl_reduction,
                            name="sparsity")(code)
     encoder = keras.Model(pixels, code, name="encoder")
@@ -91,7 +92,7 @@ def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
         kernel_constraint=decoder_constraint(cfg))(latent)
     decoder = keras.Model(latent, decoded, name="decoder")
 
-    if m.family == "topk":  # start where every step leaves it: each column at decoder_norm
+    if m.family == "topk":  # start where every step leaves it: each column at unit norm
         dense = decoder.get_layer("reconstruction")
         dense.kernel.assign(dense.kernel_constraint(dense.kernel))
 

@@ -1,6 +1,6 @@
 """How much of the VAE's 2-D latent space each digit occupies, as a number.
 
-The seed judged this by eye from a latent sweep ("the zero seems to occupy a lot"). Here
+The notebooks judged this by eye from a latent sweep ("the zero seems to occupy a lot"). Here
 a dense grid over the latent square is decoded, each decoded image is classified by a
 plain digit classifier, and each digit's share of the grid is counted. Because the VAE's
 N(0, I) prior puts most of its mass near the origin, the share is also reported with each
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from experiments.figures import DIGITS, Decoder, check_digit_labels, latent_grid
+from experiments.pixels import DIGITS, Decoder, check_digit_labels, latent_grid
 
 Classifier = Callable[[np.ndarray], np.ndarray]
 

@@ -3,10 +3,10 @@
 These autoencoders are tiny (784-32-784): trained one by one, time goes to per-step overhead, not
 arithmetic. A ``PackedTrainer`` holds K *slots*, each one trial: weights stacked along a leading
 slot axis, one batched matmul (einsum) per layer, each slot's hyperparameters (L1 λ, β, p, weight
-decay, α, topk's k and decoder norm, learning rate) as per-slot tensors, and the loss the sum of
-the slots' own losses, so each slot's gradients are its own. Nothing couples the slots: a slot
-follows the per-epoch losses of the same trial trained alone (K = 1) up to floating-point
-rounding.
+decay, α, topk's k, the bounds on its decoder columns' norms, learning rate) as per-slot tensors,
+and the loss the sum of the slots' own losses, so each slot's gradients are its own. Nothing
+couples the slots: a slot follows the per-epoch losses of the same trial trained alone (K = 1) up
+to floating-point rounding.
 
 How it stays fast and exact:
 - The training images live on the device (a non-trainable variable). Each slot has its own
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import keras
 import numpy as np
@@ -36,7 +35,8 @@ from keras import ops
 from experiments import losses, metrics, models
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
-from experiments.topk import keep_top_k
+from experiments.slots import OPTIMIZERS, SlotDecoderNorm, set_row
+from experiments.topk import DECODER_NORM, keep_top_k
 
 PIXELS = models.PIXELS
 # what may differ between the slots of one pack; every other config value is the pack's own
@@ -101,112 +101,6 @@ class SlotMean(keras.metrics.Metric):
         self.count.assign(0.0)
 
 
-class _SlotSteps:
-    """Per-slot learning rate and step count for a Keras optimizer over stacked weights.
-
-    ``slot_lr`` (slots,) replaces the scalar learning rate (0 freezes a slot) and ``slot_start``
-    holds the optimizer iteration at which each slot's trial began, so each slot counts its own
-    steps. ``reset_slot`` zeroes a slot's optimizer state for a new trial.
-
-    ``slot_floor`` (slots,) is the smallest norm of a slot's decoder columns (``SlotDecoderNorm``:
-    topk's exact norm, else 0). It lives here, not in the model, because constraints run inside
-    the optimizer's step, which on JAX sees only its own variables and the trained ones: a model
-    variable read there is the value it had when the step was first traced, for good.
-    """
-
-    # what the Keras optimizer it is mixed into holds
-    iterations: Any
-    variables: list
-
-    def _init_slots(self, slots: int):
-        self.slots = slots
-
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        self.slot_lr = self.add_variable((self.slots,), initializer="zeros", name="slot_lr")
-        self.slot_start = self.add_variable((self.slots,), initializer="zeros",
-                                            name="slot_start")
-        self.slot_floor = self.add_variable((self.slots,), initializer="zeros",
-                                            name="slot_floor")
-
-    def _per_slot(self, vector, variable):
-        return ops.reshape(ops.cast(vector, variable.dtype),
-                           (self.slots,) + (1,) * (len(variable.shape) - 1))
-
-    def _local_step(self, variable):
-        return self._per_slot(ops.cast(self.iterations + 1, "float32") - self.slot_start,
-                              variable)
-
-    def reset_slot(self, slot: int) -> None:
-        own = {id(self.slot_lr), id(self.slot_start), id(self.slot_floor), id(self.iterations)}
-        for v in self.variables:
-            if id(v) not in own and len(v.shape) and v.shape[0] == self.slots:
-                _set_row(v, slot, 0.0)
-        _set_row(self.slot_start, slot, float(ops.convert_to_numpy(self.iterations)))
-
-
-class SlotAdam(_SlotSteps, keras.optimizers.Adam):
-    """Keras's Adam update, element for element, with a learning rate and step count per slot."""
-
-    def __init__(self, slots: int, **kwargs):
-        super().__init__(**kwargs)
-        self._init_slots(slots)
-
-    def update_step(self, gradient, variable, learning_rate):
-        lr = self._per_slot(self.slot_lr, variable)
-        gradient = ops.cast(gradient, variable.dtype)
-        local_step = self._local_step(variable)
-        beta_1_power = ops.power(ops.cast(self.beta_1, variable.dtype), local_step)
-        beta_2_power = ops.power(ops.cast(self.beta_2, variable.dtype), local_step)
-        m = self._momentums[self._get_variable_index(variable)]
-        v = self._velocities[self._get_variable_index(variable)]
-        alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
-        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
-        self.assign_sub(variable, ops.divide(ops.multiply(m, alpha),
-                                             ops.add(ops.sqrt(v), self.epsilon)))
-
-
-class SlotAdadelta(_SlotSteps, keras.optimizers.Adadelta):
-    """Adadelta has no step count: only the learning rate is per slot."""
-
-    def __init__(self, slots: int, **kwargs):
-        super().__init__(**kwargs)
-        self._init_slots(slots)
-
-    def update_step(self, grad, variable, learning_rate):
-        super().update_step(grad, variable, self._per_slot(self.slot_lr, variable))
-
-
-OPTIMIZERS = {"adam": SlotAdam, "adadelta": SlotAdadelta}
-
-
-class SlotDecoderNorm(keras.constraints.Constraint):
-    """The plain models' decoder constraints (``models.decoder_constraint``) on stacked decoder
-    kernels (slots, latent, 784), element for element: Keras's ``MaxNorm(norm)`` on each code
-    unit's weights (the last axis) where the slot's ``floor`` is 0, ``MinMaxNorm(norm, norm)``
-    (exactly ``norm``: topk) where it is ``norm``. ``floor`` is the optimizer's ``slot_floor``."""
-
-    def __init__(self, norm: float, floor):
-        self.norm, self.floor = norm, floor
-
-    def __call__(self, w):
-        norms = ops.sqrt(ops.sum(ops.square(w), axis=-1, keepdims=True))  # (slots, latent, 1)
-        floor = ops.reshape(ops.cast(self.floor, norms.dtype), (-1, 1, 1))
-        desired = ops.minimum(ops.maximum(norms, floor), self.norm)
-        return ops.cast(w, norms.dtype) * (desired / (keras.config.epsilon() + norms))
-
-
-def _set_row(variable, slot: int, value) -> None:
-    """variable[slot] = value, on the variable's own device."""
-    row = ops.broadcast_to(ops.convert_to_tensor(value, variable.dtype),
-                           (1, *variable.shape[1:]))
-    start = (slot,) + (0,) * (len(variable.shape) - 1)
-    variable.assign(ops.slice_update(variable.value, start, row))
-
-
 class PackedAutoencoder(keras.Model):
     """K autoencoders 784 → latent → 784 with stacked weights, fed positions into the epoch.
 
@@ -217,7 +111,7 @@ class PackedAutoencoder(keras.Model):
     def __init__(self, base: ExperimentConfig, slots: int, pixels: np.ndarray, topk: bool):
         super().__init__(name="packed")
         m = base.model
-        # the top-k step compares every pair of units: only in packs that may hold a topk trial
+        # the top-k step (a sort per digit) only in packs that may hold a topk trial
         self.slots, self.base, self.topk = slots, base, topk
         latent = m.latent
         self.encoder_kernel = self.add_weight((slots, PIXELS, latent), "zeros", name="enc_w")
@@ -313,9 +207,10 @@ class PackedTrainer:
             optimizer=OPTIMIZERS[base.train.optimizer](slots),
             jit_compile=compiled, steps_per_execution=batches if compiled else 1)
         self.model.optimizer.build(self.model.trainable_variables)
-        if base.model.decoder_norm > 0:
-            self.model.decoder_kernel.constraint = SlotDecoderNorm(
-                base.model.decoder_norm, self.model.optimizer.slot_floor)
+        if topk or base.model.decoder_norm > 0:  # topk's columns at unit norm, the others' bound
+            optimizer = self.model.optimizer
+            self.model.decoder_kernel.constraint = SlotDecoderNorm(optimizer.slot_floor,
+                                                                   optimizer.slot_ceiling)
         self.configs: list[ExperimentConfig | None] = [None] * slots
         self.epochs = [0] * slots  # epochs trained by each slot's current trial
         self._order = np.zeros((slots, len(data.x_train)), np.int32)
@@ -347,16 +242,17 @@ class PackedTrainer:
             raise PackError("this pack was made without the top-k step (topk=False)")
         model = self.model
         for variable, value in zip(self._weights(), self._initial_weights(cfg), strict=True):
-            _set_row(variable, slot, value)
+            set_row(variable, slot, value)
         m = cfg.model
         topk = m.family == "topk"
         for key, number in (("l1", m.l1), ("beta", m.beta), ("p", m.p),
                             ("weight_decay", m.weight_decay), ("alpha", m.alpha),
                             ("k", m.k if topk else m.latent), ("active", 1.0)):
-            _set_row(model.hyper[key], slot, number)
+            set_row(model.hyper[key], slot, number)
         model.optimizer.reset_slot(slot)
-        _set_row(model.optimizer.slot_lr, slot, cfg.train.learning_rate)
-        _set_row(model.optimizer.slot_floor, slot, m.decoder_norm if topk else 0.0)
+        set_row(model.optimizer.slot_lr, slot, cfg.train.learning_rate)
+        set_row(model.optimizer.slot_floor, slot, DECODER_NORM if topk else 0.0)
+        set_row(model.optimizer.slot_ceiling, slot, DECODER_NORM if topk else m.decoder_norm)
         self.configs[slot], self.epochs[slot] = cfg, 0
         self._streams[slot] = np.random.default_rng(cfg.train.seed)
         self._order[slot] = self._streams[slot].permutation(len(self.data.x_train))
@@ -365,10 +261,10 @@ class PackedTrainer:
     def release(self, slot: int) -> None:
         """Free ``slot``: it stops counting (no loss, frozen) until it is assigned again."""
         model = self.model
-        _set_row(model.hyper["active"], slot, 0.0)
-        _set_row(model.optimizer.slot_lr, slot, 0.0)
+        set_row(model.hyper["active"], slot, 0.0)
+        set_row(model.optimizer.slot_lr, slot, 0.0)
         for variable in self._weights():  # a diverged slot leaves no NaN behind
-            _set_row(variable, slot, 0.0)
+            set_row(variable, slot, 0.0)
         self.configs[slot] = None
 
     def export(self, slot: int) -> keras.Model:
@@ -458,7 +354,7 @@ class PackedTrainer:
 
     def _initial_weights(self, cfg: ExperimentConfig) -> list[np.ndarray]:
         # they depend on the seed and the family alone (the fixed shape; topk starts its decoder
-        # columns at their norm): build each plain model once
+        # columns at unit norm): build each plain model once
         key = (cfg.train.seed, cfg.model.family)
         if key not in self._initial:
             self._initial[key] = models.build(cfg).get_weights()

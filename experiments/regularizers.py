@@ -43,29 +43,30 @@ class ActivityPenalty(keras.layers.Layer):
                 "reduction": self.reduction}
 
 
+class _KernelPenalty(keras.regularizers.Regularizer):
+    """``weight · formula(W)``, saved as ``{key: weight}``, ``key`` its subclass's argument."""
+
+    def __init__(self, weight, formula, key: str):
+        self.weight, self.formula, self.key = float(weight), formula, key
+
+    def __call__(self, w):
+        return self.weight * self.formula(w)
+
+    def get_config(self):
+        return {self.key: self.weight}
+
+
 @keras.saving.register_keras_serializable(package="sae")
-class WeightDecay(keras.regularizers.Regularizer):
+class WeightDecay(_KernelPenalty):
     """(lambda/2) · Σ W², the weight decay of Ng's sparse autoencoder."""
 
     def __init__(self, weight_decay):
-        self.weight_decay = float(weight_decay)
-
-    def __call__(self, w):
-        return self.weight_decay * losses.weight_decay(w)
-
-    def get_config(self):
-        return {"weight_decay": self.weight_decay}
+        super().__init__(weight_decay, losses.weight_decay, "weight_decay")
 
 
 @keras.saving.register_keras_serializable(package="sae")
-class NonNegativity(keras.regularizers.Regularizer):
+class NonNegativity(_KernelPenalty):
     """(alpha/2) · Σ min(W, 0)², the NCAE penalty: only negative weights cost."""
 
     def __init__(self, alpha):
-        self.alpha = float(alpha)
-
-    def __call__(self, w):
-        return self.alpha * losses.nonnegativity(w)
-
-    def get_config(self):
-        return {"alpha": self.alpha}
+        super().__init__(alpha, losses.nonnegativity, "alpha")

@@ -69,7 +69,7 @@ class _EpochEnd(keras.callbacks.Callback):
 
 def fit_plain(cfg: ExperimentConfig, data: Dataset, hooks: Sequence[EpochHook]) -> keras.Model:
     """Keras's ``fit`` on the plain model, one step per execution as compiled by default: the
-    VAE's trainer, and the way the seed notebooks train (``make bench``'s baseline)."""
+    VAE's trainer, and the way the notebooks train (``make bench``'s baseline)."""
     model = models.build(cfg)
     model.fit(
         data.x_train, data.x_train,

@@ -12,7 +12,7 @@
 Searches the sparse autoencoders' hyperparameters (ranges: study/space.py) for the lowest
 validation reconstruction MSE with a validation mean code activation at most --target. Running the
 same command again resumes the study by name. Bad input prints one line and exits 2 before any
-store is touched. ``report`` writes what a study found to reports/<study>/ (study/report.py).
+store is touched. ``report`` writes what a study found to reports/<study>/ (study/report/).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import warnings
 
 from experiments.config import ConfigError
 from experiments.data import DataError
-from study import summary
 from study.commandline import (
     check_study_name,
     chosen_target,
@@ -34,6 +33,7 @@ from study.commandline import (
     parser,
     spec_from_args,
 )
+from study.report import console
 from study.results import StudySpec
 from study.storage import StorageError, for_helpers
 from tracking.store import TrackingError, TrackingFailed, check_store, tracking_uri
@@ -52,7 +52,7 @@ def _summary(outcome, spec: StudySpec, seconds: float, data) -> None:
         print(f"  {len(outcome.repaired)} completed trial(s) whose runs lacked their record were "
               f"repaired ({len(outcome.repaired.retrained)} trained again for their artefacts)")
     families = list(spec.families)
-    print("\n".join(summary.search_lines(outcome.trials, families, spec.constraint)))
+    print("\n".join(console.search_lines(outcome.trials, families, spec.constraint)))
     if outcome.confirmation is not None:
         track = outcome.tracking
         _confirmed(outcome.confirmation, spec, data, track.tracker if track else None,
@@ -66,14 +66,14 @@ def _confirmed(outcome, spec: StudySpec, data, tracker, guard=None) -> None:
     from study import baselines
 
     refs = baselines.references(data, spec.base.model.latent, spec.base.data.seed)
-    print("\n".join(summary.confirmation_lines(outcome, list(spec.families), spec.constraint,
+    print("\n".join(console.confirmation_lines(outcome, list(spec.families), spec.constraint,
                                                refs)))
 
     def where(run_id: str) -> str | None:
         def read() -> str:
             return tracker.client.get_run(run_id).info.artifact_uri
         return guard("reading the winner's run", read, None) if guard else read()
-    print("\n".join(summary.winner_lines(outcome, where if tracker else None)))
+    print("\n".join(console.winner_lines(outcome, where if tracker else None)))
 
 
 def _confirm(args: argparse.Namespace) -> int:
@@ -82,7 +82,8 @@ def _confirm(args: argparse.Namespace) -> int:
     from experiments import data as data_module
     from experiments.packed import default_slots
     from study import confirm as confirming
-    from study.report import ReportError, load_study, open_tracking
+    from study.report import ReportError
+    from study.report.write import load_study, open_tracking
     from study.runner import stored_spec
 
     try:
@@ -107,13 +108,15 @@ def _confirm(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from study import report
+    from study.report import ReportError, write
+    from tracking.artifacts import PROGRESS_BAR
 
+    os.environ[PROGRESS_BAR] = "false"  # this process downloads runs' figures quietly
     try:
         check_study_name(args.study_name)
-        written = report.write(args.storage, args.study_name, args.out, args.tracking_uri,
-                               chosen_target(args))
-    except (ConfigError, DataError, StorageError, report.ReportError) as err:
+        written = write.write(args.storage, args.study_name, args.out, args.tracking_uri,
+                              chosen_target(args))
+    except (ConfigError, DataError, StorageError, ReportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"report: {written.folder / 'report.html'} (and report.md, summary.json, trials.csv"

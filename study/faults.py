@@ -14,11 +14,7 @@ trial is FAIL and was run again by another worker, that the workers finished the
 that no trial is left RUNNING or queued and no run RUNNING. It prints the counts and exits 1 when
 a check fails.
 
-The runs are checked for what they hold, not counted (``record_problems``): every COMPLETE
-trial's run is FINISHED with its whole record (``study.objective.trial_record``: final metrics
-and constraint, every epoch's objective and constraint, ``state``, ``feasible`` and ``recorded``
-tags, figures, model, config and history), every FAIL trial has a FAILED run with a reason (a
-trial without a run fails the check).
+The runs are checked for what they hold, not counted (study/fault_checks.py).
 
 The stores are a new journal file and SQLite tracking store in --dir (default: a temporary folder,
 removed afterwards), or the given --storage and --tracking-uri (a fresh study name each time).
@@ -36,7 +32,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +40,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from experiments.data import Dataset
 from study.commandline import parser, spec_from_args, worker_command
-from study.objective import CONSTRAINT_METRIC, trial_record
+from study.fault_checks import Drill, check_records, snapshot, study_runs
 from study.repair import repair
-from study.results import OBJECTIVE, RUN_ATTR
 from study.storage import for_helpers, open_storage
-from study.tracking import RUN_STATUS, StudyTracking
+from study.tracking import StudyTracking
 from study.workers import (
     RETRIES,
     RETRY_ATTR,
@@ -59,25 +53,11 @@ from study.workers import (
     recover,
     retries_left,
 )
-from tracking.runs import Run, Tracker
+from tracking.runs import Tracker
 
 FAMILIES = ("sparse_kl", "ncae")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PHASE_SECONDS = 1800  # a phase still running after this long has hung
-
-
-@dataclass
-class Drill:
-    """What one drill did and found; ``problems`` is empty when every check passed."""
-
-    study: str
-    phase1: dict[str, int] = field(default_factory=dict)
-    phase2: dict[str, int] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-
-    def check(self, ok: bool, problem: str) -> None:
-        if not ok:
-            self.problems.append(problem)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -132,7 +112,7 @@ def run(args: argparse.Namespace, folder: Path) -> Drill:
     _phase1(drill, study, tracker, w * t)
     drill.phase1 |= check_records(drill, study.get_trials(), tracker, data, "phase 1")
     before = {x.number: (x.state, x.value) for x in study.get_trials() if x.state in FINISHED}
-    runs_before = _snapshot(tracker, [x for x in study.get_trials() if x.state in FINISHED])
+    runs_before = snapshot(tracker, [x for x in study.get_trials() if x.state in FINISHED])
 
     share = max(3, math.ceil(3 * args.cycles / w))  # enough trials to kill C times
     print(f"phase 2: {w} workers x {share} trials, {args.cycles} SIGKILLs mid-trial", flush=True)
@@ -147,7 +127,7 @@ def run(args: argparse.Namespace, folder: Path) -> Drill:
           f"({len(repaired.retrained)} trained again for their artefacts)", flush=True)
     _phase2(drill, study, tracker, before, killed, w * share)
     drill.phase2 |= check_records(drill, study.get_trials(), tracker, data, "phase 2")
-    changed = [n for n, runs in _snapshot(tracker, [study.trials[n] for n in runs_before]).items()
+    changed = [n for n, runs in snapshot(tracker, [study.trials[n] for n in runs_before]).items()
                if runs != runs_before[n]]
     drill.phase2["phase1_runs_kept"] = len(runs_before) - len(changed)
     print(f"  {len(runs_before) - len(changed)} of {len(runs_before)} phase-1 runs unchanged in "
@@ -162,97 +142,6 @@ def _data(study_args: argparse.Namespace) -> Dataset:
 
     base = spec_from_args(study_args).base
     return data_module.load(base.data.name, base.data.val_fraction, base.data.seed)
-
-
-def _run_ids(tracker: Tracker, trials: list[FrozenTrial]) -> dict[int, str | None]:
-    """Each trial's run: the one its ``mlflow_run_id`` names, else the one tagged with its
-    number (a trial failed before its run was made gets one tagged so); None if it has none
-    (a deleted run is none)."""
-    parents, children = _runs(tracker)
-    ids = {r.info.run_id for r in parents} | {r.info.run_id for rs in children.values()
-                                              for r in rs}
-    out = {}
-    for t in trials:
-        run_id = t.user_attrs.get(RUN_ATTR)
-        tagged = [r.info.run_id for r in children.get(t.number, [])]
-        out[t.number] = run_id if run_id in ids else (
-            tagged[0] if run_id is None and len(tagged) == 1 else None)
-    return out
-
-
-def record_problems(trial: FrozenTrial, run: Run | None, data: Dataset) -> list[str]:
-    """What the run of an ended trial lacks: a COMPLETE trial's run must be FINISHED and hold
-    its ``trial_record``; a FAIL (PRUNED) trial's run be FAILED (KILLED) with a reason."""
-    if run is None:
-        return ["no run"]
-    stored = run.stored()
-    state = trial.state.name
-    problems = []
-    if stored.status != RUN_STATUS[state]:
-        problems.append(f"run {stored.status}, not {RUN_STATUS[state]}")
-    if trial.state != TrialState.COMPLETE:
-        if stored.tags.get("state") != state or not stored.tags.get("reason"):
-            problems.append(f"tags state={stored.tags.get('state')} reason="
-                            f"{stored.tags.get('reason')!r}, not state={state} and a reason")
-        return problems
-    record = trial_record(trial, data)
-    missing = sorted(set(record.metrics) - set(stored.metrics))
-    if missing:
-        problems.append(f"metrics missing: {', '.join(missing)}")
-    for key, rel in ((CONSTRAINT_METRIC, 1e-9), (OBJECTIVE, 1e-3)):
-        if key in stored.metrics and not math.isclose(stored.metrics[key], record.metrics[key],
-                                                      rel_tol=rel, abs_tol=1e-9):
-            problems.append(f"{key}={stored.metrics[key]!r}, Optuna has "
-                            f"{record.metrics[key]!r}")
-    wrong = [f"{k}={stored.tags.get(k)}" for k, v in record.tags.items()
-             if stored.tags.get(k) != v]
-    if wrong:
-        problems.append(f"tags {', '.join(wrong)}, not {record.tags}")
-    lacking = sorted(set(record.artifacts) - stored.artifacts.keys())
-    if lacking:
-        problems.append(f"artefacts missing: {', '.join(lacking)}")
-    epochs = set(range(1, record.epochs + 1))
-    for key in record.histories:
-        gaps = sorted(epochs - {step for step, _ in run.metric_history(key)})
-        if gaps:
-            problems.append(f"{key} not logged after epochs {gaps}")
-    return problems
-
-
-def check_records(drill: Drill, trials: list[FrozenTrial], tracker: Tracker, data: Dataset,
-                  phase: str) -> dict[str, int]:
-    """``record_problems`` of every ended trial's run, each a failed check of ``drill``;
-    returns how many COMPLETE and how many FAIL or PRUNED trials have all their run should."""
-    ended = [t for t in trials if t.state.is_finished()]
-    run_ids = _run_ids(tracker, ended)
-    whole: Counter[bool] = Counter()
-    for t in ended:
-        run_id = run_ids[t.number]
-        problems = record_problems(t, None if run_id is None else tracker.run(run_id), data)
-        whole[t.state == TrialState.COMPLETE] += not problems
-        for problem in problems:
-            drill.check(False, f"{phase}: {t.state.name} trial {t.number}: {problem}")
-    complete = sum(t.state == TrialState.COMPLETE for t in ended)
-    print(f"  {whole[True]} of {complete} COMPLETE trials' runs hold their whole record, "
-          f"{whole[False]} of {len(ended) - complete} failed or pruned trials' runs are ended "
-          f"with a reason", flush=True)
-    return {"complete_recorded": whole[True], "ended_with_reason": whole[False]}
-
-
-def _snapshot(tracker: Tracker, trials: list[FrozenTrial]) -> dict[int, tuple | None]:
-    """What each trial's run holds, to compare later: status, tags, every metric's history,
-    artefact files and sizes."""
-    out: dict[int, tuple | None] = {}
-    for number, run_id in _run_ids(tracker, trials).items():
-        if run_id is None:
-            out[number] = None
-            continue
-        run = tracker.run(run_id)
-        stored = run.stored()
-        histories = {key: [(step, repr(v)) for step, v in run.metric_history(key)]  # NaN too
-                     for key in sorted(stored.metrics)}
-        out[number] = (stored.status, stored.tags, histories, stored.artifacts)
-    return out
 
 
 def _last_line(log: Path) -> str:
@@ -275,21 +164,10 @@ def _tiny_npz(folder: Path) -> Path:
     return path
 
 
-def _runs(tracker: Tracker) -> tuple[list, dict[int, list]]:
-    """The study's parent runs, and its child runs by trial number (the runs of confirmation
-    and baseline seeds, tagged ``kind``, are neither)."""
-    runs = tracker.client.search_runs([tracker.experiment_id], max_results=50000)
-    children: dict[int, list] = {}
-    for r in runs:
-        if "trial" in r.data.tags:
-            children.setdefault(int(r.data.tags["trial"]), []).append(r)
-    return [r for r in runs if "trial" not in r.data.tags and "kind" not in r.data.tags], children
-
-
 def _phase1(drill: Drill, study: optuna.Study, tracker: Tracker, n: int) -> None:
     trials = study.get_trials()
     finished = [t for t in trials if t.state in FINISHED]
-    parents, children = _runs(tracker)
+    parents, children = study_runs(tracker)
     one_run = sum(len(children.get(t.number, [])) == 1 and
                   children[t.number][0].info.run_id == t.user_attrs.get("mlflow_run_id")
                   for t in finished)
@@ -404,7 +282,7 @@ def _phase2(drill: Drill, study: optuna.Study, tracker: Tracker, before: dict,
     # a killed worker takes its whole pack with it; a diverging trial fails by design (no retry)
     stopped = [t for t in dead if failed_with_worker(t)]
     stopped_given_up = [t for t in stopped if t.number not in retries and not retries_left(t)]
-    parents, children = _runs(tracker)
+    parents, children = study_runs(tracker)
     statuses = Counter(r.info.status for rs in children.values() for r in rs)
     extra_runs = sum(len(rs) > 1 for rs in children.values())
     finished = [t for t in trials if t.state in FINISHED]

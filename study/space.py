@@ -68,8 +68,8 @@ def suggest(trial: optuna.Trial, base: ExperimentConfig,
 
 def check_families(base: ExperimentConfig, families: tuple[str, ...]) -> None:
     """Raise ConfigError, before anything is stored, where ``base`` does not suit one of the
-    ``families`` (topk without a decoder norm): each family's config at the low end of its
-    ranges must be valid, as every trial's is then."""
+    ``families``: each family's config at the low end of its ranges must be valid, as every
+    trial's is then."""
     for family in families:
         low = {key: 1 if key == K else RANGES[key].low for key in FAMILY_PARAMS[family]}
         base.replace(**{"model.family": family, "name": family, **low})

@@ -65,8 +65,6 @@ def test_int_is_accepted_for_float_fields():
     ({"model.family": "topk", "model.k": 0},
      "model.k must be in 1 … model.latent (32) for topk, got 0"),
     ({"model.family": "topk", "model.k": 33}, "model.k must be in 1 … model.latent (32)"),
-    ({"model.family": "topk", "model.k": 4, "model.decoder_norm": 0.0},
-     "topk sets each decoder column's norm to model.decoder_norm exactly: it must be > 0"),
     ({"model.k": 4}, "model.k has no effect on family 'ae'"),
 ])
 def test_bad_values_raise_one_line_errors(overrides, message):
@@ -90,3 +88,14 @@ def test_load_json_errors(tmp_path):
     bad.write_text("[1, 2]")
     with pytest.raises(ConfigError, match="JSON object"):
         load_json(bad)
+
+
+def test_topk_takes_any_decoder_norm_and_ignores_it():
+    # model.decoder_norm bounds the penalty families' decoders (0: unbounded); topk's columns are
+    # always at unit norm (tests/test_topk.py), so a study's one value suits every family
+    for norm in (0.0, 1.0, 28.0):
+        cfg = ExperimentConfig().replace(**{"model.family": "topk", "model.k": 4,
+                                            "model.decoder_norm": norm})
+        assert cfg.model.decoder_norm == norm
+    topk, ae = presets.PRESETS["topk"].flat(), presets.PRESETS["ae"].flat()
+    assert "model.decoder_norm" not in {k for k, v in topk.items() if v != ae[k]}

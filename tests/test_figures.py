@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from experiments import figures
+from experiments import figures, pixels
 from experiments.occupancy import latent_occupancy, train_digit_classifier
 
 RNG = np.random.default_rng(0)
@@ -161,14 +161,14 @@ def test_pictures_are_bare_uint8_images_of_the_same_data():
     kernel[:, 1] = 0.0  # a dead unit: its tile is white (zero weight), not NaN or black
     fields = figures.receptive_field_picture(kernel, max_units=30)
     assert fields.dtype == np.uint8 and fields.shape[2] == 3
-    gap, side = figures.RF_GAP * 2, 28 * 2
+    gap, side = pixels.RF_GAP * 2, 28 * 2
     dead = fields[gap:gap + side, 2 * gap + side:2 * gap + 2 * side]
     assert dead.min() > 240  # RdBu's middle is near white
 
     codes = np.maximum(RNG.normal(size=(200, 32)), 0)
     codes[:, 5] = 0.0  # a dead unit is a black column band
     act = figures.activation_picture(codes, LABELS)
-    band = figures.PICTURE_SIDE // 32
+    band = pixels.PICTURE_SIDE // 32
     assert act.dtype == np.uint8 and act.shape == (200, 8 + 2 + 32 * band, 3)
     assert act[:, 10 + 5 * band:10 + 6 * band].max() == 0 and act[:, 10:].max() == 255
     strip = act[:, 0]  # digits sorted: their colours in the strip, in order
@@ -176,7 +176,7 @@ def test_pictures_are_bare_uint8_images_of_the_same_data():
     np.testing.assert_array_equal(strip, expected)
 
     scatter = figures.latent_picture(CODES, LABELS, dims=(3, 7))
-    assert scatter.shape == (figures.PICTURE_SIDE, figures.PICTURE_SIDE, 3)
+    assert scatter.shape == (pixels.PICTURE_SIDE, pixels.PICTURE_SIDE, 3)
     drawn = {tuple(c) for c in scatter.reshape(-1, 3)}
     assert {tuple(np.round(c * 255).astype(int)) for c in figures.DIGIT_COLORS} <= drawn
     with pytest.raises(ValueError, match="dims"):

@@ -28,7 +28,7 @@ def test_estimate_holds_the_models_weights_gradients_and_optimizer_state(name):
 
 def test_every_preset_fits_and_a_huge_code_is_refused_in_one_line(monkeypatch):
     for cfg in PRESETS.values():
-        memory.check(cfg, SIZES, slots=8)  # the seed's sizes, on any machine that runs the tests
+        memory.check(cfg, SIZES, slots=8)  # the notebooks' sizes, on any machine running the tests
     monkeypatch.setattr(memory, "available_bytes", lambda: 16 * 2**30)
     huge = PRESETS["ae"].replace(**{"model.latent": 10**8})
     with pytest.raises(ConfigError) as refused:

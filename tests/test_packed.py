@@ -19,7 +19,7 @@ TRIALS = [
     tiny("ncae", **{"model.beta": 0.05, "model.p": 0.02, "model.alpha": 0.03,
                     "train.learning_rate": 1e-2}),
     tiny("ae", **{"train.learning_rate": 5e-3}),
-    # at the pack's decoder norm, 28: the code is alive at this rate (docs/topk.md)
+    # beside the others at the default decoder_norm, 28: topk's columns stay at unit norm
     tiny("topk", **{"model.k": 5, "model.decoder_norm": 28.0, "train.learning_rate": 1e-3}),
 ]
 TRIALS = [cfg.replace(**{"train.epochs": EPOCHS, "name": cfg.name}) for cfg in TRIALS]
@@ -38,7 +38,8 @@ SETTINGS = {
         "train.loss": "bce", "train.optimizer": "adadelta", "train.learning_rate": 1.0,
         "model.decoder_norm": 0.5, "model.l1": 1e-3, "model.weight_decay": 1e-3,
         "model.penalty_layers": "both"}),
-    "topk at unit norm, k 1": tiny("topk", **{"model.k": 1}),
+    "topk, k 1, decoder_norm 0": tiny("topk", **{"model.k": 1,
+                                                  "model.decoder_norm": 0.0}),
     "half_sse, sigmoid codes, KL mean": tiny("sparse_kl", **{
         "train.loss": "half_sse", "model.activation": "sigmoid", "model.kl_reduction": "mean",
         "model.beta": 3.0, "model.p": 0.05, "train.learning_rate": 3e-3}),
@@ -77,7 +78,7 @@ def train(trials, data, slots=None, schedule=None, exported=None):
 
 
 def plain_fit(cfg, data):
-    """The seed's way, on the same batches: the plain model with the loss, optimizer, penalties
+    """The notebooks' way, on the same batches: the plain model with the loss, optimizer, penalties
     and constraint ``models.build`` gives it, Keras fit, eager, one step at a time; per epoch
     its loss and validation measures (the VAE's path, experiments/train.py)."""
     model = models.build(cfg)
@@ -115,9 +116,8 @@ def test_compiled_slot_is_the_plain_keras_model(name, tiny_data):
     if "decoder bound" in name:  # it binds: without it these rows grow past it
         assert np.linalg.norm(kernel, axis=1).max() == pytest.approx(cfg.model.decoder_norm,
                                                                       rel=1e-5)
-    if cfg.model.family == "topk":  # every row exactly at the bound, in the slot as alone
-        np.testing.assert_allclose(np.linalg.norm(kernel, axis=1), cfg.model.decoder_norm,
-                                   rtol=1e-5)
+    if cfg.model.family == "topk":  # every row exactly at unit norm, in the slot as alone
+        np.testing.assert_allclose(np.linalg.norm(kernel, axis=1), 1.0, rtol=1e-5)
     assert trainer.busy() == []  # released after its epochs
 
 
@@ -128,6 +128,21 @@ def test_each_slot_of_a_pack_follows_its_trial_alone(tiny_data):
         for key in ("loss", "mse", "val_mse", "val_mean_activation", "val_active_fraction"):
             np.testing.assert_allclose([v[key] for v in packed[i]], [v[key] for v in alone[0]],
                                        rtol=1e-4, atol=1e-7, err_msg=f"trial {i} {key}")
+
+
+def test_a_topk_slot_and_a_sparse_kl_slot_share_a_pack_at_the_default_decoder_norm(tiny_data):
+    # one study's decoder_norm (28) for both: topk's columns held at 1, sparse_kl's bounded by 28
+    topk = tiny("topk", **{"model.k": 4, "train.learning_rate": 1e-2, "train.epochs": 4})
+    kl = tiny("sparse_kl", **{"model.beta": 0.01, "model.p": 0.05, "train.learning_rate": 3e-2,
+                              "train.epochs": 4})
+    assert topk.model.decoder_norm == kl.model.decoder_norm == 28.0
+    exported = {}
+    seen, _ = train([topk, kl], tiny_data, exported=exported)
+    norms = [np.linalg.norm(models.decoder_kernel(exported[i]), axis=1) for i in (0, 1)]
+    np.testing.assert_allclose(norms[0], 1.0, rtol=1e-5)
+    assert norms[1].max() <= 28.0 * (1 + 1e-5) and np.ptp(norms[1]) > 0.1  # not held at 1
+    assert 0 < seen[0][-1]["val_l0"] <= 4  # topk's code is alive ...
+    assert seen[0][-1]["val_mse"] < seen[0][0]["val_mse"]  # ... and learns
 
 
 def test_a_refilled_slot_trains_as_if_alone(tiny_data):

@@ -35,11 +35,11 @@ def test_optuna_private_surface():
 
 
 def test_keras_adam_private_surface():
-    """experiments/packed.py's per-slot Adam reads its moments as Keras's Adam keeps them."""
+    """experiments/slots.py's per-slot Adam reads its moments as Keras's Adam keeps them."""
     weights = keras.Variable(np.zeros((2, 3), "float32"))
     opt = keras.optimizers.Adam()
     opt.build([weights])
     for name in ("_get_variable_index", "_momentums", "_velocities"):
-        _has(opt, name, f"Adam.{name}", keras, "experiments/packed.py (SlotAdam)")
+        _has(opt, name, f"Adam.{name}", keras, "experiments/slots.py (SlotAdam)")
     index = opt._get_variable_index(weights)
     assert tuple(opt._momentums[index].shape) == tuple(opt._velocities[index].shape) == (2, 3)

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from test_study import spec
 
 from experiments.runner import train_all, train_and_evaluate
-from study import faults, runner
+from study import fault_checks, runner
 from study.cli import main
 from study.objective import MEASURES_ATTR
 from study.repair import REPAIRED, Repaired, repair
@@ -41,8 +41,8 @@ def lose_writes(monkeypatch, lost: dict[str, tuple[str, ...]]) -> None:
 
 
 def problems(study, uri, data):
-    drill = faults.Drill(study.study_name)
-    faults.check_records(drill, study.trials, Tracker(study.study_name, uri), data, "check")
+    drill = fault_checks.Drill(study.study_name)
+    fault_checks.check_records(drill, study.trials, Tracker(study.study_name, uri), data, "check")
     return drill.problems
 
 

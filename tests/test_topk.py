@@ -1,7 +1,7 @@
 """topk, the k-sparse autoencoder: at most k active units per digit (on every backend: make test
 runs this file on JAX too), ties broken the same way everywhere, its decoder columns at exactly
-decoder_norm after training. The packed slot against the trial alone: test_packed.py; the study
-and its report: test_report.py."""
+unit norm after training, whatever model.decoder_norm says. The packed slot against the trial
+alone: test_packed.py; the study and its report: test_report.py."""
 
 import numpy as np
 import pytest
@@ -48,10 +48,12 @@ def test_each_slot_keeps_its_own_k():
         np.testing.assert_array_equal(kept[slot], reference_top_k(codes[slot], k))
 
 
-@pytest.mark.parametrize("k", [1, 4])
+@pytest.mark.parametrize("k, decoder_norm", [(1, 28.0), (4, 0.0)])
 def test_a_trained_topk_model_has_at_most_k_active_units_and_unit_norm_decoder_columns(
-        k, tiny_data):
-    cfg = tiny("topk", **{"model.k": k, "train.learning_rate": 1e-2})
+        k, decoder_norm, tiny_data):
+    # model.decoder_norm (the penalty families' bound, 0: none) does not reach topk
+    cfg = tiny("topk", **{"model.k": k, "train.learning_rate": 1e-2,
+                          "model.decoder_norm": decoder_norm})
     start = models.decoder_kernel(models.build(cfg))
     result = train_and_evaluate(cfg, tiny_data)
     model = result.model  # the plain Keras model, exported from its pack
@@ -62,12 +64,37 @@ def test_a_trained_topk_model_has_at_most_k_active_units_and_unit_norm_decoder_c
     assert 0 < result.final["val_l0"] <= k and 0 < result.final["test_l0"] <= k
     kernel = models.decoder_kernel(model)
     assert np.linalg.norm(kernel - start) > 0.05 * np.linalg.norm(start)  # training moved them
-    # ... and each column ended at exactly decoder_norm (the preset's 1, Gao et al.'s unit norm)
-    np.testing.assert_allclose(np.linalg.norm(kernel, axis=1), cfg.model.decoder_norm,
-                               rtol=1e-5)
+    # ... and each column ended at exactly unit norm (Gao et al.)
+    np.testing.assert_allclose(np.linalg.norm(kernel, axis=1), 1.0, rtol=1e-5)
 
 
-def test_topk_starts_with_its_decoder_columns_at_decoder_norm():
-    cfg = tiny("topk", **{"model.decoder_norm": 5.0})
+@pytest.mark.parametrize("decoder_norm", [0.0, 5.0, 28.0])
+def test_topk_starts_with_its_decoder_columns_at_unit_norm(decoder_norm):
+    cfg = tiny("topk", **{"model.decoder_norm": decoder_norm})
     kernel = models.decoder_kernel(models.build(cfg))
-    np.testing.assert_allclose(np.linalg.norm(kernel, axis=1), 5.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(kernel, axis=1), 1.0, rtol=1e-5)
+
+
+def _largest_intermediate(fn, shape) -> int:
+    """The most elements any intermediate tensor of ``fn`` on zeros of ``shape`` holds, as the
+    backend traces it (a jaxpr on JAX, a graph on TensorFlow)."""
+    import keras
+
+    x = np.zeros(shape, "float32")
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jaxpr = jax.make_jaxpr(fn)(x).jaxpr
+        return max(int(np.prod(v.aval.shape)) for eqn in jaxpr.eqns for v in eqn.outvars)
+    import tensorflow as tf
+
+    graph = tf.function(fn).get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
+    return max(int(np.prod(t.shape.as_list())) for op in graph.get_operations()
+               for t in op.outputs if t.shape.rank is not None)
+
+
+def test_top_k_memory_is_linear_in_the_code_units():
+    # a pack of 4 slots x 64 digits x 512 units, a k per slot: nothing as large as units x units
+    ks = np.array([1, 7, 64, 512], "float32")[:, None, None]
+    largest = _largest_intermediate(lambda c: keep_top_k(c, ks), (4, 64, 512))
+    assert largest <= 4 * 64 * 512, largest

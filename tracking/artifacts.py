@@ -7,13 +7,15 @@ store: a SQLite URI whose file does not exist finds no run, instead of leaving a
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+# MLflow draws a progress bar on stderr for every download unless this is "false"; it reads the
+# switch from the environment alone (no argument carries it), so a program that downloads quietly
+# sets it once for its process before it downloads (``python -m study report`` does)
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def _client(uri: str) -> MlflowClient | None:
@@ -37,19 +39,12 @@ def run_tags(uri: str, run_id: str) -> dict[str, str] | None:
 
 def download(uri: str, run_id: str, path: str, dst: str | Path) -> list[Path]:
     """Copy the artefact folder ``path`` of a run into ``dst``; the local files, none when the
-    run has no such folder (or no files in it)."""
+    run has no such folder (or no files in it). MLflow shows its progress bar unless
+    ``PROGRESS_BAR`` is "false" in the environment."""
     client = _client(uri)
     if client is None or not client.list_artifacts(run_id, path):
         return []
-    quiet = os.environ.get(_PROGRESS_BAR)
-    os.environ[_PROGRESS_BAR] = "false"  # MLflow's per-file progress bar, read per call
-    try:
-        local = Path(client.download_artifacts(run_id, path, str(dst)))
-    finally:
-        if quiet is None:
-            del os.environ[_PROGRESS_BAR]
-        else:
-            os.environ[_PROGRESS_BAR] = quiet
+    local = Path(client.download_artifacts(run_id, path, str(dst)))
     return sorted(p for p in local.rglob("*") if p.is_file()) if local.is_dir() else [local]
 
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from optuna.trial import FrozenTrial
 
-from study import baselines, comparison, confirm
+from study import baselines, confirm
+from study.report import comparison
 from study.results import Constraint, best_per_family, closest_infeasible
 from study.space import FAMILY_PARAMS
 
