@@ -217,8 +217,7 @@ class PackedTrainer:
         self._streams: dict[int, np.random.Generator] = {}  # slot -> its batch order's stream
         self._initial: dict[tuple, list[np.ndarray]] = {}  # plain models' initial weights
         self._val_variance = metrics.pixel_variance(data.x_val)
-        self._sums = {bce: _compiled(lambda x, bce=bce: self._chunk_sums(x, bce))
-                      for bce in (False, True)}
+        self._sums = _compiled(lambda x: self._chunk_sums(x, False))
 
     def busy(self) -> list[int]:
         return [k for k, cfg in enumerate(self.configs) if cfg is not None]
@@ -286,7 +285,10 @@ class PackedTrainer:
         chunk = max(1, MEASURE_ELEMENTS // (self.slots * PIXELS))
         for start in range(0, len(x), chunk):
             part = x[start:start + chunk]
-            measures.add_sums(self._sums[bce](ops.convert_to_tensor(part, "float32")), len(part))
+            part = ops.convert_to_tensor(part, "float32")
+            # compiled for the per-epoch measures; the final ones (with the cross-entropy, once
+            # per trial and split) eagerly: a compilation per split's shape cost more than it saved
+            measures.add_sums(self._chunk_sums(part, True) if bce else self._sums(part), len(part))
         return {key: np.asarray(value) for key, value in measures.result().items()}
 
     def final_measures(self, slots: list[int]) -> dict[int, dict[str, float]]:

@@ -193,6 +193,10 @@ def measure(variant: str, configs: list[dict], data_name: str) -> dict:
     from experiments import data as data_module
 
     data = data_module.load(data_name)
+    # the libraries are loaded before the clock starts: a process's start, not the work measured
+    import experiments.runner  # noqa: F401
+    import study.runner  # noqa: F401
+
     kind, _, arg = variant.partition(":")
     with tempfile.TemporaryDirectory() as folder:
         if variant.endswith(",tracked"):
@@ -304,7 +308,7 @@ def main(args: argparse.Namespace) -> int:
     limit = rate / flops  # trial-samples/s the arithmetic allows
 
     base_single = single["plain fit"]["samples_per_s"]
-    print("\n" + _table(("single trial", "samples/s", "x plain fit", "of limit", "first epoch s",
+    print("\n" + _table(("single trial", "samples/s", "first epoch s", "x plain fit", "of limit",
                          "peak MiB"), single, "samples_per_s", base_single, limit,
                         (("first_epoch_s", ".2f"), ("peak_rss_mib", ",.0f"))))
     for r in studies.values():
