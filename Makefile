@@ -58,7 +58,7 @@ lint: $(STAMP) ## ruff and mypy over the packages and the tests
 	$(PY) -m ruff check experiments study tracking tests
 	$(PY) -m mypy
 
-experiments: $(STAMP) ## run the seed notebooks' six experiments as MLflow runs (DATA=, EPOCHS=)
+experiments: $(STAMP) ## run the notebooks' six experiments as MLflow runs (DATA=, EPOCHS=)
 	$(PY) -m experiments run --all $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 study: $(STAMP) ## Optuna study of the sparse AEs, then its winners confirmed on fresh seeds (~8 min)

@@ -58,7 +58,7 @@ def configs_from_args(args: argparse.Namespace) -> list[ExperimentConfig]:
     if args.config:
         base = [load_json(args.config)]
     else:
-        base = [presets.get(n) for n in (presets.SEED_NOTEBOOKS if args.all else args.names)]
+        base = [presets.get(n) for n in (presets.NOTEBOOKS if args.all else args.names)]
     overrides = dict(parse_override(s) for s in args.set)
     if args.data is not None:
         overrides["data.name"] = args.data

@@ -45,7 +45,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     family: str = "ae"  # one of FAMILIES
-    latent: int = 32  # code units; the seed's AE size (the VAE preset sets 2)
+    latent: int = 32  # code units; the notebooks' AE size (the VAE preset sets 2)
     # units kept per sample by topk (1 … latent); 0 everywhere else, where it would do nothing
     k: int = 0
     activation: str = "relu"  # code units; KL needs p̂ < 1: above, relu codes pay its tangent
@@ -53,10 +53,10 @@ class ModelConfig:
     l1: float = 0.0  # lambda of the L1 activity penalty (sparse_l1)
     beta: float = 0.0  # weight of the KL sparsity penalty (sparse_kl, ncae)
     p: float = 0.05  # KL sparsity target activation, Hosseini-Asl et al.
-    kl_reduction: str = "sum"  # Ng's notes sum KL over units; the seed also tried the mean
+    kl_reduction: str = "sum"  # Ng's notes sum KL over units; the notebooks also tried the mean
     weight_decay: float = 0.0  # lambda in (lambda/2)·ΣW² (sparse_kl; sparse_l1 may use it too)
     alpha: float = 0.0  # lambda in (alpha/2)·Σ min(W, 0)², the NCAE nonnegativity penalty
-    penalty_layers: str = "encoder"  # the seed decays the encoder only; the formulas decay both
+    penalty_layers: str = "encoder"  # the notebooks decay the encoder only; the formulas decay both
     # max L2 norm of each code unit's decoder weights (0: none, as in the notebooks). relu is
     # positively homogeneous: unbounded, a code can shrink while its decoder grows, and the
     # penalties on the code buy nothing. √784 = 28 is RMS 1 per pixel, the size the notebooks'
@@ -67,12 +67,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 50  # the seed notebooks and the measured baselines use 50
-    batch_size: int = 256  # as in the seed notebooks
+    epochs: int = 50  # the notebooks and the measured baselines use 50
+    batch_size: int = 256  # as in the notebooks
     learning_rate: float = 1e-3  # Adam's default
     optimizer: str = "adam"  # "adadelta" reproduces the Keras blog (set learning_rate=1.0)
     # reconstruction loss of the non-VAE families (the VAE always uses BCE summed over pixels).
-    # "mse" is the seed's per-pixel mean; "half_sse" is Ng's J_E, ½·Σ over the 784 pixels, 392x
+    # "mse" is the notebooks' per-pixel mean; "half_sse" is Ng's J_E, ½·Σ over the 784 pixels, 392x
     # larger, the scale at which the literature's beta = 3 and lambda = 3e-3 were chosen
     loss: str = "mse"
     seed: int = 0  # weights, batch order and sampling: runs repeat exactly on CPU

@@ -1,4 +1,4 @@
-"""The seed's autoencoders, built from a plain config: ``build(cfg) -> keras.Model`` (compiled).
+"""The notebooks' autoencoders, built from a plain config: ``build(cfg) -> keras.Model`` (compiled).
 
 Every model holds two named sub-models, ``encoder`` and ``decoder``, so codes can be drawn
 and decoded on their own (``encode``/``decode``/``reconstruct`` below). Metric names are the
@@ -104,7 +104,7 @@ def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
 
 @keras.saving.register_keras_serializable(package="sae")
 class Sampling(keras.layers.Layer):
-    """z = mean + exp(log_variance / 2) · eps: the seed's fix of the blog's log_sigma confusion."""
+    """z = mean + exp(log_variance / 2) · eps: the notebooks' fix of the blog's log_sigma mix-up."""
 
     def __init__(self, seed=0, **kwargs):
         super().__init__(**kwargs)
@@ -122,7 +122,7 @@ class Sampling(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="sae")
 class VAE(keras.Model):
-    """The Keras blog VAE as the seed adapted it.
+    """The Keras blog VAE as the notebooks adapted it.
 
     loss = BCE summed over the 784 pixels + KL(q(z|x) ‖ N(0, I)) summed over latent dims,
     averaged over the batch. Loss and metrics are computed in ``compute_loss`` and

@@ -71,7 +71,7 @@ def _corners(data: Dataset) -> list[int]:
 
 
 def applicable_figures(cfg: ExperimentConfig, data: Dataset) -> tuple[str, ...]:
-    """The names of the seed notebooks' presentations that apply to ``cfg``, as ``sketch``
+    """The names of the notebooks' presentations that apply to ``cfg``, as ``sketch``
     keys them."""
     vae, latent = cfg.model.family == "vae", cfg.model.latent
     names = ["reconstruction", "receptive_fields", "digit_counts"]
@@ -90,7 +90,7 @@ def applicable_figures(cfg: ExperimentConfig, data: Dataset) -> tuple[str, ...]:
 
 def sketch(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
            names: tuple[str, ...] | None = None) -> dict[str, partial]:
-    """The seed notebooks' presentations that apply to ``cfg`` (all, or those in ``names``),
+    """The notebooks' presentations that apply to ``cfg`` (all, or those in ``names``),
     keyed by a file-friendly name, each a call of a ``figures`` function with its data bound.
     The model's part (codes, reconstructions, weights) is computed here; drawing is left to the
     caller. All but the sweeps over the decoder bind plain arrays, so they can be drawn in

@@ -9,7 +9,7 @@ trial configurations (drawn once from the search space with a seeded random samp
 pruning, so every variant does the same work:
 
 - **single trial**: one trial's training, samples per second of the median epoch of 60: Keras's
-  ``fit`` on the plain model, as the seed notebooks train (the baseline), also with the
+  ``fit`` on the plain model, as the notebooks train (the baseline), also with the
   validation measures this project takes after every epoch, against this project's trainer (a
   pack of one, compiled, with those measures). The first epoch, which compiles, is timed apart.
 - **study**: the trials as a study: one after another with plain ``fit`` and the same per-epoch

@@ -3,7 +3,7 @@
 Parameter names are the flat config keys, so Optuna's params, MLflow's params, the saved config
 JSON and the report all say ``model.beta``. Ranges are log-uniform and wide enough to contain the
 published settings (UFLDL: p = 0.1, λ = 3e-3, β = 3; NCAE: p = 0.05, β = 3, α = 3e-3) and the
-seed notebooks' (L1 1e-7; β = 3 with Keras l2(0.003), i.e. weight decay 0.006). topk's k is
+notebooks' (L1 1e-7; β = 3 with Keras l2(0.003), i.e. weight decay 0.006). topk's k is
 searched over all it can be, 1 … model.latent.
 """
 
@@ -31,10 +31,10 @@ class Range:
 
 
 RANGES: dict[str, Range] = {
-    "model.l1": Range(1e-9, 1e-2, "L1 activity weight; the seed used 1e-7 and found 1e-4 blurry"),
-    "model.beta": Range(1e-3, 10.0, "KL weight; literature 3, the seed found ~0.01 sharper"),
+    "model.l1": Range(1e-9, 1e-2, "L1 activity weight; the notebooks: 1e-7, 1e-4 blurry"),
+    "model.beta": Range(1e-3, 10.0, "KL weight; literature 3, the notebooks found ~0.01 sharper"),
     "model.p": Range(1e-3, 0.3, "KL target activation; literature 0.05-0.1"),
-    "model.weight_decay": Range(1e-7, 1e-2, "(λ/2)ΣW²; UFLDL 3e-3, the seed 6e-3"),
+    "model.weight_decay": Range(1e-7, 1e-2, "(λ/2)ΣW²; UFLDL 3e-3, the notebooks 6e-3"),
     "model.alpha": Range(1e-5, 1e-1, "NCAE nonnegativity weight; published 3e-3"),
     "train.learning_rate": Range(1e-4, 3e-2, "Adam step; 1e-3 undertrains at 50 epochs of 3,200"),
 }

@@ -22,9 +22,9 @@ def test_presets_match_the_seed_notes():
     assert presets.get("sparse_l1").model.l1 == 1e-7
     ncae = presets.get("ncae").model
     assert (ncae.p, ncae.beta, ncae.alpha) == (0.05, 3.0, 0.003)
-    assert set(presets.SEED_NOTEBOOKS) == {"vae", "ae", "sparse_l1", "sparse_kl", "sparse_kl_wd",
+    assert set(presets.NOTEBOOKS) == {"vae", "ae", "sparse_l1", "sparse_kl", "sparse_kl_wd",
                                            "ncae"}
-    assert set(presets.PRESETS) == {*presets.SEED_NOTEBOOKS, "topk"}
+    assert set(presets.PRESETS) == {*presets.NOTEBOOKS, "topk"}
 
 
 @pytest.mark.parametrize("text, expected", [
