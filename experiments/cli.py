@@ -5,7 +5,7 @@
     python -m experiments run --all
     python -m experiments run --config runs/config.json      # repeat any recorded run
 
-Each experiment becomes one MLflow run (experiment "seed-experiments" by default) in the store
+Each experiment becomes one MLflow run (experiment "notebooks" by default) in the store
 given by --tracking-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db. Bad input (unknown name,
 key or dataset, wrong type, value out of range, a model too large for the memory available, a
 tracking server that does not answer) prints one line and exits 2 before anything is written to
@@ -22,7 +22,7 @@ from experiments import presets
 from experiments.config import ConfigError, ExperimentConfig, load_json, parse_override
 from experiments.data import SOURCES, DataError
 
-EXPERIMENT = "seed-experiments"
+EXPERIMENT = "notebooks"
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -10,7 +10,7 @@ Model code uses ``keras.ops`` only, so it runs on TensorFlow, JAX and PyTorch.
 
 from __future__ import annotations
 
-import threading
+import random
 
 import keras
 import numpy as np
@@ -73,12 +73,22 @@ def decoder_constraint(cfg: ExperimentConfig) -> keras.constraints.Constraint | 
     return keras.constraints.MaxNorm(m.decoder_norm, axis=1)
 
 
+def _initializers(seed: int):
+    """Each Dense layer's kernel initializer, in the order the layers are made, seeded from
+    ``seed`` alone: the draws ``keras.utils.set_random_seed(seed)`` followed by default
+    initializers would make, without touching the process's random state."""
+    draws = random.Random(seed)
+    while True:
+        yield keras.initializers.GlorotUniform(seed=draws.randint(1, int(1e9)))
+
+
 def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
     m = cfg.model
     penalty = _kernel_penalty(cfg)
+    init = _initializers(cfg.train.seed)
     pixels = keras.Input((PIXELS,), name="pixels")
     code = keras.layers.Dense(m.latent, activation=m.activation, kernel_regularizer=penalty,
-                              name="code")(pixels)  # (batch, latent)
+                              kernel_initializer=next(init), name="code")(pixels)
     if m.family == "topk":
         code = topk.TopK(m.k, name="top_k")(code)
     code = ActivityPenalty(l1=m.l1, beta=m.beta, p=m.p, reduction=m.kl_reduction,
@@ -87,7 +97,7 @@ def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
 
     latent = keras.Input((m.latent,), name="latent")
     decoded = keras.layers.Dense(
-        PIXELS, activation="sigmoid", name="reconstruction",
+        PIXELS, activation="sigmoid", name="reconstruction", kernel_initializer=next(init),
         kernel_regularizer=penalty if m.penalty_layers == "both" else None,
         kernel_constraint=decoder_constraint(cfg))(latent)
     decoder = keras.Model(latent, decoded, name="decoder")
@@ -181,45 +191,41 @@ class VAE(keras.Model):
 
 def _build_vae(cfg: ExperimentConfig) -> keras.Model:
     m = cfg.model
+    init = _initializers(cfg.train.seed)
     pixels = keras.Input((PIXELS,), name="pixels")
-    h = keras.layers.Dense(m.hidden, activation="relu", name="hidden")(pixels)
-    z_mean = keras.layers.Dense(m.latent, name="z_mean")(h)
-    z_log_variance = keras.layers.Dense(m.latent, name="z_log_variance")(h)
+    h = keras.layers.Dense(m.hidden, activation="relu", kernel_initializer=next(init),
+                           name="hidden")(pixels)
+    z_mean = keras.layers.Dense(m.latent, kernel_initializer=next(init), name="z_mean")(h)
+    z_log_variance = keras.layers.Dense(m.latent, kernel_initializer=next(init),
+                                        name="z_log_variance")(h)
     encoder = keras.Model(pixels, [z_mean, z_log_variance], name="encoder")
 
     latent = keras.Input((m.latent,), name="latent")
-    h = keras.layers.Dense(m.hidden, activation="relu", name="hidden")(latent)
-    decoded = keras.layers.Dense(PIXELS, activation="sigmoid", name="reconstruction")(h)
+    h = keras.layers.Dense(m.hidden, activation="relu", kernel_initializer=next(init),
+                           name="hidden")(latent)
+    decoded = keras.layers.Dense(PIXELS, activation="sigmoid", kernel_initializer=next(init),
+                                 name="reconstruction")(h)
     decoder = keras.Model(latent, decoded, name="decoder")
 
     model = VAE(encoder, decoder, seed=cfg.train.seed, name="vae")
     model.compile(optimizer=_optimizer(cfg))
-    model(np.zeros((1, PIXELS), "float32"))  # build the weights now, under the caller's seed
+    model(np.zeros((1, PIXELS), "float32"))  # build the weights now
     return model
 
 
-# held while a model is built: a build in another thread (a study records finished trials in
-# one) must not draw random numbers between a seeded build's reseeding and its initializers
-_BUILDING = threading.Lock()
-
-
 def build(cfg: ExperimentConfig) -> keras.Model:
-    """A compiled model for ``cfg``; weights depend only on ``cfg.train.seed``."""
-    with _BUILDING:
-        keras.utils.set_random_seed(cfg.train.seed)
-        if cfg.model.family == "vae":
-            return _build_vae(cfg)
-        return _build_autoencoder(cfg)
+    """A compiled model for ``cfg``; its weights depend only on ``cfg.train.seed`` (the process's
+    random state is neither read nor changed)."""
+    if cfg.model.family == "vae":
+        return _build_vae(cfg)
+    return _build_autoencoder(cfg)
 
 
 def trained(cfg: ExperimentConfig, weights: list[np.ndarray]) -> keras.Model:
-    """The model ``build(cfg)`` makes, holding ``weights`` (a packed slot's): built without
-    reseeding the process, whose initial weights would be overwritten anyway (half the cost of a
-    build)."""
+    """The model ``build(cfg)`` makes, holding ``weights`` (a packed slot's)."""
     if cfg.model.family == "vae":
         raise ValueError("the VAE is not packed: build it with build(cfg)")
-    with _BUILDING:
-        model = _build_autoencoder(cfg)
+    model = _build_autoencoder(cfg)
     model.set_weights(weights)
     return model
 

@@ -268,10 +268,13 @@ class PackedTrainer:
 
     def export(self, slot: int) -> keras.Model:
         """The slot's trial as the plain autoencoder ``models.build`` makes, with its weights."""
+        return models.trained(self._config(slot), self.weights(slot))
+
+    def _config(self, slot: int) -> ExperimentConfig:
         cfg = self.configs[slot]
         if cfg is None:
             raise PackError(f"slot {slot} holds no trial")
-        return models.trained(cfg, self.weights(slot))
+        return cfg
 
     def weights(self, slot: int) -> list[np.ndarray]:
         """The slot's weights now, as the plain model's ``get_weights()`` lists them."""
@@ -291,9 +294,12 @@ class PackedTrainer:
             measures.add_sums(self._chunk_sums(part, True) if bce else self._sums(part), len(part))
         return {key: np.asarray(value) for key, value in measures.result().items()}
 
-    def final_measures(self, slots: list[int]) -> dict[int, dict[str, float]]:
-        """What ``runner.final_measures`` gives of each slot's exported model, for all ``slots``
-        in one pass over the validation and test splits, without building a plain model."""
+    def final_measures(self, results: EpochResults) -> dict[int, dict[str, float]]:
+        """What ``runner.final_measures`` gives of each slot's exported model, for every slot
+        whose trial ended its last epoch in ``results``, in one pass over the validation and test
+        splits, without building a plain model."""
+        slots = [slot for slot, (epoch, _) in results.items()
+                 if epoch == self._config(slot).train.epochs]
         if not slots:
             return {}
         splits = {"val": self.measure(self.data.x_val, bce=True),

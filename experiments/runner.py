@@ -254,8 +254,7 @@ def train_all(cfgs: list[ExperimentConfig], data: Dataset, slots: int | None = N
             fill(slot)
 
         def each(epochs) -> None:
-            finals = trainer.final_measures(
-                [s for s, (epoch, _) in epochs.items() if epoch == cfgs[live[s][0]].train.epochs])
+            finals = trainer.final_measures(epochs)
             for slot, (epoch, values) in epochs.items():
                 i, history, start = live[slot]
                 history(epoch, values)

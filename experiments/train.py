@@ -71,11 +71,12 @@ def fit_plain(cfg: ExperimentConfig, data: Dataset, hooks: Sequence[EpochHook]) 
     """Keras's ``fit`` on the plain model, one step per execution as compiled by default: the
     VAE's trainer, and the way the notebooks train (``make bench``'s baseline)."""
     model = models.build(cfg)
+    keras.utils.set_random_seed(cfg.train.seed)  # fit draws its batch order from the global seed
     model.fit(
         data.x_train, data.x_train,
         epochs=cfg.train.epochs,
         batch_size=cfg.train.batch_size,
-        shuffle=True,  # batch order comes from the global seed set by models.build
+        shuffle=True,
         verbose=0,
         # TerminateOnNaN stops mid-epoch; _EpochEnd then logs the epoch and raises
         callbacks=[keras.callbacks.TerminateOnNaN(), _EpochEnd(data.x_val, hooks)],

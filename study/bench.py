@@ -164,7 +164,7 @@ def _store(folder: str) -> str:
 
 def _study(configs, data, pack: int, tracking: bool, folder: str) -> dict:
     from study.results import StudySpec
-    from study.runner import open_study, run_study
+    from study.search import open_study, run_study
 
     first = from_flat(configs[0])
     base = DEFAULT.replace(**{"name": "study", "data.name": first.data.name,
@@ -195,7 +195,7 @@ def measure(variant: str, configs: list[dict], data_name: str) -> dict:
     data = data_module.load(data_name)
     # the libraries are loaded before the clock starts: a process's start, not the work measured
     import experiments.runner  # noqa: F401
-    import study.runner  # noqa: F401
+    import study.search  # noqa: F401
 
     kind, _, arg = variant.partition(":")
     with tempfile.TemporaryDirectory() as folder:

@@ -84,7 +84,7 @@ def _confirm(args: argparse.Namespace) -> int:
     from study import confirm as confirming
     from study.report import ReportError
     from study.report.write import load_study, open_tracking
-    from study.runner import stored_spec
+    from study.results import stored_spec
 
     try:
         if args.confirm_top < 1 or args.confirm_seeds < 1:
@@ -162,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
     from experiments import data as data_module
     from experiments import memory
     from experiments.packed import default_slots
-    from study.runner import StudyError, run_study
+    from study.search import StudyError, run_study
 
     try:
 

@@ -18,8 +18,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from experiments.data import Dataset
 from study.objective import CONSTRAINT_METRIC, trial_record
+from study.recording import RUN_STATUS
 from study.results import OBJECTIVE, RUN_ATTR
-from study.tracking import RUN_STATUS
 from tracking.runs import Run, Tracker
 
 

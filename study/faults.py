@@ -41,9 +41,9 @@ from optuna.trial import FrozenTrial, TrialState
 from experiments.data import Dataset
 from study.commandline import parser, spec_from_args, worker_command
 from study.fault_checks import Drill, check_records, snapshot, study_runs
+from study.recording import StudyTracking
 from study.repair import repair
 from study.storage import for_helpers, open_storage
-from study.tracking import StudyTracking
 from study.workers import (
     RETRIES,
     RETRY_ATTR,

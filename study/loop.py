@@ -131,8 +131,7 @@ class PackLoop:
 
     def _on_epoch(self, results) -> None:
         # the final measures of every trial at its last epoch, in one pass over the pack
-        finals = self.trainer.final_measures(
-            [s for s, (epoch, _) in results.items() if epoch == self.live[s].cfg.train.epochs])
+        finals = self.trainer.final_measures(results)
         for slot, (epoch, values) in results.items():
             live = self.live[slot]
             try:

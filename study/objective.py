@@ -29,8 +29,8 @@ from experiments.runner import (
 )
 from experiments.train import EpochHook, History
 from study import space
+from study.recording import StudyTracking, end_tags
 from study.results import OBJECTIVE, Constraint, StudySpec
-from study.tracking import StudyTracking, end_tags
 from study.workers import retry_tags
 from tracking.runs import RECORDED
 
@@ -131,28 +131,27 @@ class Objective:
         return violation
 
     def complete(self, trial: optuna.Trial, cfg: ExperimentConfig, run, result: Result,
-                 weights: list[np.ndarray] | None = None) -> float:
-        """Store the measures, set the constraint; the objective value. The run's record (model,
-        pictures, final metrics, end) is made in the tracking's recording thread, from the
-        trained ``weights`` when ``result`` has no model, while training goes on."""
+                 weights: list[np.ndarray] | None) -> float:
+        """Store the measures, set the constraint; the objective value. The run's record (the
+        plain model built from the trained ``weights``, its file, pictures, final metrics, end)
+        is made in the tracking's recording thread while training goes on."""
         final = result.final
         for key, value in final.items():
             trial.set_user_attr(key, value)
         trial.set_user_attr(MEASURES_ATTR, sorted(final))  # what its run's record must hold
         violation = self._constrain(trial, final)
         if run is not None and self.tracking is not None:
-            if result.model is None and weights is None:
-                raise ValueError("a tracked trial needs its model or its weights")
+            if weights is None:
+                raise ValueError("a tracked trial needs its trained weights")
             self.tracking.in_background(
                 f"recording trial {trial.number}",
                 lambda: self._record(run, cfg, result, weights, violation))
         return final[OBJECTIVE]
 
-    def _record(self, run, cfg: ExperimentConfig, result: Result,
-                weights: list[np.ndarray] | None, violation: float) -> None:
+    def _record(self, run, cfg: ExperimentConfig, result: Result, weights: list[np.ndarray],
+                violation: float) -> None:
         assert self.tracking is not None
-        if result.model is None:
-            result = replace(result, model=models.trained(cfg, weights or []))
+        result = replace(result, model=models.trained(cfg, weights))
         record_artifacts(run, result, self.data, cfg, figure_names=trial_figures(cfg, self.data),
                          drawn=False)
         # the final metrics go in one write with the end tags

@@ -1,7 +1,7 @@
 """Repair: the run of a COMPLETE trial that lacks its record gets it back.
 
 A trial's run is tagged ``recorded=false`` when it is created, and ``recorded=true`` by the
-writer's last write for it, once every write before has succeeded (study/tracking.py). A worker
+writer's last write for it, once every write before has succeeded (study/recording.py). A worker
 killed while its writes were still queued, or a tracking store that failed, leaves COMPLETE
 trials whose runs lack their final metrics, tags or artefacts. When a study is opened and when
 it is closed (by its coordinator: one process at a time, see docs/faults.md), each such trial
@@ -31,8 +31,8 @@ from experiments.config import from_flat
 from experiments.data import Dataset
 from experiments.runner import Result, record_artifacts, train_all
 from study.objective import CONSTRAINT_METRIC, TrialRecord, trial_record
+from study.recording import StudyTracking
 from study.results import RUN_ATTR
-from study.tracking import StudyTracking
 from study.workers import unattended
 from tracking.runs import Run, Stored
 

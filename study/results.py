@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from optuna import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from experiments.config import ExperimentConfig
+from experiments.config import ExperimentConfig, from_flat
 
 OBJECTIVE = "val_mse"  # minimised; the pruner compares it plus the constraint's violation
 MEASURES = {  # what a target can bound, and how the summary and the report name it
@@ -28,6 +29,7 @@ MEASURES = {  # what a target can bound, and how the summary and the report name
 }
 DEFAULT_MEASURE = "mean_activation"
 RUN_ATTR = "mlflow_run_id"  # trial user attr: the trial's MLflow run
+SPEC_ATTR = "spec"  # study user attr: families, target and fixed config it was created with
 TOP, SEEDS = 3, 3  # defaults of --confirm-top and --confirm-seeds
 DEFAULT_TARGET = 0.05  # the literature's p; measured on the frontier in README's results
 
@@ -187,3 +189,15 @@ class StudySpec:
                 "penalty_layers": b.model.penalty_layers, "loss": b.train.loss,
                 "decoder_norm": repr(b.model.decoder_norm),
                 "seed": str(b.train.seed)}
+
+
+def stored_spec(study: Study, target: tuple[str, float] | None = None) -> StudySpec:
+    """The spec a study was created with (its user attr), or with another ``(measure,
+    target)``; the pruner is not part of it."""
+    stored = dict(study.user_attrs[SPEC_ATTR])
+    families = tuple(str(stored.pop("families")).split(","))
+    measure, value = target or (stored.get("measure", DEFAULT_MEASURE), stored["target"])
+    for key in ("target", "measure"):
+        stored.pop(key, None)
+    return StudySpec(study.study_name, families, float(value), from_flat(stored), pruner="",
+                     measure=measure)

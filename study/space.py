@@ -20,7 +20,7 @@ SEARCHED_FAMILIES = ("sparse_l1", "sparse_kl", "ncae", "topk")
 # without --family: the penalty families. topk's sparsity is k itself, and its mean activation is
 # not on their scale (docs/topk.md): ask for it, best with an L0 target (--target-l0)
 DEFAULT_FAMILIES = ("sparse_l1", "sparse_kl", "ncae")
-PRUNERS = ("hyperband", "median", "none")  # --pruner; study/runner.py makes them
+PRUNERS = ("hyperband", "median", "none")  # --pruner; study/search.py makes them
 
 
 @dataclass(frozen=True)

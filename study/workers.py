@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from study.results import RUN_ATTR
 
 if TYPE_CHECKING:
-    from study.tracking import StudyTracking
+    from study.recording import StudyTracking
 
 WORKER_ATTR = "worker"  # trial user attr: host:pid:start of the process that runs the trial
 RETRY_ATTR = "retry_of"  # user attr and run tag of a retry: the number of the trial it repeats

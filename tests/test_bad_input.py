@@ -23,7 +23,7 @@ from test_data import BAD_INPUTS
 from experiments.cli import main as experiments_main
 from study import space
 from study.cli import main as study_main
-from study.tracking import TRACKING_ATTR, _elsewhere
+from study.recording import TRACKING_ATTR, _elsewhere
 
 STUDY = ["--family", "sparse_kl", "--epochs", "1", "--pruner", "none", "--set",
          "train.batch_size=64", "--confirm-seeds", "0"]
@@ -240,7 +240,7 @@ def test_a_diverging_experiment_is_one_line_exit_2_and_a_failed_run(workdir, tin
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "sparse_kl_wd: training diverged: loss became" in err
     client = MlflowClient()
-    (run,) = client.search_runs([client.get_experiment_by_name("seed-experiments").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("notebooks").experiment_id])
     assert run.info.status == "FAILED" and run.data.tags["error"].startswith("TrainingDiverged")
 
 

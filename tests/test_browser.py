@@ -19,9 +19,9 @@ import optuna
 import pytest
 from servers import answers, free_port, unavailable
 
+from study.recording import PARENT_ATTR
 from study.results import best_feasible, feasible
 from study.storage import open_storage
-from study.tracking import PARENT_ATTR
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.usefixtures("chromium_on_path")

@@ -1,5 +1,6 @@
 """Models: every family trains, reports the metric contract, repeats under a seed, reloads."""
 
+import random
 import re
 from pathlib import Path
 
@@ -39,6 +40,21 @@ def test_same_seed_same_run_different_seed_different_run(tiny_data):
     c = train_and_evaluate(tiny("sparse_kl", **{"train.seed": 1}), tiny_data)
     assert a.history["val_mse"] == b.history["val_mse"]
     assert a.history["val_mse"] != c.history["val_mse"]
+
+
+@pytest.mark.parametrize("name", ["vae", "sparse_kl"])
+def test_build_neither_reads_nor_changes_the_process_random_state(name):
+    random.seed(5)
+    np.random.seed(5)
+    first = models.build(tiny(name)).get_weights()
+    assert random.random() == random.Random(5).random()  # the draw it would have made first
+    assert np.random.random() == np.random.RandomState(5).random_sample()
+    random.seed(6)
+    np.random.seed(6)
+    again = models.build(tiny(name)).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    other = models.build(tiny(name, **{"train.seed": 1})).get_weights()
+    assert not np.array_equal(first[0], other[0])
 
 
 def test_vae_loss_is_summed_bce_plus_summed_kl():

@@ -181,7 +181,7 @@ def test_final_measures_in_the_pack_are_the_exported_models(tiny_data):
 
     def on_epoch(results):
         if all(epoch == EPOCHS for epoch, _ in results.values()):
-            finals = trainer.final_measures(list(results))
+            finals = trainer.final_measures(results)
             got.update({slot: (finals[slot], final_measures(trainer.export(slot), tiny_data))
                         for slot in results})
 

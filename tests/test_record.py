@@ -21,7 +21,7 @@ from PIL import Image
 from experiments.presets import DEFAULT
 from experiments.train import evaluate_split
 from study.objective import StudySpec
-from study.runner import run_study
+from study.search import run_study
 
 EPOCHS = 3
 MEASURES = ("mse", "fvu", "mean_activation", "raw_activation", "l0", "active_fraction", "hoyer",

@@ -14,14 +14,14 @@ from optuna.trial import TrialState
 from test_study import spec
 
 from experiments.runner import train_all, train_and_evaluate
-from study import fault_checks, runner
+from study import fault_checks, search
 from study.cli import main
 from study.objective import MEASURES_ATTR
+from study.recording import StudyTracking
 from study.repair import REPAIRED, Repaired, repair
 from study.results import RUN_ATTR
-from study.runner import run_study
+from study.search import run_study
 from study.storage import open_storage
-from study.tracking import StudyTracking
 from study.workers import WORKER_ATTR, parse_worker, recover, worker_id
 from tracking.runs import RECORDED, Run, Tracker
 from tracking.writer import Writer
@@ -53,7 +53,7 @@ def test_lost_writes_fail_the_drill_and_are_repaired_when_the_study_is_opened(
     # this repair existed
     with monkeypatch.context() as patch:
         lose_writes(patch, {"trial 1": (), "trial 2": ("log_metric_steps",)})
-        patch.setattr(runner, "repair", lambda *args, **kwargs: Repaired())
+        patch.setattr(search, "repair", lambda *args, **kwargs: Repaired())
         out = run_study(spec(), tiny_data, f"journal:{tmp_path / 'j.log'}", n_trials=3,
                         progress=False)
     study = out.study

@@ -19,11 +19,10 @@ from experiments import data as data_module
 from experiments.config import load_json
 from experiments.metrics import mse
 from study.cli import main
+from study.recording import PARENT_ATTR
 from study.report import plots, structural
-from study.results import Constraint, feasible
-from study.runner import SPEC_ATTR
+from study.results import SPEC_ATTR, Constraint, feasible
 from study.storage import open_storage
-from study.tracking import PARENT_ATTR
 from tracking.registry import model_name
 
 FIGURES = {"frontier", "history", "importances", "slice_sparse_kl", "slice_ncae",

@@ -20,7 +20,7 @@ from study.cli import main
 from study.commandline import helper_commands, parser, spec_from_args
 from study.objective import MissingMetric, Objective
 from study.results import Constraint, Seeded, StudySpec, best_feasible
-from study.runner import StudyError, open_study, run_study
+from study.search import StudyError, open_study, run_study
 from study.storage import mask
 
 

@@ -20,8 +20,15 @@ from study import baselines, confirm
 from study.baselines import Baseline, Reference
 from study.confirm import Confirmed
 from study.report import ReportError, plots
-from study.results import SEEDS, TOP, Constraint, best_feasible, best_per_family, closest_infeasible
-from study.runner import SPEC_ATTR
+from study.results import (
+    SEEDS,
+    SPEC_ATTR,
+    TOP,
+    Constraint,
+    best_feasible,
+    best_per_family,
+    closest_infeasible,
+)
 from study.storage import mask
 from tracking import artifacts
 

@@ -25,7 +25,7 @@ from study.space import FAMILY_PARAMS, RANGES, near_edge
 from study.storage import mask
 
 UI_BASE = "http://127.0.0.1:5000"  # where `make ui` serves by default
-FEASIBLE_TAG = "feasible"  # trial run tag, "true"/"false" (study/tracking.py)
+FEASIBLE_TAG = "feasible"  # trial run tag, "true"/"false" (study/recording.py)
 LEARNED_NOTHING = 0.95  # a val MSE above this fraction of the mean image's has learned nothing
 
 

@@ -28,14 +28,13 @@ from optuna.trial import FrozenTrial
 from experiments.config import from_flat
 from experiments.data import Dataset
 from study import confirm
+from study.recording import PARENT_ATTR
 from study.report import ReportError, sections
 from study.report.document import html_page, markdown
 from study.report.exports import summary_json, trials_csv
 from study.report.findings import Findings, gather
-from study.results import Constraint
-from study.runner import SPEC_ATTR, stored_spec
+from study.results import SPEC_ATTR, Constraint, stored_spec
 from study.storage import check_url, mask, open_storage
-from study.tracking import PARENT_ATTR
 from tracking import artifacts
 from tracking.runs import Tracker
 from tracking.store import tracking_uri

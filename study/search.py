@@ -17,16 +17,17 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from experiments.config import ExperimentConfig, from_flat
+from experiments.config import ExperimentConfig
 from experiments.data import Dataset
 from experiments.packed import default_slots
 from study import confirm
 from study.loop import PackLoop
 from study.objective import Objective
+from study.recording import StudyTracking
 from study.repair import Repaired, repair
 from study.results import (
-    DEFAULT_MEASURE,
     OBJECTIVE,
+    SPEC_ATTR,
     StudySpec,
     best_feasible,
     family,
@@ -34,11 +35,8 @@ from study.results import (
     value,
 )
 from study.storage import mask, open_storage
-from study.tracking import StudyTracking
 from study.workers import Recovery, recover
 from tracking.runs import git_commit
-
-SPEC_ATTR = "spec"  # study user attr: families, target and fixed config it was created with
 
 
 class StudyError(ValueError):
@@ -90,18 +88,6 @@ def open_study(spec: StudySpec, storage_url: str, worker: int = 0) -> optuna.Stu
                              f"{wanted[k]}; resume it with the same settings or pick a new "
                              f"--study-name")
     return study
-
-
-def stored_spec(study: optuna.Study, target: tuple[str, float] | None = None) -> StudySpec:
-    """The spec a study was created with (its user attr), or with another ``(measure,
-    target)``; the pruner is not part of it."""
-    stored = dict(study.user_attrs[SPEC_ATTR])
-    families = tuple(str(stored.pop("families")).split(","))
-    measure, value = target or (stored.get("measure", DEFAULT_MEASURE), stored["target"])
-    for key in ("target", "measure"):
-        stored.pop(key, None)
-    return StudySpec(study.study_name, families, float(value), from_flat(stored), pruner="",
-                     measure=measure)
 
 
 def balance_families(study: optuna.Study, families: tuple[str, ...]) -> Callable[[], None]:
