@@ -54,8 +54,9 @@ test: $(STAMP) ## run the test suite (what CI runs), then the training tests on 
 	KERAS_BACKEND=jax $(PY) -m pytest -q tests/test_packed.py tests/test_metrics.py tests/test_models.py \
 		tests/test_regularizers.py tests/test_topk.py
 
-lint: $(STAMP) ## ruff and mypy over the packages and the tests
+lint: $(STAMP) ## ruff (lint and format check) and mypy over the packages and the tests
 	$(PY) -m ruff check experiments study tracking tests
+	$(PY) -m ruff format --check experiments study tracking tests
 	$(PY) -m mypy
 
 experiments: $(STAMP) ## run the notebooks' six experiments as MLflow runs (DATA=, EPOCHS=)

@@ -35,17 +35,26 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     sub.add_parser("list", help="list the named experiments and their settings")
     run = sub.add_parser("run", help="run experiments as tracked MLflow runs")
-    run.add_argument("names", nargs="*", metavar="NAME",
-                     help=f"one of: {', '.join(presets.PRESETS)}")
-    run.add_argument("--all", action="store_true",
-                     help="run the notebooks' experiments (every name but topk)")
+    run.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"one of: {', '.join(presets.PRESETS)}"
+    )
+    run.add_argument(
+        "--all", action="store_true", help="run the notebooks' experiments (every name but topk)"
+    )
     run.add_argument("--config", help="a flat config JSON saved by an earlier run or report")
     run.add_argument("--data", help=f"dataset: {', '.join(SOURCES)}")
     run.add_argument("--epochs", type=int, help="training epochs")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config value, e.g. --set model.beta=0.5 (repeatable)")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
-                                            "or sqlite:///mlflow.db)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set model.beta=0.5 (repeatable)",
+    )
+    run.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
     run.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment name")
     return parser
 
@@ -81,8 +90,9 @@ def _run(args: argparse.Namespace) -> int:
     from experiments import data as data_module
 
     configs = configs_from_args(args)
-    datasets = {c.data: data_module.load(c.data.name, c.data.val_fraction, c.data.seed)
-                for c in configs}
+    datasets = {
+        c.data: data_module.load(c.data.name, c.data.val_fraction, c.data.seed) for c in configs
+    }
     from experiments import memory
 
     for cfg in configs:  # a size that cannot fit is refused before the first run starts
@@ -104,8 +114,11 @@ def _run(args: argparse.Namespace) -> int:
     for cfg in configs:
         data = datasets[cfg.data]
         tags = {**runner.describe(cfg, data), "git_commit": commit, "preset": cfg.name}
-        print(f"{cfg.name}: training {cfg.model.family} for {cfg.train.epochs} epochs on "
-              f"{data.name} ({data.sizes()})", flush=True)
+        print(
+            f"{cfg.name}: training {cfg.model.family} for {cfg.train.epochs} epochs on "
+            f"{data.name} ({data.sizes()})",
+            flush=True,
+        )
         try:
             with tracker.start_run(cfg.name, params=cfg.flat(), tags=tags) as run:
                 result = runner.run(cfg, data, run)
@@ -114,11 +127,17 @@ def _run(args: argparse.Namespace) -> int:
             diverged += 1
             continue
         f = result.final
-        sparsity = ("" if cfg.model.family == "vae" else  # its codes are Gaussian means
-                    f"mean_activation={f['test_mean_activation']:.3f} "
-                    f"l0={f['test_l0']:.1f} ")
-        print(f"{cfg.name}: val_mse={f['val_mse']:.4f} test_mse={f['test_mse']:.4f} "
-              f"{sparsity}({result.seconds:.0f} s) run {run.run_id}", flush=True)
+        sparsity = (
+            ""
+            if cfg.model.family == "vae"
+            # its codes are Gaussian means
+            else f"mean_activation={f['test_mean_activation']:.3f} l0={f['test_l0']:.1f} "
+        )
+        print(
+            f"{cfg.name}: val_mse={f['val_mse']:.4f} test_mse={f['test_mse']:.4f} "
+            f"{sparsity}({result.seconds:.0f} s) run {run.run_id}",
+            flush=True,
+        )
     print(f"tracking store: {mask(tracker.uri)}; browse it with `make ui`")
     return 2 if diverged else 0
 

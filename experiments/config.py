@@ -166,20 +166,27 @@ def validate(cfg: ExperimentConfig) -> None:
     for key in ("l1", "beta", "weight_decay", "alpha"):
         value = getattr(m, key)
         _check(value >= 0, f"model.{key} must be >= 0, got {value!r}")
-        _check(value == 0 or key in FAMILY_PENALTIES[m.family],
-               f"model.{key} has no effect on family {m.family!r}; it uses "
-               f"{', '.join(FAMILY_PENALTIES[m.family]) or 'no penalty'}")
+        _check(
+            value == 0 or key in FAMILY_PENALTIES[m.family],
+            f"model.{key} has no effect on family {m.family!r}; it uses "
+            f"{', '.join(FAMILY_PENALTIES[m.family]) or 'no penalty'}",
+        )
     _check(0 < m.p < 1, f"model.p must be in (0, 1), got {m.p!r}")
     _check(m.latent >= 1, f"model.latent must be >= 1, got {m.latent!r}")
     _check(m.hidden >= 1, f"model.hidden must be >= 1, got {m.hidden!r}")
     _check(m.decoder_norm >= 0, f"model.decoder_norm must be >= 0, got {m.decoder_norm!r}")
     _check(m.decoder_norm == 0 or m.family != "vae", "model.decoder_norm has no effect on the vae")
     if m.family == "topk":
-        _check(1 <= m.k <= m.latent,
-               f"model.k must be in 1 … model.latent ({m.latent}) for topk, got {m.k!r}")
+        _check(
+            1 <= m.k <= m.latent,
+            f"model.k must be in 1 … model.latent ({m.latent}) for topk, got {m.k!r}",
+        )
     else:
-        _check(m.k == 0, f"model.k has no effect on family {m.family!r}; only topk keeps the "
-                         f"k largest code units")
+        _check(
+            m.k == 0,
+            f"model.k has no effect on family {m.family!r}; only topk keeps the "
+            f"k largest code units",
+        )
     _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs!r}")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size!r}")
     _check(t.learning_rate > 0, f"train.learning_rate must be > 0, got {t.learning_rate!r}")
@@ -207,8 +214,9 @@ def load_json(path: str | Path) -> ExperimentConfig:
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from err
     except json.JSONDecodeError as err:
-        raise ConfigError(f"config {path} is not valid JSON: {err.msg} "
-                          f"at line {err.lineno}") from err
+        raise ConfigError(
+            f"config {path} is not valid JSON: {err.msg} at line {err.lineno}"
+        ) from err
     if not isinstance(values, dict):
         raise ConfigError(f"config {path} must hold a JSON object of dotted keys")
     return from_flat(values)

@@ -181,10 +181,12 @@ def _from_keras(name: str) -> tuple[np.ndarray, ...]:
             f" ({_reason(err)}); {hint}"
         ) from err
     where = f"{name} (Keras cache)"
-    return _clean([
-        (x_train, y_train, f"{where} x_train", f"{where} y_train"),
-        (x_test, y_test, f"{where} x_test", f"{where} y_test"),
-    ])
+    return _clean(
+        [
+            (x_train, y_train, f"{where} x_train", f"{where} y_train"),
+            (x_test, y_test, f"{where} x_test", f"{where} y_test"),
+        ]
+    )
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
@@ -209,10 +211,12 @@ def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
             arrays = {key: archive[key] for key in IDX_FILES}
         except Exception as err:
             raise DataError(f"{path}: corrupt array data ({_reason(err)})") from err
-    return _clean([
-        (arrays["x_train"], arrays["y_train"], f"{path} x_train", f"{path} y_train"),
-        (arrays["x_test"], arrays["y_test"], f"{path} x_test", f"{path} y_test"),
-    ])
+    return _clean(
+        [
+            (arrays["x_train"], arrays["y_train"], f"{path} x_train", f"{path} y_train"),
+            (arrays["x_test"], arrays["y_test"], f"{path} x_test", f"{path} y_test"),
+        ]
+    )
 
 
 def _read_idx_dir(folder: Path) -> tuple[np.ndarray, ...]:
@@ -227,10 +231,12 @@ def _read_idx_dir(folder: Path) -> tuple[np.ndarray, ...]:
             raise DataError(f"{folder}: missing {stem} (or {stem}.gz)")
         files[key] = found
         arrays[key] = _read_idx(found, _IDX_MAGIC[key[0]])
-    return _clean([
-        (arrays["x_train"], arrays["y_train"], str(files["x_train"]), str(files["y_train"])),
-        (arrays["x_test"], arrays["y_test"], str(files["x_test"]), str(files["y_test"])),
-    ])
+    return _clean(
+        [
+            (arrays["x_train"], arrays["y_train"], str(files["x_train"]), str(files["y_train"])),
+            (arrays["x_test"], arrays["y_test"], str(files["x_test"]), str(files["y_test"])),
+        ]
+    )
 
 
 def _read_idx(path: Path, magic: int) -> np.ndarray:

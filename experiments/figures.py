@@ -36,8 +36,9 @@ DIGIT_COLORS = np.array([matplotlib.colormaps["tab10"](d)[:3] for d in range(10)
 DPI = 100
 
 
-def _figure(width: float, height: float,
-            margins: tuple[float, float, float, float] | None = None) -> Figure:
+def _figure(
+    width: float, height: float, margins: tuple[float, float, float, float] | None = None
+) -> Figure:
     """A ``width`` x ``height`` inch figure, laid out by matplotlib's constrained layout, or
     with fixed ``margins`` (left, right, bottom, top, in inches) around its subplots. The
     figures a study draws for every finished trial have fixed margins: constrained layout draws
@@ -46,8 +47,9 @@ def _figure(width: float, height: float,
         return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     fig = Figure(figsize=(width, height), dpi=DPI)
     left, right, bottom, top = margins
-    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height,
-                        top=1 - top / height)
+    fig.subplots_adjust(
+        left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height
+    )
     return fig
 
 
@@ -57,10 +59,11 @@ def _show_gray(ax, picture: np.ndarray, **kwargs) -> None:
 
 def _scatter_by_digit(ax, points: np.ndarray, labels: np.ndarray) -> None:
     # One scatter call in data order, so no digit is systematically drawn over the others.
-    ax.scatter(points[:, 0], points[:, 1], c=DIGIT_COLORS[labels], s=6, alpha=0.7,
-               linewidths=0)
-    handles = [Line2D([], [], marker="o", linestyle="", color=DIGIT_COLORS[d], label=str(d))
-               for d in np.unique(labels)]
+    ax.scatter(points[:, 0], points[:, 1], c=DIGIT_COLORS[labels], s=6, alpha=0.7, linewidths=0)
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=DIGIT_COLORS[d], label=str(d))
+        for d in np.unique(labels)
+    ]
     ax.legend(handles=handles, title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
@@ -76,8 +79,9 @@ def reconstruction_grid(x, x_hat, n: int = 10) -> Figure:
     width = min(max(n, 6), 12)
     # Fit the height to the 2 x n picture beside the row labels, under the title.
     left, right, bottom, top = 1.2, 0.1, 0.05, 0.35
-    fig = _figure(width, 2 * (width - left - right) / n + bottom + top,
-                  margins=(left, right, bottom, top))
+    fig = _figure(
+        width, 2 * (width - left - right) / n + bottom + top, margins=(left, right, bottom, top)
+    )
     ax = fig.add_subplot()
     _show_gray(ax, pairs)
     ax.set_xticks([])
@@ -87,17 +91,22 @@ def reconstruction_grid(x, x_hat, n: int = 10) -> Figure:
     return fig
 
 
-def latent_scatter(codes, labels, dims: tuple[int, int] = (0, 1),
-                   title: str = "Latent codes of test digits",
-                   axis_label: str = "z[{}]") -> Figure:
+def latent_scatter(
+    codes,
+    labels,
+    dims: tuple[int, int] = (0, 1),
+    title: str = "Latent codes of test digits",
+    axis_label: str = "z[{}]",
+) -> Figure:
     """Scatter two code dimensions of the test codes, coloured by digit.
 
     ``axis_label`` is formatted with each dimension's index ("z[{}]" or "unit {}").
     """
     codes, labels = pixels.check_codes_labels(codes, labels)
     if codes.shape[1] < 2:
-        raise ValueError(f"latent_scatter needs codes with at least 2 dimensions, "
-                         f"got {codes.shape[1]}")
+        raise ValueError(
+            f"latent_scatter needs codes with at least 2 dimensions, got {codes.shape[1]}"
+        )
     if len(dims) != 2 or not all(0 <= d < codes.shape[1] for d in dims):
         raise ValueError(f"dims must be two indices in 0..{codes.shape[1] - 1}, got {dims}")
     fig = _figure(8, 6.5, margins=(0.75, 1.0, 0.6, 0.35))
@@ -123,8 +132,9 @@ def latent_picture(codes, labels, dims: tuple[int, int] = (0, 1)) -> np.ndarray:
     span = np.where(high > low, high - low, 1.0)
 
     def pixel(values, axis):
-        return np.round(margin + (values - low[axis]) / span[axis] * (side - 1 - 2 * margin)
-                        ).astype(int)
+        return np.round(
+            margin + (values - low[axis]) / span[axis] * (side - 1 - 2 * margin)
+        ).astype(int)
 
     col, row = pixel(points[:, 0], 0), side - 1 - pixel(points[:, 1], 1)
     zero_col, zero_row = pixel(np.float64(0), 0), side - 1 - pixel(np.float64(0), 1)
@@ -167,33 +177,34 @@ def code_interpolation(decode: pixels.Decoder, corners, n: int = 8) -> Figure:
     top_left, top_right, bottom_left, bottom_right = corners
     s = np.linspace(0, 1, n, dtype=np.float32)[None, :, None]  # left -> right
     t = np.linspace(0, 1, n, dtype=np.float32)[:, None, None]  # top -> bottom
-    codes = ((1 - t) * ((1 - s) * top_left + s * top_right)
-             + t * ((1 - s) * bottom_left + s * bottom_right))
+    codes = (1 - t) * ((1 - s) * top_left + s * top_right) + t * (
+        (1 - s) * bottom_left + s * bottom_right
+    )
     picture = pixels.tile(decode(codes.reshape(n * n, -1)), n, n)
     fig = _figure(7, 7.3)
     ax = fig.add_subplot()
     _show_gray(ax, picture)
     ax.set_axis_off()
-    ax.set_title(f"Decoded bilinear interpolation between four test codes "
-                 f"({corners.shape[1]}-d)")
+    ax.set_title(f"Decoded bilinear interpolation between four test codes ({corners.shape[1]}-d)")
     return fig
 
 
-def tsne(codes, labels, seed: int = 0, max_points: int = 1000,
-         title: str = "t-SNE of latent codes") -> Figure:
+def tsne(
+    codes, labels, seed: int = 0, max_points: int = 1000, title: str = "t-SNE of latent codes"
+) -> Figure:
     """Embed the codes in 2-D with t-SNE (PCA init) and scatter them coloured by digit.
 
     At most ``max_points`` codes are used, drawn without replacement with ``seed``.
     """
     codes, labels = pixels.check_codes_labels(codes, labels)
     if len(codes) > max_points:
-        keep = np.sort(np.random.default_rng(seed).choice(len(codes), max_points,
-                                                          replace=False))
+        keep = np.sort(np.random.default_rng(seed).choice(len(codes), max_points, replace=False))
         codes, labels = codes[keep], labels[keep]
     # TSNE rejects a perplexity at or above the sample count; only tiny inputs hit this.
     perplexity = min(30.0, (len(codes) - 1) / 3)
-    embedded = TSNE(n_components=2, init="pca", perplexity=perplexity,
-                    random_state=seed).fit_transform(codes)
+    embedded = TSNE(
+        n_components=2, init="pca", perplexity=perplexity, random_state=seed
+    ).fit_transform(codes)
     fig = _figure(8, 6.5)
     ax = fig.add_subplot()
     _scatter_by_digit(ax, embedded, labels)
@@ -232,12 +243,19 @@ def receptive_fields(kernel, max_units: int = 64) -> Figure:
     ax.imshow(mosaic, cmap=RF_COLORS, vmin=-1, vmax=1, interpolation="nearest")
     for unit in range(units):
         r, c = divmod(unit, cols)
-        ax.text(pixels.RF_GAP + c * step, pixels.RF_GAP + r * step - 0.5, str(unit), fontsize=6,
-                va="bottom")
+        ax.text(
+            pixels.RF_GAP + c * step,
+            pixels.RF_GAP + r * step - 0.5,
+            str(unit),
+            fontsize=6,
+            va="bottom",
+        )
     ax.set_axis_off()
     shown = f"first {units} of {total}" if units < total else f"{units}"
-    ax.set_title(f"Encoder weights of {shown} code units\n"
-                 "(each tile scaled to its own max |w|; red +, blue −)")
+    ax.set_title(
+        f"Encoder weights of {shown} code units\n"
+        "(each tile scaled to its own max |w|; red +, blue −)"
+    )
     return fig
 
 
@@ -251,8 +269,9 @@ def activation_picture(codes, labels, max_rows: int = pixels.PICTURE_SIDE) -> np
     order = keep[np.argsort(labels[keep], kind="stable")]
     band = max(1, pixels.PICTURE_SIDE // codes.shape[1])  # pixels per unit
     grey = pixels.grey(np.repeat(codes[order], band, axis=1), top=float(codes.max(initial=0.0)))
-    strip = np.repeat(np.round(DIGIT_COLORS[labels[order]] * 255).astype(np.uint8)[:, None],
-                      8, axis=1)
+    strip = np.repeat(
+        np.round(DIGIT_COLORS[labels[order]] * 255).astype(np.uint8)[:, None], 8, axis=1
+    )
     gap = np.full((len(order), 2, 3), 255, np.uint8)
     return np.concatenate([strip, gap, np.repeat(grey[..., None], 3, axis=2)], axis=1)
 
@@ -278,8 +297,7 @@ def activation_histogram(codes) -> Figure:
     mean_ax.bar(positions, means[order], color="0.35")
     mean_ax.set_xticks(positions, [str(u) for u in order], fontsize=6, rotation=90)
     overall = codes.mean()
-    mean_ax.axhline(overall, color="tab:red", linestyle="--",
-                    label=f"overall mean {overall:.3g}")
+    mean_ax.axhline(overall, color="tab:red", linestyle="--", label=f"overall mean {overall:.3g}")
     mean_ax.legend()
     mean_ax.set_xlabel("unit (sorted by mean activation)")
     mean_ax.set_ylabel("mean activation")
@@ -311,30 +329,48 @@ def occupancy_map(occ: Occupancy, train_labels) -> Figure:
     fig = _figure(10, 4.6)
     map_ax, share_ax = fig.subplots(1, 2, width_ratios=(1, 1.2))
 
-    map_ax.imshow(occ.label_map, cmap=ListedColormap(DIGIT_COLORS), vmin=-0.5,
-                  vmax=pixels.DIGITS - 0.5,
-                  extent=pixels.grid_extent(len(occ.label_map), occ.limit),
-                  interpolation="nearest")
+    map_ax.imshow(
+        occ.label_map,
+        cmap=ListedColormap(DIGIT_COLORS),
+        vmin=-0.5,
+        vmax=pixels.DIGITS - 0.5,
+        extent=pixels.grid_extent(len(occ.label_map), occ.limit),
+        interpolation="nearest",
+    )
     map_ax.set_xlabel("z[0]")
     map_ax.set_ylabel("z[1]")
     map_ax.set_title("Classified digit of each decoded grid point")
-    map_ax.legend(handles=[Patch(color=DIGIT_COLORS[d], label=str(d))
-                           for d in range(pixels.DIGITS)],
-                  title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    map_ax.legend(
+        handles=[Patch(color=DIGIT_COLORS[d], label=str(d)) for d in range(pixels.DIGITS)],
+        title="digit",
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+        fontsize=8,
+    )
 
     rows = occ.table(train_labels)
-    series = [("latent_share", "latent grid", "0.2"),
-              ("prior_weighted_share", "prior-weighted grid", "0.55"),
-              ("train_share", "training set", "0.85")]
+    series = [
+        ("latent_share", "latent grid", "0.2"),
+        ("prior_weighted_share", "prior-weighted grid", "0.55"),
+        ("train_share", "training set", "0.85"),
+    ]
     width = 0.27
     for i, (key, label, color) in enumerate(series):
-        share_ax.bar(np.arange(pixels.DIGITS) + (i - 1) * width, [row[key] for row in rows],
-                     width, label=label, color=color, edgecolor="black", linewidth=0.5)
+        share_ax.bar(
+            np.arange(pixels.DIGITS) + (i - 1) * width,
+            [row[key] for row in rows],
+            width,
+            label=label,
+            color=color,
+            edgecolor="black",
+            linewidth=0.5,
+        )
     share_ax.set_xticks(np.arange(pixels.DIGITS))
     share_ax.set_xlabel("digit")
     share_ax.set_ylabel("share")
     share_ax.set_title("Share of latent space vs. training set")
     share_ax.legend(fontsize=8)
-    fig.suptitle(f"How much of the latent square [-{occ.limit:g}, {occ.limit:g}]² "
-                 "each digit occupies")
+    fig.suptitle(
+        f"How much of the latent square [-{occ.limit:g}, {occ.limit:g}]² each digit occupies"
+    )
     return fig

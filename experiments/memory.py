@@ -28,8 +28,12 @@ def needed_bytes(cfg: ExperimentConfig, sizes: dict[str, int], slots: int = 1) -
     m = cfg.model
     batch = min(cfg.train.batch_size, sizes["train"])
     if m.family == "vae":  # 784 -> hidden -> (mean, log-variance) -> z -> hidden -> 784
-        weights = ((PIXELS + 1) * m.hidden + 2 * (m.hidden + 1) * m.latent
-                   + (m.latent + 1) * m.hidden + (m.hidden + 1) * PIXELS)
+        weights = (
+            (PIXELS + 1) * m.hidden
+            + 2 * (m.hidden + 1) * m.latent
+            + (m.latent + 1) * m.hidden
+            + (m.hidden + 1) * PIXELS
+        )
         activations = batch * (2 * m.hidden + 3 * m.latent + PIXELS)
         measure = min(EVAL_CHUNK, sizes["val"]) * (m.hidden + 2 * m.latent + PIXELS)
         return FLOAT * (STATES * weights + 2 * activations + measure)
@@ -40,8 +44,9 @@ def needed_bytes(cfg: ExperimentConfig, sizes: dict[str, int], slots: int = 1) -
     chunk = min(max(1, MEASURE_ELEMENTS // (slots * PIXELS)), sizes["val"])
     measure = slots * chunk * (m.latent + PIXELS)
     # + the plain model that gives each slot its initial weights, and each slot's batch order
-    return FLOAT * (STATES * slots * plain + 2 * activations + measure + plain
-                    + slots * sizes["train"])
+    return FLOAT * (
+        STATES * slots * plain + 2 * activations + measure + plain + slots * sizes["train"]
+    )
 
 
 def available_bytes() -> int | None:
@@ -69,8 +74,13 @@ def available_bytes() -> int | None:
         return None
 
 
-def check(cfg: ExperimentConfig, sizes: dict[str, int], slots: int = 1, processes: int = 1,
-          what: str | None = None) -> None:
+def check(
+    cfg: ExperimentConfig,
+    sizes: dict[str, int],
+    slots: int = 1,
+    processes: int = 1,
+    what: str | None = None,
+) -> None:
     """Raise ConfigError, in one line (starting with ``what``), if ``processes`` trainings of
     ``cfg`` (in packs of ``slots``) need more memory than is available."""
     need = processes * needed_bytes(cfg, sizes, slots)
@@ -78,14 +88,18 @@ def check(cfg: ExperimentConfig, sizes: dict[str, int], slots: int = 1, processe
     if have is None or need <= have:
         return
     m = cfg.model
-    sizes_ = f"model.latent={m.latent}" + (f", model.hidden={m.hidden}" if m.family == "vae"
-                                           else "")
+    sizes_ = f"model.latent={m.latent}" + (
+        f", model.hidden={m.hidden}" if m.family == "vae" else ""
+    )
     packs = (f", {slots} trials per pack" if slots > 1 else "") + (
-        f" in each of {processes} workers" if processes > 1 else "")
-    raise ConfigError(f"{what + ': ' if what else ''}{sizes_} does not fit in memory: training "
-                      f"needs at least {_size(need)} (weights, gradients, optimizer state and "
-                      f"activations of batch {min(cfg.train.batch_size, sizes['train'])}"
-                      f"{packs}), {_size(have)} is available")
+        f" in each of {processes} workers" if processes > 1 else ""
+    )
+    raise ConfigError(
+        f"{what + ': ' if what else ''}{sizes_} does not fit in memory: training "
+        f"needs at least {_size(need)} (weights, gradients, optimizer state and "
+        f"activations of batch {min(cfg.train.batch_size, sizes['train'])}"
+        f"{packs}), {_size(have)} is available"
+    )
 
 
 def _size(n: float) -> str:

@@ -32,15 +32,23 @@ from experiments import losses
 
 # a weighted code entry counts as active above this; relu codes are exactly 0 when off
 ACTIVE_THRESHOLD = 1e-3
-NAMES = ("mse", "fvu", "bce", "mean_activation", "raw_activation", "l0", "active_fraction",
-         "hoyer", "dead_units")
+NAMES = (
+    "mse",
+    "fvu",
+    "bce",
+    "mean_activation",
+    "raw_activation",
+    "l0",
+    "active_fraction",
+    "hoyer",
+    "dead_units",
+)
 
 
 def unit_scale(decoder_kernel):
     """Each code unit's decoder column size, RMS over the pixels: ‖d_j‖₂ / √pixels.
     ``decoder_kernel`` (..., units, pixels) → (..., units)."""
-    return ops.sqrt(ops.mean(ops.square(ops.convert_to_tensor(decoder_kernel, "float32")),
-                             axis=-1))
+    return ops.sqrt(ops.mean(ops.square(ops.convert_to_tensor(decoder_kernel, "float32")), axis=-1))
 
 
 def decoder_norms(decoder_kernel: np.ndarray) -> dict[str, float]:
@@ -64,8 +72,9 @@ class Measures:
     ``variance`` (``pixel_variance`` of the split) adds the FVU.
     """
 
-    def __init__(self, bce: bool = True, threshold: float = ACTIVE_THRESHOLD,
-                 variance: float | None = None):
+    def __init__(
+        self, bce: bool = True, threshold: float = ACTIVE_THRESHOLD, variance: float | None = None
+    ):
         self.bce, self.threshold, self.variance = bce, threshold, variance
         self.n = 0  # samples so far
         self.sums: dict[str, np.ndarray] = {}
@@ -83,8 +92,7 @@ class Measures:
         for key, value in sums.items():
             value = ops.convert_to_numpy(value).astype(np.float64)
             if key == "max_code":
-                self.max_code = value if self.max_code is None else np.maximum(self.max_code,
-                                                                                 value)
+                self.max_code = value if self.max_code is None else np.maximum(self.max_code, value)
             else:
                 self.sums[key] = self.sums.get(key, 0.0) + value
         self.n += n
@@ -105,8 +113,9 @@ class Measures:
         return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in out.items()}
 
 
-def chunk_sums(x, x_hat, codes=None, scale=None, bce: bool = True,
-               threshold: float = ACTIVE_THRESHOLD) -> dict:
+def chunk_sums(
+    x, x_hat, codes=None, scale=None, bce: bool = True, threshold: float = ACTIVE_THRESHOLD
+) -> dict:
     """The sums over one chunk's samples that ``Measures`` adds up, and each unit's largest
     weighted activation (``max_code``): tensors, in ``keras.ops`` alone, so a backend can compile
     it. ``scale`` (..., units) weights the codes (``unit_scale``); None leaves them as they are
@@ -117,8 +126,11 @@ def chunk_sums(x, x_hat, codes=None, scale=None, bce: bool = True,
     sums = {"mse": ops.sum(losses.squared_error(x, x_hat), axis=-1)}
     if codes is not None:
         codes = ops.convert_to_tensor(codes, "float32")
-        weighted = codes if scale is None else codes * ops.expand_dims(
-            ops.convert_to_tensor(scale, "float32"), -2)
+        weighted = (
+            codes
+            if scale is None
+            else codes * ops.expand_dims(ops.convert_to_tensor(scale, "float32"), -2)
+        )
         units = codes.shape[-1]
         sums["raw_activation"] = ops.sum(codes, axis=samples) / units
         sums["mean_activation"] = ops.sum(weighted, axis=samples) / units
@@ -140,8 +152,7 @@ def _hoyer_per_sample(codes):
     return (root - ratio) / (root - 1) if n > 1 else ratio * 0.0
 
 
-def summarize(x, x_hat, codes, scale=None, bce: bool = True
-              ) -> dict[str, float | np.ndarray]:
+def summarize(x, x_hat, codes, scale=None, bce: bool = True) -> dict[str, float | np.ndarray]:
     """All measures of one split in one piece, keyed by the names tracking and the study use."""
     measures = Measures(bce=bce, variance=pixel_variance(x))
     measures.add(x, x_hat, codes, scale)

@@ -66,8 +66,7 @@ def decoder_constraint(cfg: ExperimentConfig) -> keras.constraints.Constraint | 
     ``model.decoder_norm`` (0: not bounded)."""
     m = cfg.model
     if m.family == "topk":
-        return keras.constraints.MinMaxNorm(topk.DECODER_NORM, topk.DECODER_NORM, rate=1.0,
-                                            axis=1)
+        return keras.constraints.MinMaxNorm(topk.DECODER_NORM, topk.DECODER_NORM, rate=1.0, axis=1)
     if m.decoder_norm <= 0:
         return None
     return keras.constraints.MaxNorm(m.decoder_norm, axis=1)
@@ -87,19 +86,29 @@ def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
     penalty = _kernel_penalty(cfg)
     init = _initializers(cfg.train.seed)
     pixels = keras.Input((PIXELS,), name="pixels")
-    code = keras.layers.Dense(m.latent, activation=m.activation, kernel_regularizer=penalty,
-                              kernel_initializer=next(init), name="code")(pixels)
+    code = keras.layers.Dense(
+        m.latent,
+        activation=m.activation,
+        kernel_regularizer=penalty,
+        kernel_initializer=next(init),
+        name="code",
+    )(pixels)
     if m.family == "topk":
         code = topk.TopK(m.k, name="top_k")(code)
-    code = ActivityPenalty(l1=m.l1, beta=m.beta, p=m.p, reduction=m.kl_reduction,
-                           name="sparsity")(code)
+    code = ActivityPenalty(l1=m.l1, beta=m.beta, p=m.p, reduction=m.kl_reduction, name="sparsity")(
+        code
+    )
     encoder = keras.Model(pixels, code, name="encoder")
 
     latent = keras.Input((m.latent,), name="latent")
     decoded = keras.layers.Dense(
-        PIXELS, activation="sigmoid", name="reconstruction", kernel_initializer=next(init),
+        PIXELS,
+        activation="sigmoid",
+        name="reconstruction",
+        kernel_initializer=next(init),
         kernel_regularizer=penalty if m.penalty_layers == "both" else None,
-        kernel_constraint=decoder_constraint(cfg))(latent)
+        kernel_constraint=decoder_constraint(cfg),
+    )(latent)
     decoder = keras.Model(latent, decoded, name="decoder")
 
     if m.family == "topk":  # start where every step leaves it: each column at unit norm
@@ -107,8 +116,11 @@ def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
         dense.kernel.assign(dense.kernel_constraint(dense.kernel))
 
     model = keras.Model(pixels, decoder(encoder(pixels)), name=m.family)
-    model.compile(optimizer=_optimizer(cfg), loss=Reconstruction(cfg.train.loss),
-                  metrics=[keras.metrics.MeanSquaredError(name="mse")])
+    model.compile(
+        optimizer=_optimizer(cfg),
+        loss=Reconstruction(cfg.train.loss),
+        metrics=[keras.metrics.MeanSquaredError(name="mse")],
+    )
     return model
 
 
@@ -158,8 +170,10 @@ class VAE(keras.Model):
         x_hat, z_mean, z_log_variance = y_pred
         # BCE summed over the pixels: the blog's mean BCE x original_dim
         reconstruction = ops.mean(PIXELS * losses.binary_crossentropy(x, x_hat))
-        kl = ops.mean(-0.5 * ops.sum(
-            1 + z_log_variance - ops.square(z_mean) - ops.exp(z_log_variance), axis=-1))
+        kl = ops.mean(
+            -0.5
+            * ops.sum(1 + z_log_variance - ops.square(z_mean) - ops.exp(z_log_variance), axis=-1)
+        )
         mse = ops.mean(losses.squared_error(x, x_hat))
         return reconstruction, kl, mse
 
@@ -178,9 +192,12 @@ class VAE(keras.Model):
         return self.get_metrics_result()
 
     def get_config(self):
-        return {**super().get_config(), "seed": self.seed,
-                "encoder": keras.saving.serialize_keras_object(self.encoder),
-                "decoder": keras.saving.serialize_keras_object(self.decoder)}
+        return {
+            **super().get_config(),
+            "seed": self.seed,
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "decoder": keras.saving.serialize_keras_object(self.decoder),
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -193,18 +210,22 @@ def _build_vae(cfg: ExperimentConfig) -> keras.Model:
     m = cfg.model
     init = _initializers(cfg.train.seed)
     pixels = keras.Input((PIXELS,), name="pixels")
-    h = keras.layers.Dense(m.hidden, activation="relu", kernel_initializer=next(init),
-                           name="hidden")(pixels)
+    h = keras.layers.Dense(
+        m.hidden, activation="relu", kernel_initializer=next(init), name="hidden"
+    )(pixels)
     z_mean = keras.layers.Dense(m.latent, kernel_initializer=next(init), name="z_mean")(h)
-    z_log_variance = keras.layers.Dense(m.latent, kernel_initializer=next(init),
-                                        name="z_log_variance")(h)
+    z_log_variance = keras.layers.Dense(
+        m.latent, kernel_initializer=next(init), name="z_log_variance"
+    )(h)
     encoder = keras.Model(pixels, [z_mean, z_log_variance], name="encoder")
 
     latent = keras.Input((m.latent,), name="latent")
-    h = keras.layers.Dense(m.hidden, activation="relu", kernel_initializer=next(init),
-                           name="hidden")(latent)
-    decoded = keras.layers.Dense(PIXELS, activation="sigmoid", kernel_initializer=next(init),
-                                 name="reconstruction")(h)
+    h = keras.layers.Dense(
+        m.hidden, activation="relu", kernel_initializer=next(init), name="hidden"
+    )(latent)
+    decoded = keras.layers.Dense(
+        PIXELS, activation="sigmoid", kernel_initializer=next(init), name="reconstruction"
+    )(h)
     decoder = keras.Model(latent, decoded, name="decoder")
 
     model = VAE(encoder, decoder, seed=cfg.train.seed, name="vae")
@@ -231,8 +252,11 @@ def trained(cfg: ExperimentConfig, weights: list[np.ndarray]) -> keras.Model:
 
 
 def _submodel(model: keras.Model, name: str) -> keras.Model:
-    return model.encoder if isinstance(model, VAE) and name == "encoder" else (
-        model.decoder if isinstance(model, VAE) else model.get_layer(name))
+    return (
+        model.encoder
+        if isinstance(model, VAE) and name == "encoder"
+        else (model.decoder if isinstance(model, VAE) else model.get_layer(name))
+    )
 
 
 def _apply(submodel: keras.Model, x: np.ndarray, chunk: int) -> np.ndarray:
@@ -240,7 +264,7 @@ def _apply(submodel: keras.Model, x: np.ndarray, chunk: int) -> np.ndarray:
     # arithmetic, and the validation split is measured after every epoch
     parts = []
     for start in range(0, len(x), chunk):
-        out = submodel(np.asarray(x[start:start + chunk], "float32"), training=False)
+        out = submodel(np.asarray(x[start : start + chunk], "float32"), training=False)
         parts.append(ops.convert_to_numpy(out[0] if isinstance(out, (list, tuple)) else out))
     return np.concatenate(parts)
 

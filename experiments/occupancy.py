@@ -56,15 +56,20 @@ class Occupancy:
     def table(self, train_labels) -> list[dict]:
         """One row per digit: its latent share, prior-weighted share and training share."""
         train_share = _shares(train_labels)
-        return [{"digit": d,
-                 "latent_share": float(self.share[d]),
-                 "prior_weighted_share": float(self.prior_share[d]),
-                 "train_share": float(train_share[d])}
-                for d in range(DIGITS)]
+        return [
+            {
+                "digit": d,
+                "latent_share": float(self.share[d]),
+                "prior_weighted_share": float(self.prior_share[d]),
+                "train_share": float(train_share[d]),
+            }
+            for d in range(DIGITS)
+        ]
 
 
-def latent_occupancy(decode: Decoder, classify: Classifier, n: int = 100,
-                     limit: float = 3.0) -> Occupancy:
+def latent_occupancy(
+    decode: Decoder, classify: Classifier, n: int = 100, limit: float = 3.0
+) -> Occupancy:
     """Decode an n x n grid over [-limit, limit]^2, classify each image, count the digits.
 
     ``decode`` maps (m, 2) float32 latents to (m, 784) images; ``classify`` maps those
@@ -74,5 +79,9 @@ def latent_occupancy(decode: Decoder, classify: Classifier, n: int = 100,
     images = np.asarray(decode(z))
     labels = check_digit_labels(classify(images.reshape(len(z), -1)))
     density = np.exp(-0.5 * (z.astype(float) ** 2).sum(axis=1))  # unnormalised N(0, I)
-    return Occupancy(label_map=labels.reshape(n, n), share=_shares(labels),
-                     prior_share=_shares(labels, density), limit=float(limit))
+    return Occupancy(
+        label_map=labels.reshape(n, n),
+        share=_shares(labels),
+        prior_share=_shares(labels, density),
+        limit=float(limit),
+    )

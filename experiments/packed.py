@@ -40,8 +40,19 @@ from experiments.topk import DECODER_NORM, keep_top_k
 
 PIXELS = models.PIXELS
 # what may differ between the slots of one pack; every other config value is the pack's own
-SLOT_FIELDS = ("name", "model.family", "model.l1", "model.beta", "model.p", "model.weight_decay",
-               "model.alpha", "model.k", "train.learning_rate", "train.epochs", "train.seed")
+SLOT_FIELDS = (
+    "name",
+    "model.family",
+    "model.l1",
+    "model.beta",
+    "model.p",
+    "model.weight_decay",
+    "model.alpha",
+    "model.k",
+    "train.learning_rate",
+    "train.epochs",
+    "train.seed",
+)
 # per-slot model tensors; k is the code units a slot keeps per sample (all but topk's: latent)
 HYPER = ("l1", "beta", "p", "weight_decay", "alpha", "k", "active")
 MEASURE_ELEMENTS = 1 << 23  # slots x samples x pixels per evaluation chunk (32 MiB of float32)
@@ -121,10 +132,10 @@ class PackedAutoencoder(keras.Model):
         self.decoder_bias = self.add_weight((slots, PIXELS), "zeros", name="dec_b")
         self.pixels = self.add_weight(pixels.shape, "zeros", trainable=False, name="pixels")
         self.pixels.assign(pixels)
-        self.order = self.add_weight((slots, len(pixels)), "zeros", dtype="int32",
-                                     trainable=False, name="order")
-        self.hyper = {k: self.add_weight((slots,), "zeros", trainable=False, name=k)
-                      for k in HYPER}
+        self.order = self.add_weight(
+            (slots, len(pixels)), "zeros", dtype="int32", trainable=False, name="order"
+        )
+        self.hyper = {k: self.add_weight((slots,), "zeros", trainable=False, name=k) for k in HYPER}
         self.loss_tracker = SlotMean(slots, "slot_loss")
         self.mse_tracker = SlotMean(slots, "slot_mse")
         self.built = True
@@ -141,8 +152,9 @@ class PackedAutoencoder(keras.Model):
 
     def decode(self, codes):
         """Reconstructions (slots, batch, 784) of codes (slots, batch, latent)."""
-        return ops.sigmoid(ops.einsum("kbl,klo->kbo", codes, self.decoder_kernel)
-                           + self.decoder_bias[:, None, :])
+        return ops.sigmoid(
+            ops.einsum("kbl,klo->kbo", codes, self.decoder_kernel) + self.decoder_bias[:, None, :]
+        )
 
     def call(self, positions, training=False):
         """Per-slot loss and per-pixel MSE (slots,) on the batch at ``positions``. They are
@@ -161,11 +173,13 @@ class PackedAutoencoder(keras.Model):
         kernels = [self.encoder_kernel]
         if self.base.model.penalty_layers == "both":
             kernels.append(self.decoder_kernel)
-        total = (reconstruction + h["l1"] * losses.l1_activity(codes)
-                 + h["beta"] * losses.kl_sparsity(codes, h["p"][:, None],
-                                                  self.base.model.kl_reduction)
-                 + h["weight_decay"] * sum(losses.weight_decay(w) for w in kernels)
-                 + h["alpha"] * sum(losses.nonnegativity(w) for w in kernels))
+        total = (
+            reconstruction
+            + h["l1"] * losses.l1_activity(codes)
+            + h["beta"] * losses.kl_sparsity(codes, h["p"][:, None], self.base.model.kl_reduction)
+            + h["weight_decay"] * sum(losses.weight_decay(w) for w in kernels)
+            + h["alpha"] * sum(losses.nonnegativity(w) for w in kernels)
+        )
         return total, mse
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -191,8 +205,9 @@ class PackedTrainer:
     trial; a slot that has trained its ``train.epochs`` is released after the call.
     """
 
-    def __init__(self, base: ExperimentConfig, data: Dataset, slots: int = 1,
-                 topk: bool | None = None):
+    def __init__(
+        self, base: ExperimentConfig, data: Dataset, slots: int = 1, topk: bool | None = None
+    ):
         """``topk``: whether a topk trial may join (default: whether ``base`` is one)."""
         if base.model.family == "vae":
             raise PackError("the VAE is not packed; it trains with models.build and fit")
@@ -205,12 +220,15 @@ class PackedTrainer:
         batches = math.ceil(len(data.x_train) / base.train.batch_size)
         self.model.compile(
             optimizer=OPTIMIZERS[base.train.optimizer](slots),
-            jit_compile=compiled, steps_per_execution=batches if compiled else 1)
+            jit_compile=compiled,
+            steps_per_execution=batches if compiled else 1,
+        )
         self.model.optimizer.build(self.model.trainable_variables)
         if topk or base.model.decoder_norm > 0:  # topk's columns at unit norm, the others' bound
             optimizer = self.model.optimizer
-            self.model.decoder_kernel.constraint = SlotDecoderNorm(optimizer.slot_floor,
-                                                                   optimizer.slot_ceiling)
+            self.model.decoder_kernel.constraint = SlotDecoderNorm(
+                optimizer.slot_floor, optimizer.slot_ceiling
+            )
         self.configs: list[ExperimentConfig | None] = [None] * slots
         self.epochs = [0] * slots  # epochs trained by each slot's current trial
         self._order = np.zeros((slots, len(data.x_train)), np.int32)
@@ -244,9 +262,15 @@ class PackedTrainer:
             set_row(variable, slot, value)
         m = cfg.model
         topk = m.family == "topk"
-        for key, number in (("l1", m.l1), ("beta", m.beta), ("p", m.p),
-                            ("weight_decay", m.weight_decay), ("alpha", m.alpha),
-                            ("k", m.k if topk else m.latent), ("active", 1.0)):
+        for key, number in (
+            ("l1", m.l1),
+            ("beta", m.beta),
+            ("p", m.p),
+            ("weight_decay", m.weight_decay),
+            ("alpha", m.alpha),
+            ("k", m.k if topk else m.latent),
+            ("active", 1.0),
+        ):
             set_row(model.hyper[key], slot, number)
         model.optimizer.reset_slot(slot)
         set_row(model.optimizer.slot_lr, slot, cfg.train.learning_rate)
@@ -287,7 +311,7 @@ class PackedTrainer:
         measures = metrics.Measures(bce=bce, variance=variance)
         chunk = max(1, MEASURE_ELEMENTS // (self.slots * PIXELS))
         for start in range(0, len(x), chunk):
-            part = x[start:start + chunk]
+            part = x[start : start + chunk]
             part = ops.convert_to_tensor(part, "float32")
             # compiled for the per-epoch measures; the final ones (with the cross-entropy, once
             # per trial and split) eagerly: a compilation per split's shape cost more than it saved
@@ -298,29 +322,51 @@ class PackedTrainer:
         """What ``runner.final_measures`` gives of each slot's exported model, for every slot
         whose trial ended its last epoch in ``results``, in one pass over the validation and test
         splits, without building a plain model."""
-        slots = [slot for slot, (epoch, _) in results.items()
-                 if epoch == self._config(slot).train.epochs]
+        slots = [
+            slot for slot, (epoch, _) in results.items() if epoch == self._config(slot).train.epochs
+        ]
         if not slots:
             return {}
-        splits = {"val": self.measure(self.data.x_val, bce=True),
-                  "test": self.measure(self.data.x_test, bce=True)}
+        splits = {
+            "val": self.measure(self.data.x_val, bce=True),
+            "test": self.measure(self.data.x_test, bce=True),
+        }
         kernels = ops.convert_to_numpy(self.model.decoder_kernel)
-        return {k: {**{f"{split}_{name}": float(values[k]) for split, measured in splits.items()
-                       for name, values in measured.items()},
-                    **metrics.decoder_norms(kernels[k])} for k in slots}
+        return {
+            k: {
+                **{
+                    f"{split}_{name}": float(values[k])
+                    for split, measured in splits.items()
+                    for name, values in measured.items()
+                },
+                **metrics.decoder_norms(kernels[k]),
+            }
+            for k in slots
+        }
 
     def _chunk_sums(self, x, bce: bool) -> dict:
         codes = self.model.encode(x)
-        return metrics.chunk_sums(x, self.model.decode(codes), codes,
-                                  metrics.unit_scale(self.model.decoder_kernel), bce=bce)
+        return metrics.chunk_sums(
+            x,
+            self.model.decode(codes),
+            codes,
+            metrics.unit_scale(self.model.decoder_kernel),
+            bce=bce,
+        )
 
     def run(self, on_epoch: Callable[[EpochResults], None]) -> None:
         """Train until every slot is free. Exceptions from ``on_epoch`` end the training."""
         if not self.busy():
             return
         positions, batch_size = self._positions()
-        self.model.fit(positions, batch_size=batch_size, epochs=2**31 - 1, shuffle=False,
-                       verbose=0, callbacks=[_EpochEnd(self, on_epoch)])
+        self.model.fit(
+            positions,
+            batch_size=batch_size,
+            epochs=2**31 - 1,
+            shuffle=False,
+            verbose=0,
+            callbacks=[_EpochEnd(self, on_epoch)],
+        )
 
     def _positions(self):
         """Positions 0..n-1 into the epoch, batched, the same every epoch, and the batch size to

@@ -26,8 +26,9 @@ def check_digit_labels(labels) -> np.ndarray:
         raise ValueError(f"labels must be a 1-D array of digits, got shape {labels.shape}")
     labels = labels.astype(int)
     if labels.size and (labels.min() < 0 or labels.max() >= DIGITS):
-        raise ValueError(f"labels must be digits 0..9, got values in "
-                         f"[{labels.min()}, {labels.max()}]")
+        raise ValueError(
+            f"labels must be digits 0..9, got values in [{labels.min()}, {labels.max()}]"
+        )
     return labels
 
 
@@ -56,9 +57,11 @@ def as_images(x) -> np.ndarray:
 def tile(images, rows: int, cols: int) -> np.ndarray:
     """Lay ``rows * cols`` images out row-major as one (rows*28, cols*28) picture."""
     images = as_images(images)
-    return (images.reshape(rows, cols, SIDE, SIDE)
-            .transpose(0, 2, 1, 3)
-            .reshape(rows * SIDE, cols * SIDE))
+    return (
+        images.reshape(rows, cols, SIDE, SIDE)
+        .transpose(0, 2, 1, 3)
+        .reshape(rows * SIDE, cols * SIDE)
+    )
 
 
 def enlarge(picture: np.ndarray, scale: int = PICTURE_SCALE) -> np.ndarray:
@@ -77,8 +80,9 @@ def check_codes_labels(codes, labels) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"codes must be a 2-D array (samples, dims), got shape {codes.shape}")
     labels = check_digit_labels(labels)
     if len(codes) != len(labels):
-        raise ValueError(f"codes and labels differ in length: {len(codes)} codes, "
-                         f"{len(labels)} labels")
+        raise ValueError(
+            f"codes and labels differ in length: {len(codes)} codes, {len(labels)} labels"
+        )
     return codes, labels
 
 
@@ -109,5 +113,5 @@ def mosaic(kernel, max_units: int) -> tuple[np.ndarray, int, int]:
     for unit in range(units):
         r, c = divmod(unit, cols)
         top, left = RF_GAP + r * step, RF_GAP + c * step
-        mosaic[top:top + SIDE, left:left + SIDE] = scaled[:, unit].reshape(SIDE, SIDE)
+        mosaic[top : top + SIDE, left : left + SIDE] = scaled[:, unit].reshape(SIDE, SIDE)
     return mosaic, units, cols

@@ -39,8 +39,13 @@ class ActivityPenalty(keras.layers.Layer):
         return h
 
     def get_config(self):
-        return {**super().get_config(), "l1": self.l1, "beta": self.beta, "p": self.p,
-                "reduction": self.reduction}
+        return {
+            **super().get_config(),
+            "l1": self.l1,
+            "beta": self.beta,
+            "p": self.p,
+            "reduction": self.reduction,
+        }
 
 
 class _KernelPenalty(keras.regularizers.Regularizer):

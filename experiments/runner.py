@@ -38,10 +38,12 @@ from experiments.train import (
 class Recorder(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
     def log_figure(self, figure: Figure, path: str) -> None: ...
-    def log_figures(self, sketches: Mapping[str, Callable[[], Figure]],
-                    folder: str = "figures") -> None: ...
-    def log_images(self, pictures: Mapping[str, Callable[[], np.ndarray]],
-                   folder: str = "figures") -> None: ...
+    def log_figures(
+        self, sketches: Mapping[str, Callable[[], Figure]], folder: str = "figures"
+    ) -> None: ...
+    def log_images(
+        self, pictures: Mapping[str, Callable[[], np.ndarray]], folder: str = "figures"
+    ) -> None: ...
     def log_dict(self, data: dict, path: str) -> None: ...
     def log_text(self, text: str, path: str) -> None: ...
     def log_file(self, local_path: str | Path, artifact_dir: str | None = None) -> None: ...
@@ -66,8 +68,9 @@ def describe(cfg: ExperimentConfig, data: Dataset) -> dict[str, str]:
 
 def _corners(data: Dataset) -> list[int]:
     """Four test digits of different classes: the interpolation's corners (fewer if missing)."""
-    return [int(np.flatnonzero(data.y_test == d)[0]) for d in (0, 1, 7, 8)
-            if np.any(data.y_test == d)]
+    return [
+        int(np.flatnonzero(data.y_test == d)[0]) for d in (0, 1, 7, 8) if np.any(data.y_test == d)
+    ]
 
 
 def applicable_figures(cfg: ExperimentConfig, data: Dataset) -> tuple[str, ...]:
@@ -88,8 +91,9 @@ def applicable_figures(cfg: ExperimentConfig, data: Dataset) -> tuple[str, ...]:
     return tuple(names)
 
 
-def sketch(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
-           names: tuple[str, ...] | None = None) -> dict[str, partial]:
+def sketch(
+    model: keras.Model, data: Dataset, cfg: ExperimentConfig, names: tuple[str, ...] | None = None
+) -> dict[str, partial]:
     """The notebooks' presentations that apply to ``cfg`` (all, or those in ``names``),
     keyed by a file-friendly name, each a call of a ``figures`` function with its data bound.
     The model's part (codes, reconstructions, weights) is computed here; drawing is left to the
@@ -100,26 +104,31 @@ def sketch(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
     vae = cfg.model.family == "vae"
     shown = min(10, len(codes))  # the reconstruction grid's digits
     makers = {
-        "reconstruction": lambda: partial(figures.reconstruction_grid, data.x_test[:shown],
-                                          decode(codes[:shown]), n=shown),
-        "receptive_fields": lambda: partial(figures.receptive_fields,
-                                            models.encoder_kernel(model)),
-        "digit_counts": lambda: partial(figures.digit_counts, data.y_train,
-                                        title="training-set digit counts"),
+        "reconstruction": lambda: partial(
+            figures.reconstruction_grid, data.x_test[:shown], decode(codes[:shown]), n=shown
+        ),
+        "receptive_fields": lambda: partial(figures.receptive_fields, models.encoder_kernel(model)),
+        "digit_counts": lambda: partial(
+            figures.digit_counts, data.y_train, title="training-set digit counts"
+        ),
         "latent_scatter": lambda: partial(
-            figures.latent_scatter, codes, data.y_test, axis_label="z[{}]" if vae else "unit {}"),
+            figures.latent_scatter, codes, data.y_test, axis_label="z[{}]" if vae else "unit {}"
+        ),
         "latent_sweep": lambda: partial(figures.latent_sweep, decode),
-        "interpolation": lambda: partial(figures.code_interpolation, decode,
-                                         codes[_corners(data)]),
+        "interpolation": lambda: partial(figures.code_interpolation, decode, codes[_corners(data)]),
         "tsne": lambda: partial(figures.tsne, codes, data.y_test, seed=cfg.train.seed),
         "activations": lambda: partial(figures.activation_histogram, codes),
     }
-    return {name: makers[name]() for name in applicable_figures(cfg, data)
-            if names is None or name in names}
+    return {
+        name: makers[name]()
+        for name in applicable_figures(cfg, data)
+        if names is None or name in names
+    }
 
 
-def pictures(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
-             names: tuple[str, ...]) -> dict[str, partial]:
+def pictures(
+    model: keras.Model, data: Dataset, cfg: ExperimentConfig, names: tuple[str, ...]
+) -> dict[str, partial]:
     """The figures of ``sketch`` named in ``names`` as bare pictures (``figures.*_picture``:
     uint8 arrays, no text, milliseconds to make): what a study records for each finished trial.
     Like ``sketch``, each is a call with its plain arrays bound, made where it is logged. Only
@@ -127,10 +136,15 @@ def pictures(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
     codes = models.encode(model, data.x_test)  # (n_test, latent)
     shown = min(10, len(codes))
     makers = {
-        "reconstruction": lambda: partial(figures.reconstruction_picture, data.x_test[:shown],
-                                          models.decode(model, codes[:shown]), n=shown),
-        "receptive_fields": lambda: partial(figures.receptive_field_picture,
-                                            models.encoder_kernel(model)),
+        "reconstruction": lambda: partial(
+            figures.reconstruction_picture,
+            data.x_test[:shown],
+            models.decode(model, codes[:shown]),
+            n=shown,
+        ),
+        "receptive_fields": lambda: partial(
+            figures.receptive_field_picture, models.encoder_kernel(model)
+        ),
         "activations": lambda: partial(figures.activation_picture, codes, data.y_test),
         "latent_scatter": lambda: partial(figures.latent_picture, codes, data.y_test),
     }
@@ -139,8 +153,9 @@ def pictures(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
     return {name: makers[name]() for name in applicable_figures(cfg, data) if name in names}
 
 
-def draw(model: keras.Model, data: Dataset, cfg: ExperimentConfig,
-         names: tuple[str, ...] | None = None) -> dict[str, Figure]:
+def draw(
+    model: keras.Model, data: Dataset, cfg: ExperimentConfig, names: tuple[str, ...] | None = None
+) -> dict[str, Figure]:
     """The figures of ``sketch``, drawn."""
     return {name: make() for name, make in sketch(model, data, cfg, names).items()}
 
@@ -161,19 +176,25 @@ def _occupancy(cfg: ExperimentConfig, figure_names: tuple[str, ...] | None) -> b
     return cfg.model.family == "vae" and cfg.model.latent == 2 and figure_names is None
 
 
-def artifact_paths(cfg: ExperimentConfig, data: Dataset,
-                   figure_names: tuple[str, ...] | None = None) -> tuple[str, ...]:
+def artifact_paths(
+    cfg: ExperimentConfig, data: Dataset, figure_names: tuple[str, ...] | None = None
+) -> tuple[str, ...]:
     """The artefact files ``record_artifacts`` writes for ``cfg`` with ``figure_names``."""
-    names = [n for n in applicable_figures(cfg, data)
-             if figure_names is None or n in figure_names]
+    names = [n for n in applicable_figures(cfg, data) if figure_names is None or n in figure_names]
     paths = [f"{FIGURE_DIR}/{n}.png" for n in names]
     if _occupancy(cfg, figure_names):
         paths += [f"{FIGURE_DIR}/occupancy.png", "occupancy.json"]
     return (*paths, CONFIG_FILE, HISTORY_FILE, f"{MODEL_DIR}/{MODEL_FILE}")
 
 
-def record_artifacts(recorder: Recorder, result: Result, data: Dataset, cfg: ExperimentConfig,
-                     figure_names: tuple[str, ...] | None = None, drawn: bool = True) -> None:
+def record_artifacts(
+    recorder: Recorder,
+    result: Result,
+    data: Dataset,
+    cfg: ExperimentConfig,
+    figure_names: tuple[str, ...] | None = None,
+    drawn: bool = True,
+) -> None:
     """Figures (all that apply, or those named), model, config and history of a finished run
     (the files of ``artifact_paths``). The figures are drawn as charts, or, if not ``drawn``,
     logged as their bare pictures (``pictures``: a study's trials)."""
@@ -185,8 +206,7 @@ def record_artifacts(recorder: Recorder, result: Result, data: Dataset, cfg: Exp
         recorder.log_images(pictures(result.model, data, cfg, figure_names or ()), FIGURE_DIR)
     if _occupancy(cfg, figure_names):
         occ = latent_occupancy(result.model, data, cfg)
-        recorder.log_figure(figures.occupancy_map(occ, data.y_train),
-                            f"{FIGURE_DIR}/occupancy.png")
+        recorder.log_figure(figures.occupancy_map(occ, data.y_train), f"{FIGURE_DIR}/occupancy.png")
         recorder.log_dict({"rows": occ.table(data.y_train)}, "occupancy.json")
     recorder.log_dict(cfg.flat(), CONFIG_FILE)
     recorder.log_text(history_csv(result.history), HISTORY_FILE)
@@ -207,8 +227,9 @@ def final_measures(model: keras.Model, data: Dataset) -> dict[str, float]:
     return out
 
 
-def train_and_evaluate(cfg: ExperimentConfig, data: Dataset, recorder: Recorder | None = None,
-                       on_epoch=()) -> Result:
+def train_and_evaluate(
+    cfg: ExperimentConfig, data: Dataset, recorder: Recorder | None = None, on_epoch=()
+) -> Result:
     """Build and fit ``cfg``; per-epoch metrics go to ``recorder`` and ``on_epoch`` hooks."""
     hooks = list(on_epoch)
     if recorder is not None:
@@ -221,8 +242,9 @@ def train_and_evaluate(cfg: ExperimentConfig, data: Dataset, recorder: Recorder 
     return result
 
 
-def train_all(cfgs: list[ExperimentConfig], data: Dataset, slots: int | None = None
-              ) -> list[Result | None]:
+def train_all(
+    cfgs: list[ExperimentConfig], data: Dataset, slots: int | None = None
+) -> list[Result | None]:
     """Each of ``cfgs`` trained and evaluated as ``train_and_evaluate`` does it (its seed, the
     same trainer), in order; None for one whose training diverged. Configs that differ only
     where a pack lets them (those of one study) train ``slots`` at a time as one pack
@@ -231,8 +253,12 @@ def train_all(cfgs: list[ExperimentConfig], data: Dataset, slots: int | None = N
     queue = [i for i, cfg in enumerate(cfgs) if cfg.model.family != "vae"]
     alone = [i for i in range(len(cfgs)) if i not in queue]
     if queue:
-        trainer = PackedTrainer(cfgs[queue[0]], data, min(slots or default_slots(), len(queue)),
-                                topk=any(c.model.family == "topk" for c in cfgs))
+        trainer = PackedTrainer(
+            cfgs[queue[0]],
+            data,
+            min(slots or default_slots(), len(queue)),
+            topk=any(c.model.family == "topk" for c in cfgs),
+        )
         for i in list(queue):
             try:
                 trainer.check(cfgs[i])
@@ -264,8 +290,9 @@ def train_all(cfgs: list[ExperimentConfig], data: Dataset, slots: int | None = N
                     done(slot)  # no result; the slot goes to the next config
                     continue
                 if slot in finals:
-                    results[i] = measured(trainer.export(slot), history, finals[slot],
-                                          time.perf_counter() - start)
+                    results[i] = measured(
+                        trainer.export(slot), history, finals[slot], time.perf_counter() - start
+                    )
                     done(slot)
 
         for slot in trainer.free():
@@ -279,14 +306,19 @@ def train_all(cfgs: list[ExperimentConfig], data: Dataset, slots: int | None = N
     return results
 
 
-def evaluate(model: keras.Model, history: dict[str, list[float]], data: Dataset,
-             seconds: float) -> Result:
+def evaluate(
+    model: keras.Model, history: dict[str, list[float]], data: Dataset, seconds: float
+) -> Result:
     """The result of a trained model, with its final measures."""
     return measured(model, history, final_measures(model, data), seconds)
 
 
-def measured(model: keras.Model | None, history: dict[str, list[float]], final: dict[str, float],
-             seconds: float) -> Result:
+def measured(
+    model: keras.Model | None,
+    history: dict[str, list[float]],
+    final: dict[str, float],
+    seconds: float,
+) -> Result:
     """The result of a trained model whose ``final_measures`` were taken already (in its pack:
     ``PackedTrainer.final_measures``)."""
     return Result(model, history, {**final, "train_seconds": seconds}, seconds)
@@ -295,8 +327,9 @@ def measured(model: keras.Model | None, history: dict[str, list[float]], final: 
 def record_final(recorder: Recorder, result: Result, cfg: ExperimentConfig) -> None:
     """The final measures, after the last epoch's: the last epoch already logged its val_*
     measures, all but the cross-entropy."""
-    recorder.log_metrics({k: v for k, v in result.final.items() if k not in result.history},
-                         step=cfg.train.epochs)
+    recorder.log_metrics(
+        {k: v for k, v in result.final.items() if k not in result.history}, step=cfg.train.epochs
+    )
 
 
 def run(cfg: ExperimentConfig, data: Dataset, recorder: Recorder | None = None) -> Result:

@@ -41,24 +41,31 @@ class _SlotSteps:
             return
         super().build(variables)
         self.slot_lr = self.add_variable((self.slots,), initializer="zeros", name="slot_lr")
-        self.slot_start = self.add_variable((self.slots,), initializer="zeros",
-                                            name="slot_start")
-        self.slot_floor = self.add_variable((self.slots,), initializer="zeros",
-                                            name="slot_floor")
-        self.slot_ceiling = self.add_variable((self.slots,), initializer="zeros",
-                                              name="slot_ceiling")
+        self.slot_start = self.add_variable((self.slots,), initializer="zeros", name="slot_start")
+        self.slot_floor = self.add_variable((self.slots,), initializer="zeros", name="slot_floor")
+        self.slot_ceiling = self.add_variable(
+            (self.slots,), initializer="zeros", name="slot_ceiling"
+        )
 
     def _per_slot(self, vector, variable):
-        return ops.reshape(ops.cast(vector, variable.dtype),
-                           (self.slots,) + (1,) * (len(variable.shape) - 1))
+        return ops.reshape(
+            ops.cast(vector, variable.dtype), (self.slots,) + (1,) * (len(variable.shape) - 1)
+        )
 
     def _local_step(self, variable):
-        return self._per_slot(ops.cast(self.iterations + 1, "float32") - self.slot_start,
-                              variable)
+        return self._per_slot(ops.cast(self.iterations + 1, "float32") - self.slot_start, variable)
 
     def reset_slot(self, slot: int) -> None:
-        own = {id(v) for v in (self.slot_lr, self.slot_start, self.slot_floor, self.slot_ceiling,
-                               self.iterations)}
+        own = {
+            id(v)
+            for v in (
+                self.slot_lr,
+                self.slot_start,
+                self.slot_floor,
+                self.slot_ceiling,
+                self.iterations,
+            )
+        }
         for v in self.variables:
             if id(v) not in own and len(v.shape) and v.shape[0] == self.slots:
                 set_row(v, slot, 0.0)
@@ -83,8 +90,9 @@ class SlotAdam(_SlotSteps, keras.optimizers.Adam):
         alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
         self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
-        self.assign_sub(variable, ops.divide(ops.multiply(m, alpha),
-                                             ops.add(ops.sqrt(v), self.epsilon)))
+        self.assign_sub(
+            variable, ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), self.epsilon))
+        )
 
 
 class SlotAdadelta(_SlotSteps, keras.optimizers.Adadelta):
@@ -123,7 +131,6 @@ class SlotDecoderNorm(keras.constraints.Constraint):
 
 def set_row(variable, slot: int, value) -> None:
     """variable[slot] = value, on the variable's own device."""
-    row = ops.broadcast_to(ops.convert_to_tensor(value, variable.dtype),
-                           (1, *variable.shape[1:]))
+    row = ops.broadcast_to(ops.convert_to_tensor(value, variable.dtype), (1, *variable.shape[1:]))
     start = (slot,) + (0,) * (len(variable.shape) - 1)
     variable.assign(ops.slice_update(variable.value, start, row))

@@ -36,15 +36,18 @@ class History(dict):
             self.setdefault(k, []).append(v)
 
 
-def evaluate_split(model: keras.Model, x: np.ndarray, prefix: str,
-                   bce: bool = True) -> dict[str, float]:
+def evaluate_split(
+    model: keras.Model, x: np.ndarray, prefix: str, bce: bool = True
+) -> dict[str, float]:
     """All measures of ``metrics.summarize`` on one split, keys prefixed (``val_mse``, ...)."""
     codes = models.encode(model, x)
     x_hat = models.decode(model, codes)
     kernel = models.decoder_kernel(model)
     scale = None if kernel is None else metrics.unit_scale(kernel)
-    return {f"{prefix}_{k}": float(v)  # a plain model: one value per measure
-            for k, v in metrics.summarize(x, x_hat, codes, scale, bce=bce).items()}
+    return {
+        f"{prefix}_{k}": float(v)  # a plain model: one value per measure
+        for k, v in metrics.summarize(x, x_hat, codes, scale, bce=bce).items()
+    }
 
 
 def check_finite(epoch: int, values: dict[str, float]) -> None:
@@ -73,7 +76,8 @@ def fit_plain(cfg: ExperimentConfig, data: Dataset, hooks: Sequence[EpochHook]) 
     model = models.build(cfg)
     keras.utils.set_random_seed(cfg.train.seed)  # fit draws its batch order from the global seed
     model.fit(
-        data.x_train, data.x_train,
+        data.x_train,
+        data.x_train,
         epochs=cfg.train.epochs,
         batch_size=cfg.train.batch_size,
         shuffle=True,
@@ -84,8 +88,9 @@ def fit_plain(cfg: ExperimentConfig, data: Dataset, hooks: Sequence[EpochHook]) 
     return model
 
 
-def _fit_autoencoder(cfg: ExperimentConfig, data: Dataset,
-                     hooks: Sequence[EpochHook]) -> keras.Model:
+def _fit_autoencoder(
+    cfg: ExperimentConfig, data: Dataset, hooks: Sequence[EpochHook]
+) -> keras.Model:
     trainer = PackedTrainer(cfg, data, slots=1)
     trainer.assign(0, cfg)
     trained = []
@@ -102,8 +107,9 @@ def _fit_autoencoder(cfg: ExperimentConfig, data: Dataset,
     return trained[0]
 
 
-def fit(cfg: ExperimentConfig, data: Dataset, on_epoch: Sequence[EpochHook] = ()
-        ) -> tuple[keras.Model, History]:
+def fit(
+    cfg: ExperimentConfig, data: Dataset, on_epoch: Sequence[EpochHook] = ()
+) -> tuple[keras.Model, History]:
     """Train ``cfg`` on the training split; returns the trained model and the per-epoch history,
     validation measures included. Raises TrainingDiverged as soon as an epoch ends non-finite."""
     history = History()

@@ -42,13 +42,13 @@ def lr_grid() -> list[float]:
     return [float(f"{v:.2g}") for v in np.geomspace(r.low, r.high, LR_POINTS)]
 
 
-def config(base: ExperimentConfig, name: str, learning_rate: float, seed: int
-           ) -> ExperimentConfig:
+def config(base: ExperimentConfig, name: str, learning_rate: float, seed: int) -> ExperimentConfig:
     """Preset ``name`` with the study's fixed settings, at ``learning_rate`` and ``seed``."""
     preset = presets.get(name).flat()
-    return base.replace(**{k: preset[k] for k in ("model.family", *PENALTY_KEYS)},
-                        **{"name": name, "train.learning_rate": learning_rate,
-                           "train.seed": seed})
+    return base.replace(
+        **{k: preset[k] for k in ("model.family", *PENALTY_KEYS)},
+        **{"name": name, "train.learning_rate": learning_rate, "train.seed": seed},
+    )
 
 
 @dataclass(frozen=True)
@@ -67,15 +67,25 @@ class Baseline:
         return PRESETS[self.name]
 
     def to_attr(self) -> dict:
-        return {"grid": [list(p) for p in self.grid], "learning_rate": self.learning_rate,
-                "seeds": list(self.seeded.seeds), "finals": [dict(f) for f in self.seeded.finals],
-                "config": self.config, "run_ids": list(self.run_ids)}
+        return {
+            "grid": [list(p) for p in self.grid],
+            "learning_rate": self.learning_rate,
+            "seeds": list(self.seeded.seeds),
+            "finals": [dict(f) for f in self.seeded.finals],
+            "config": self.config,
+            "run_ids": list(self.run_ids),
+        }
 
     @classmethod
     def from_attr(cls, name: str, value: dict) -> Baseline:
-        return cls(name, tuple(tuple(p) for p in value["grid"]), value["learning_rate"],
-                   Seeded(tuple(value["seeds"]), tuple(value["finals"])), value["config"],
-                   tuple(value.get("run_ids", ())))
+        return cls(
+            name,
+            tuple(tuple(p) for p in value["grid"]),
+            value["learning_rate"],
+            Seeded(tuple(value["seeds"]), tuple(value["finals"])),
+            value["config"],
+            tuple(value.get("run_ids", ())),
+        )
 
 
 def stored(study: optuna.Study, seeds: tuple[int, ...] | None = None) -> dict[str, Baseline]:
@@ -113,8 +123,14 @@ def references(data: Dataset, latent: int, seed: int) -> list[Reference]:
     pca = PCA(n_components=min(latent, *data.x_train.shape), random_state=seed).fit(data.x_train)
     mean = data.x_train.mean(axis=0, keepdims=True)  # (1, 784)
     return [
-        Reference(f"PCA, {pca.n_components_} components", "linear reference (scikit-learn)",
-                  *measured(lambda x: pca.inverse_transform(pca.transform(x)))),
-        Reference("mean training image", "the same image for every digit: learned nothing",
-                  *measured(lambda x: np.broadcast_to(mean, x.shape))),
+        Reference(
+            f"PCA, {pca.n_components_} components",
+            "linear reference (scikit-learn)",
+            *measured(lambda x: pca.inverse_transform(pca.transform(x))),
+        ),
+        Reference(
+            "mean training image",
+            "the same image for every digit: learned nothing",
+            *measured(lambda x: np.broadcast_to(mean, x.shape)),
+        ),
     ]

@@ -61,11 +61,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=DEFAULT.data.name, help=f"one of {', '.join(SOURCES)}")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per trial (default 20)")
     parser.add_argument("--trials", type=int, default=16, help="trials per study (default 16)")
-    parser.add_argument("--packs", type=int, nargs="+", default=[1, 4, 8, 16],
-                        help="pack sizes to measure (default 1 4 8 16)")
-    parser.add_argument("--backends", nargs="*", default=None,
-                        help="other Keras backends to measure this project's trainer on "
-                             "(default: jax when it is installed)")
+    parser.add_argument(
+        "--packs",
+        type=int,
+        nargs="+",
+        default=[1, 4, 8, 16],
+        help="pack sizes to measure (default 1 4 8 16)",
+    )
+    parser.add_argument(
+        "--backends",
+        nargs="*",
+        default=None,
+        help="other Keras backends to measure this project's trainer on "
+        "(default: jax when it is installed)",
+    )
     parser.add_argument("--out", default=str(RESULTS), help=f"results JSON (default {RESULTS})")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: one measurement
 
@@ -112,6 +121,7 @@ def matmul_rate() -> float:
 
 # --- one measurement, in its own process -------------------------------------------------------
 
+
 def _per_epoch(ends: list[float], n: int) -> dict:
     """Samples per second from epoch end times (the first epoch, which compiles, apart): the
     median epoch, robust to the odd slow one on a shared machine."""
@@ -130,10 +140,17 @@ def _single_plain(configs, data, measured: bool) -> dict:
     if measured:  # with the validation measures this project takes after every epoch
         fit_plain(cfg, data, [lambda *_: ends.append(time.perf_counter())])
     else:
-        at_end = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: ends.append(
-            time.perf_counter()))
-        models.build(cfg).fit(data.x_train, data.x_train, epochs=cfg.train.epochs,
-                              batch_size=cfg.train.batch_size, verbose=0, callbacks=[at_end])
+        at_end = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda *_: ends.append(time.perf_counter())
+        )
+        models.build(cfg).fit(
+            data.x_train,
+            data.x_train,
+            epochs=cfg.train.epochs,
+            batch_size=cfg.train.batch_size,
+            verbose=0,
+            callbacks=[at_end],
+        )
     return _per_epoch(ends, len(data.x_train))
 
 
@@ -167,21 +184,34 @@ def _study(configs, data, pack: int, tracking: bool, folder: str) -> dict:
     from study.search import open_study, run_study
 
     first = from_flat(configs[0])
-    base = DEFAULT.replace(**{"name": "study", "data.name": first.data.name,
-                              "train.epochs": first.train.epochs})
+    base = DEFAULT.replace(
+        **{"name": "study", "data.name": first.data.name, "train.epochs": first.train.epochs}
+    )
     spec = StudySpec("bench", space.DEFAULT_FAMILIES, 0.05, base, "none")
     storage = f"journal:{folder}/journal.log"
     study = open_study(spec, storage)
     for flat in configs:
-        study.enqueue_trial({k: flat[k] for k in ("model.family",
-                                                 *space.FAMILY_PARAMS[flat["model.family"]])})
-    out = run_study(spec, data, storage, len(configs), tracking=tracking, progress=False,
-                    pack=pack, tracking_uri=_store(folder))
+        study.enqueue_trial(
+            {k: flat[k] for k in ("model.family", *space.FAMILY_PARAMS[flat["model.family"]])}
+        )
+    out = run_study(
+        spec,
+        data,
+        storage,
+        len(configs),
+        tracking=tracking,
+        progress=False,
+        pack=pack,
+        tracking_uri=_store(folder),
+    )
     counts = out.counts()
     if counts["COMPLETE"] != len(configs):
         raise RuntimeError(f"the bench study ended with {counts}")
-    spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in out.trials
-             if t.datetime_complete and t.datetime_start]
+    spans = [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in out.trials
+        if t.datetime_complete and t.datetime_start
+    ]
     return {"trial_seconds": sum(spans) / len(spans)}  # asked to told, in the pack
 
 
@@ -225,8 +255,9 @@ def measure(variant: str, configs: list[dict], data_name: str) -> dict:
 
 
 def _cpu() -> tuple[float, float]:
-    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
-                                                         resource.RUSAGE_CHILDREN))
+    own, children = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
     return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
@@ -235,30 +266,64 @@ def _in_child(variant: str, configs: list[dict], data: str, backend: str | None 
         json.dump(configs, f)
     env = os.environ | ({"KERAS_BACKEND": backend} if backend else {})
     try:
-        done = subprocess.run([sys.executable, "-m", "study", "bench", "--variant", variant,
-                               "--out", f.name, "--data", data],
-                              capture_output=True, text=True, check=False, env=env)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "study",
+                "bench",
+                "--variant",
+                variant,
+                "--out",
+                f.name,
+                "--data",
+                data,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"bench variant {variant} failed: "
-                               f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+            raise RuntimeError(
+                f"bench variant {variant} failed: "
+                f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}"
+            )
         return json.loads(Path(f.name).read_text())
     finally:
         os.unlink(f.name)
 
 
-def _table(header: Sequence[str], results: dict[str, dict], rate: str, baseline: float,
-           limit: float, more: Sequence[tuple[str, str]] = ()) -> str:
+def _table(
+    header: Sequence[str],
+    results: dict[str, dict],
+    rate: str,
+    baseline: float,
+    limit: float,
+    more: Sequence[tuple[str, str]] = (),
+) -> str:
     """One row per result: its ``rate`` key, as a multiple of ``baseline`` and a fraction of
     ``limit``, then each ``(key, format)`` of ``more``."""
     rows = [tuple(header)]
     for name, r in results.items():
-        rows.append((name, f"{r[rate]:,.0f}", *(f"{r[key]:{form}}" for key, form in more[:1]),
-                     f"{r[rate] / baseline:.2f}", f"{r[rate] / limit:.1%}",
-                     *(f"{r[key]:{form}}" for key, form in more[1:])))
+        rows.append(
+            (
+                name,
+                f"{r[rate]:,.0f}",
+                *(f"{r[key]:{form}}" for key, form in more[:1]),
+                f"{r[rate] / baseline:.2f}",
+                f"{r[rate] / limit:.1%}",
+                *(f"{r[key]:{form}}" for key, form in more[1:]),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-                     for row in rows)
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -283,87 +348,136 @@ def main(args: argparse.Namespace) -> int:
     configs = trial_configs(args.trials, args.epochs, args.data)
     samples = args.trials * args.epochs * len(data.x_train)
     default = default_slots()
-    print(f"bench: {args.trials} trials x {args.epochs} epochs of {len(data.x_train)} digits "
-          f"({args.data}), Keras {keras.__version__} on {keras.backend.backend()}, "
-          f"{os.cpu_count()} CPUs", flush=True)
+    print(
+        f"bench: {args.trials} trials x {args.epochs} epochs of {len(data.x_train)} digits "
+        f"({args.data}), Keras {keras.__version__} on {keras.backend.backend()}, "
+        f"{os.cpu_count()} CPUs",
+        flush=True,
+    )
 
     def run(variant: str, backend: str | None = None) -> dict:
         print(f"  measuring {variant}{f' on {backend}' if backend else ''} ...", flush=True)
         return _in_child(variant, configs, args.data, backend)
 
-    others = [b for b in (["jax"] if args.backends is None and find_spec("jax") else
-                          args.backends or []) if b != keras.backend.backend()]
-    single = {"plain fit": run("single-plain"),
-              "plain fit + validation": run("single-plain:measured"),
-              "project trainer + validation": run("single-packed"),
-              **{f"project trainer + validation ({b})": run("single-packed", b) for b in others}}
+    others = [
+        b
+        for b in (["jax"] if args.backends is None and find_spec("jax") else args.backends or [])
+        if b != keras.backend.backend()
+    ]
+    single = {
+        "plain fit": run("single-plain"),
+        "plain fit + validation": run("single-plain:measured"),
+        "project trainer + validation": run("single-packed"),
+        **{f"project trainer + validation ({b})": run("single-packed", b) for b in others},
+    }
     studies = {"sequential, plain fit": run("study-plain")}
     for k in args.packs:
         studies[f"pack {k}"] = run(f"study:{k},off")
     studies |= {f"pack {default} ({b})": run(f"study:{default},off", b) for b in others}
-    tracked = {"off": studies.get(f"pack {default}") or run(f"study:{default},off"),
-               "full": run(f"study:{default},tracked")}
+    tracked = {
+        "off": studies.get(f"pack {default}") or run(f"study:{default},off"),
+        "full": run(f"study:{default},tracked"),
+    }
     rate = run("matmul")["flops_per_s"]
     flops = train_flops(from_flat(configs[0]))
     limit = rate / flops  # trial-samples/s the arithmetic allows
 
     base_single = single["plain fit"]["samples_per_s"]
-    print("\n" + _table(("single trial", "samples/s", "first epoch s", "x plain fit", "of limit",
-                         "peak MiB"), single, "samples_per_s", base_single, limit,
-                        (("first_epoch_s", ".2f"), ("peak_rss_mib", ",.0f"))))
+    print(
+        "\n"
+        + _table(
+            ("single trial", "samples/s", "first epoch s", "x plain fit", "of limit", "peak MiB"),
+            single,
+            "samples_per_s",
+            base_single,
+            limit,
+            (("first_epoch_s", ".2f"), ("peak_rss_mib", ",.0f")),
+        )
+    )
     for r in studies.values():
         r["trial_samples_per_s"] = samples / r["seconds"]
         r["trials_per_hour"] = args.trials * 3600 / r["seconds"]
     base_study = studies["sequential, plain fit"]["trial_samples_per_s"]
-    print("\n" + _table(("study", "trial-samples/s", "trials/hour", "x sequential", "of limit",
-                         "peak MiB"), studies, "trial_samples_per_s", base_study, limit,
-                        (("trials_per_hour", ",.0f"), ("peak_rss_mib", ",.0f"))))
+    print(
+        "\n"
+        + _table(
+            ("study", "trial-samples/s", "trials/hour", "x sequential", "of limit", "peak MiB"),
+            studies,
+            "trial_samples_per_s",
+            base_study,
+            limit,
+            (("trials_per_hour", ",.0f"), ("peak_rss_mib", ",.0f")),
+        )
+    )
     overhead = tracked["full"]["seconds"] / tracked["off"]["seconds"] - 1
     per_trial = tracked["full"]["trial_seconds"] / tracked["off"]["trial_seconds"] - 1
-    print(f"\ntracking (pack {default}, every trial complete, figures and model for each):\n"
-          f"  a trial, asked to told: {tracked['full']['trial_seconds']:.2f} s with MLflow, "
-          f"{tracked['off']['trial_seconds']:.2f} s without: {per_trial:+.1%}\n"
-          f"  the study, start to end (every write done): "
-          f"{tracked['full']['seconds']:.1f} s with, {tracked['off']['seconds']:.1f} s without: "
-          f"{overhead:+.1%}")
+    print(
+        f"\ntracking (pack {default}, every trial complete, figures and model for each):\n"
+        f"  a trial, asked to told: {tracked['full']['trial_seconds']:.2f} s with MLflow, "
+        f"{tracked['off']['trial_seconds']:.2f} s without: {per_trial:+.1%}\n"
+        f"  the study, start to end (every write done): "
+        f"{tracked['full']['seconds']:.1f} s with, {tracked['off']['seconds']:.1f} s without: "
+        f"{overhead:+.1%}"
+    )
     full, off = tracked["full"], tracked["off"]
     writer = full["children_cpu_s"] - off["children_cpu_s"]
-    print(f"  CPU per trial: the writer process (figures drawn, MLflow written) "
-          f"{writer / args.trials:.2f} s, the training process "
-          f"{(full['cpu_s'] - off['cpu_s']) / args.trials:+.2f} s; training alone "
-          f"{off['cpu_s'] / args.trials:.2f} s on {os.cpu_count()} CPUs")
+    print(
+        f"  CPU per trial: the writer process (figures drawn, MLflow written) "
+        f"{writer / args.trials:.2f} s, the training process "
+        f"{(full['cpu_s'] - off['cpu_s']) / args.trials:+.2f} s; training alone "
+        f"{off['cpu_s'] / args.trials:.2f} s on {os.cpu_count()} CPUs"
+    )
     best = max(studies, key=lambda k: studies[k]["trial_samples_per_s"])
     best_rate = studies[best]["trial_samples_per_s"]
     trainer = single["project trainer + validation"]["samples_per_s"]
-    print(f"\nratios, each against its baseline measured in this run:\n"
-          f"  one trial, project trainer vs plain fit: {trainer / base_single:.2f}x "
-          f"({trainer:,.0f} vs {base_single:,.0f} samples/s)\n"
-          f"  study, {best} vs sequential plain fit: {best_rate / base_study:.2f}x "
-          f"({best_rate:,.0f} vs {base_study:,.0f} trial-samples/s)\n"
-          f"  study with MLflow vs without (pack {default}): {overhead:+.1%} "
-          f"({full['seconds']:.1f} vs {off['seconds']:.1f} s)\n"
-          f"arithmetic: {flops / 1e6:.2f} MFLOP per sample and training step "
-          f"(784-{from_flat(configs[0]).model.latent}-784, forward and backward, matrix "
-          f"products); a {MATMUL_SIDE}x{MATMUL_SIDE} float32 matrix product runs "
-          f"{rate / 1e9:.0f} GFLOP/s here now, so the limit is {limit:,.0f} trial-samples/s; "
-          f"{best} reaches {best_rate / limit:.1%} of it")
-    print("(+ validation: the measures on the validation split after every epoch, which a study "
-          "needs for pruning)")
-    results = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.platform(),
-               "cpus": os.cpu_count(), "backend": keras.backend.backend(), "data": args.data,
-               "epochs": args.epochs, "trials": args.trials, "default_pack": default,
-               "single": single, "study": studies, "tracking": tracked,
-               "arithmetic": {"train_flops_per_sample": flops, "matmul_flops_per_s": rate,
-                              "limit_trial_samples_per_s": limit},
-               "ratios": {"single_vs_plain": trainer / base_single,
-                          "single_vs_plain_with_validation": trainer
-                          / single["plain fit + validation"]["samples_per_s"],
-                          **{f"{k}_vs_sequential_plain": r["trial_samples_per_s"] / base_study
-                             for k, r in studies.items()},
-                          **{f"{k}_of_limit": r["trial_samples_per_s"] / limit
-                             for k, r in studies.items()},
-                          "tracking_overhead_per_trial": per_trial,
-                          "tracking_overhead_study": overhead}}
+    print(
+        f"\nratios, each against its baseline measured in this run:\n"
+        f"  one trial, project trainer vs plain fit: {trainer / base_single:.2f}x "
+        f"({trainer:,.0f} vs {base_single:,.0f} samples/s)\n"
+        f"  study, {best} vs sequential plain fit: {best_rate / base_study:.2f}x "
+        f"({best_rate:,.0f} vs {base_study:,.0f} trial-samples/s)\n"
+        f"  study with MLflow vs without (pack {default}): {overhead:+.1%} "
+        f"({full['seconds']:.1f} vs {off['seconds']:.1f} s)\n"
+        f"arithmetic: {flops / 1e6:.2f} MFLOP per sample and training step "
+        f"(784-{from_flat(configs[0]).model.latent}-784, forward and backward, matrix "
+        f"products); a {MATMUL_SIDE}x{MATMUL_SIDE} float32 matrix product runs "
+        f"{rate / 1e9:.0f} GFLOP/s here now, so the limit is {limit:,.0f} trial-samples/s; "
+        f"{best} reaches {best_rate / limit:.1%} of it"
+    )
+    print(
+        "(+ validation: the measures on the validation split after every epoch, which a study "
+        "needs for pruning)"
+    )
+    results = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "backend": keras.backend.backend(),
+        "data": args.data,
+        "epochs": args.epochs,
+        "trials": args.trials,
+        "default_pack": default,
+        "single": single,
+        "study": studies,
+        "tracking": tracked,
+        "arithmetic": {
+            "train_flops_per_sample": flops,
+            "matmul_flops_per_s": rate,
+            "limit_trial_samples_per_s": limit,
+        },
+        "ratios": {
+            "single_vs_plain": trainer / base_single,
+            "single_vs_plain_with_validation": trainer
+            / single["plain fit + validation"]["samples_per_s"],
+            **{
+                f"{k}_vs_sequential_plain": r["trial_samples_per_s"] / base_study
+                for k, r in studies.items()
+            },
+            **{f"{k}_of_limit": r["trial_samples_per_s"] / limit for k, r in studies.items()},
+            "tracking_overhead_per_trial": per_trial,
+            "tracking_overhead_study": overhead,
+        },
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

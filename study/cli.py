@@ -41,38 +41,54 @@ from tracking.store import TrackingError, TrackingFailed, check_store, tracking_
 
 def _summary(outcome, spec: StudySpec, seconds: float, data) -> None:
     counts = outcome.counts()
-    print(f"\nstudy {spec.name!r}: {len(outcome.trials)} trials in total "
-          f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed, "
-          f"{counts['feasible']} feasible: {spec.constraint.describe()}); this run took "
-          f"{seconds:.0f} s")
+    print(
+        f"\nstudy {spec.name!r}: {len(outcome.trials)} trials in total "
+        f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed, "
+        f"{counts['feasible']} feasible: {spec.constraint.describe()}); this run took "
+        f"{seconds:.0f} s"
+    )
     if outcome.reconciled:
-        print(f"  {outcome.reconciled} trial(s) of a stopped worker were failed (and queued "
-              f"again) and their runs ended")
+        print(
+            f"  {outcome.reconciled} trial(s) of a stopped worker were failed (and queued "
+            f"again) and their runs ended"
+        )
     if outcome.repaired:
-        print(f"  {len(outcome.repaired)} completed trial(s) whose runs lacked their record were "
-              f"repaired ({len(outcome.repaired.retrained)} trained again for their artefacts)")
+        print(
+            f"  {len(outcome.repaired)} completed trial(s) whose runs lacked their record were "
+            f"repaired ({len(outcome.repaired.retrained)} trained again for their artefacts)"
+        )
     families = list(spec.families)
     print("\n".join(console.search_lines(outcome.trials, families, spec.constraint)))
     if outcome.confirmation is not None:
         track = outcome.tracking
-        _confirmed(outcome.confirmation, spec, data, track.tracker if track else None,
-                   track.guarded if track else None)
+        _confirmed(
+            outcome.confirmation,
+            spec,
+            data,
+            track.tracker if track else None,
+            track.guarded if track else None,
+        )
     else:
-        print("not confirmed on fresh seeds (--confirm-seeds 0): the numbers above are one "
-              "seed's, the best of many draws")
+        print(
+            "not confirmed on fresh seeds (--confirm-seeds 0): the numbers above are one "
+            "seed's, the best of many draws"
+        )
 
 
 def _confirmed(outcome, spec: StudySpec, data, tracker, guard=None) -> None:
     from study import baselines
 
     refs = baselines.references(data, spec.base.model.latent, spec.base.data.seed)
-    print("\n".join(console.confirmation_lines(outcome, list(spec.families), spec.constraint,
-                                               refs)))
+    print(
+        "\n".join(console.confirmation_lines(outcome, list(spec.families), spec.constraint, refs))
+    )
 
     def where(run_id: str) -> str | None:
         def read() -> str:
             return tracker.client.get_run(run_id).info.artifact_uri
+
         return guard("reading the winner's run", read, None) if guard else read()
+
     print("\n".join(console.winner_lines(outcome, where if tracker else None)))
 
 
@@ -94,15 +110,24 @@ def _confirm(args: argparse.Namespace) -> int:
         check_study_name(args.study_name)
         study = load_study(args.storage, args.study_name)
         spec = stored_spec(study, chosen_target(args))
-        data = data_module.load(spec.base.data.name, spec.base.data.val_fraction,
-                                spec.base.data.seed)
+        data = data_module.load(
+            spec.base.data.name, spec.base.data.val_fraction, spec.base.data.seed
+        )
         recorder = open_tracking(study, args.tracking_uri, data)
     except (ConfigError, DataError, StorageError, ReportError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    outcome = confirming.confirm(study, spec.base, data, list(spec.families), spec.constraint,
-                                 args.confirm_top, args.confirm_seeds,
-                                 args.pack or default_slots(), recorder)
+    outcome = confirming.confirm(
+        study,
+        spec.base,
+        data,
+        list(spec.families),
+        spec.constraint,
+        args.confirm_top,
+        args.confirm_seeds,
+        args.pack or default_slots(),
+        recorder,
+    )
     _confirmed(outcome, spec, data, recorder.tracker if recorder else None)
     return 0
 
@@ -114,18 +139,20 @@ def _report(args: argparse.Namespace) -> int:
     os.environ[PROGRESS_BAR] = "false"  # this process downloads runs' figures quietly
     try:
         check_study_name(args.study_name)
-        written = write.write(args.storage, args.study_name, args.out, args.tracking_uri,
-                              chosen_target(args))
+        written = write.write(
+            args.storage, args.study_name, args.out, args.tracking_uri, chosen_target(args)
+        )
     except (ConfigError, DataError, StorageError, ReportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"report: {written.folder / 'report.html'} (and report.md, summary.json, trials.csv"
-          f"{', best_config.json' if written.best else ''})")
+    print(
+        f"report: {written.folder / 'report.html'} (and report.md, summary.json, trials.csv"
+        f"{', best_config.json' if written.best else ''})"
+    )
     if written.logged_to:
         print(f"logged to the study's MLflow run {written.logged_to} under report/")
     if written.to_confirm:
-        print(f"not everything is confirmed on fresh seeds; to confirm it:\n  "
-              f"{written.to_confirm}")
+        print(f"not everything is confirmed on fresh seeds; to confirm it:\n  {written.to_confirm}")
     return 0
 
 
@@ -165,9 +192,9 @@ def _run(args: argparse.Namespace) -> int:
     from study.search import StudyError, run_study
 
     try:
-
-        data = data_module.load(spec.base.data.name, spec.base.data.val_fraction,
-                                spec.base.data.seed)
+        data = data_module.load(
+            spec.base.data.name, spec.base.data.val_fraction, spec.base.data.seed
+        )
         if args.worker_index == 0:  # helpers: their coordinator checked for them
             slots = min(args.pack or default_slots(), args.n_trials)  # every worker's pack
             memory.check(spec.base, data.sizes(), slots, min(args.workers, args.n_trials))
@@ -177,11 +204,21 @@ def _run(args: argparse.Namespace) -> int:
         commands = helper_commands(args, spec.name)
         env = os.environ | for_helpers(args.storage)[1]
         own = args.n_trials - sum(int(c[c.index("--n-trials") + 1]) for c in commands)
-        outcome = run_study(spec, data, args.storage, own, args.timeout, args.tracking_uri,
-                            tracking=not args.no_tracking, progress=args.worker_index == 0,
-                            worker=args.worker_index, pack=args.pack,
-                            confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds,
-                            helpers=lambda: [subprocess.Popen(c, env=env) for c in commands])
+        outcome = run_study(
+            spec,
+            data,
+            args.storage,
+            own,
+            args.timeout,
+            args.tracking_uri,
+            tracking=not args.no_tracking,
+            progress=args.worker_index == 0,
+            worker=args.worker_index,
+            pack=args.pack,
+            confirm_top=args.confirm_top,
+            confirm_seeds=args.confirm_seeds,
+            helpers=lambda: [subprocess.Popen(c, env=env) for c in commands],
+        )
     except (ConfigError, DataError, StorageError, StudyError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -189,18 +226,25 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: tracking store: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: the study is saved; run the same command to resume it",
-              file=sys.stderr)
+        print(
+            "\ninterrupted: the study is saved; run the same command to resume it", file=sys.stderr
+        )
         return 130
     if args.worker_index == 0:
         _summary(outcome, spec, time.perf_counter() - start, data)
     failed = outcome.tracking.failures() if outcome.tracking else ""
     if failed:
-        print(f"error: {failed}. The study is saved; run the same command to go on (runs left "
-              f"unrecorded are repaired then)", file=sys.stderr)
+        print(
+            f"error: {failed}. The study is saved; run the same command to go on (runs left "
+            f"unrecorded are repaired then)",
+            file=sys.stderr,
+        )
         return 1
     if outcome.helpers_failed:
-        print(f"error: {outcome.helpers_failed} worker process(es) failed; their output is "
-              f"above. Run the same command to go on with the study", file=sys.stderr)
+        print(
+            f"error: {outcome.helpers_failed} worker process(es) failed; their output is "
+            f"above. Run the same command to go on with the study",
+            file=sys.stderr,
+        )
         return 1
     return 0

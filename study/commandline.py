@@ -24,55 +24,98 @@ FULL_SIZE, FULL_SIZE_EPOCHS = ("mnist", "fashion-mnist"), 20
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m study", description="Hyperparameter studies of "
-                           "sparse autoencoders: search, confirm, report, bench, fault drill.")
+    parser = OneLineParser(
+        prog="python -m study",
+        description="Hyperparameter studies of "
+        "sparse autoencoders: search, confirm, report, bench, fault drill.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="create or resume a study and run trials")
-    run.add_argument("--family", nargs="+", default=list(DEFAULT_FAMILIES),
-                     help=f"families to search, of {', '.join(SEARCHED_FAMILIES)} (default: "
-                          f"{' '.join(DEFAULT_FAMILIES)})")
+    run.add_argument(
+        "--family",
+        nargs="+",
+        default=list(DEFAULT_FAMILIES),
+        help=f"families to search, of {', '.join(SEARCHED_FAMILIES)} (default: "
+        f"{' '.join(DEFAULT_FAMILIES)})",
+    )
     _add_targets(run, default=True)
     run.add_argument("--n-trials", type=int, default=60, help="trials to run now (default 60)")
     run.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    run.add_argument("--epochs", type=int,
-                     help=f"epochs per trial: the budget, fixed per study (default "
-                          f"{DEFAULT.train.epochs}; {FULL_SIZE_EPOCHS} on the 60,000-image "
-                          f"{' and '.join(FULL_SIZE)})")
+    run.add_argument(
+        "--epochs",
+        type=int,
+        help=f"epochs per trial: the budget, fixed per study (default "
+        f"{DEFAULT.train.epochs}; {FULL_SIZE_EPOCHS} on the 60,000-image "
+        f"{' and '.join(FULL_SIZE)})",
+    )
     run.add_argument("--data", default=DEFAULT.data.name, help=f"dataset: {', '.join(SOURCES)}")
     run.add_argument("--pruner", default="hyperband", help=f"one of {', '.join(PRUNERS)}")
     run.add_argument("--seed", type=int, default=0, help="sampler, weights and split seed")
-    run.add_argument("--study-name", help="default: derived from families, data, target, "
-                                          "epochs; an empty name is refused, not the default")
-    run.add_argument("--storage", default=DEFAULT_STORAGE,
-                     help=f"journal:PATH or a database URL (default {DEFAULT_STORAGE})")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="fixed config value for every trial, e.g. model.activation=sigmoid")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
-                                            "or sqlite:///mlflow.db)")
+    run.add_argument(
+        "--study-name",
+        help="default: derived from families, data, target, "
+        "epochs; an empty name is refused, not the default",
+    )
+    run.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        help=f"journal:PATH or a database URL (default {DEFAULT_STORAGE})",
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fixed config value for every trial, e.g. model.activation=sigmoid",
+    )
+    run.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
     run.add_argument("--no-tracking", action="store_true", help="run without MLflow")
-    run.add_argument("--workers", type=int, default=1,
-                     help="worker processes sharing the study's storage (default 1)")
-    run.add_argument("--pack", type=int,
-                     help="trials trained at once as one model (default: 8 on a CPU, 256 on a "
-                          "GPU with JAX; 1 trains one trial after another)")
-    run.add_argument("--confirm-top", type=int, default=TOP,
-                     help=f"after the search, train the best N feasible configurations of each "
-                          f"family again on fresh seeds (default {TOP}; 0 skips)")
-    run.add_argument("--confirm-seeds", type=int, default=SEEDS,
-                     help=f"fresh seeds per confirmed configuration and baseline (default "
-                          f"{SEEDS}; 0 skips)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the study's storage (default 1)",
+    )
+    run.add_argument(
+        "--pack",
+        type=int,
+        help="trials trained at once as one model (default: 8 on a CPU, 256 on a "
+        "GPU with JAX; 1 trains one trial after another)",
+    )
+    run.add_argument(
+        "--confirm-top",
+        type=int,
+        default=TOP,
+        help=f"after the search, train the best N feasible configurations of each "
+        f"family again on fresh seeds (default {TOP}; 0 skips)",
+    )
+    run.add_argument(
+        "--confirm-seeds",
+        type=int,
+        default=SEEDS,
+        help=f"fresh seeds per confirmed configuration and baseline (default {SEEDS}; 0 skips)",
+    )
     run.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # helpers
-    conf = sub.add_parser("confirm", help="train a study's best configurations (for its target "
-                                          "or another) and its baselines on fresh seeds")
+    conf = sub.add_parser(
+        "confirm",
+        help="train a study's best configurations (for its target "
+        "or another) and its baselines on fresh seeds",
+    )
     _add_study(conf)
     _add_targets(conf, default=False)
-    conf.add_argument("--confirm-top", type=int, default=TOP,
-                      help=f"configurations per family (default {TOP})")
-    conf.add_argument("--confirm-seeds", type=int, default=SEEDS,
-                      help=f"fresh seeds each (default {SEEDS})")
+    conf.add_argument(
+        "--confirm-top", type=int, default=TOP, help=f"configurations per family (default {TOP})"
+    )
+    conf.add_argument(
+        "--confirm-seeds", type=int, default=SEEDS, help=f"fresh seeds each (default {SEEDS})"
+    )
     conf.add_argument("--pack", type=int, help="trainings at once (default as for run)")
-    bench = sub.add_parser("bench", help="measure training, packing and tracking speed "
-                                         "(bench/results.json)")
+    bench = sub.add_parser(
+        "bench", help="measure training, packing and tracking speed (bench/results.json)"
+    )
     from study.bench import add_arguments
 
     add_arguments(bench)
@@ -80,44 +123,70 @@ def parser() -> argparse.ArgumentParser:
     _add_study(report)
     _add_targets(report, default=False)
     report.add_argument("--out", help="report folder (default reports/<study>)")
-    _add_faults(sub.add_parser(
-        "faults", help="kill workers mid-trial, restart them, check that nothing was lost"))
+    _add_faults(
+        sub.add_parser(
+            "faults", help="kill workers mid-trial, restart them, check that nothing was lost"
+        )
+    )
     return parser
 
 
 def _add_study(parser: argparse.ArgumentParser) -> None:
     """The options that find an existing study and its runs."""
-    parser.add_argument("--study-name", help="default: the study whose latest trial started "
-                                             "last; an empty name is refused")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE,
-                        help=f"the study's storage (default {DEFAULT_STORAGE})")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI the study used (default: "
-                                               "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    parser.add_argument(
+        "--study-name",
+        help="default: the study whose latest trial started last; an empty name is refused",
+    )
+    parser.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        help=f"the study's storage (default {DEFAULT_STORAGE})",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI the study used (default: "
+        "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
 
 
 def _add_targets(parser: argparse.ArgumentParser, default: bool) -> None:
     """--target, --target-l0, --target-raw: one of them bounds one sparsity measure."""
     which = parser.add_mutually_exclusive_group()
     own = "the study's own" if not default else None
-    which.add_argument("--target", type=float,
-                       help=f"largest validation mean activation, each unit weighted by its "
-                            f"decoder column's RMS (default {own or DEFAULT_TARGET})")
-    which.add_argument("--target-l0", type=float, metavar="K",
-                       help="largest mean number of active code units per validation digit")
-    which.add_argument("--target-raw", type=float, metavar="X",
-                       help="largest unweighted validation mean activation, as the notebooks "
-                            "measured it (a code can meet it by shrinking against its decoder)")
+    which.add_argument(
+        "--target",
+        type=float,
+        help=f"largest validation mean activation, each unit weighted by its "
+        f"decoder column's RMS (default {own or DEFAULT_TARGET})",
+    )
+    which.add_argument(
+        "--target-l0",
+        type=float,
+        metavar="K",
+        help="largest mean number of active code units per validation digit",
+    )
+    which.add_argument(
+        "--target-raw",
+        type=float,
+        metavar="X",
+        help="largest unweighted validation mean activation, as the notebooks "
+        "measured it (a code can meet it by shrinking against its decoder)",
+    )
 
 
 def chosen_target(args: argparse.Namespace) -> tuple[str, float] | None:
     """(measure, target) from the --target options, or None when none was given."""
-    for option, measure in (("target", "mean_activation"), ("target_l0", "l0"),
-                            ("target_raw", "raw_activation")):
+    for option, measure in (
+        ("target", "mean_activation"),
+        ("target_l0", "l0"),
+        ("target_raw", "raw_activation"),
+    ):
         value = getattr(args, option)
         if value is not None:
             if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"--{option.replace('_', '-')} must be > 0 and finite, "
-                                  f"got {value!r}")
+                raise ConfigError(
+                    f"--{option.replace('_', '-')} must be > 0 and finite, got {value!r}"
+                )
             return measure, value
     return None
 
@@ -134,26 +203,53 @@ def worker_command(args: argparse.Namespace, name: str, index: int, n_trials: in
     an inline storage password is left out of it (see ``for_helpers``)."""
     storage, _ = for_helpers(args.storage)
     measure, target = chosen_target(args) or (DEFAULT_MEASURE, DEFAULT_TARGET)
-    option = {"mean_activation": "--target", "l0": "--target-l0",
-              "raw_activation": "--target-raw"}[measure]
-    common = ["--family", *args.family, option, repr(target), "--epochs",
-              str(epochs_of(args)), "--data", args.data, "--pruner", args.pruner, "--seed",
-              str(args.seed), "--study-name", name, "--storage", storage]
+    option = {"mean_activation": "--target", "l0": "--target-l0", "raw_activation": "--target-raw"}[
+        measure
+    ]
+    common = [
+        "--family",
+        *args.family,
+        option,
+        repr(target),
+        "--epochs",
+        str(epochs_of(args)),
+        "--data",
+        args.data,
+        "--pruner",
+        args.pruner,
+        "--seed",
+        str(args.seed),
+        "--study-name",
+        name,
+        "--storage",
+        storage,
+    ]
     common += [x for s in args.set for x in ("--set", s)]
     common += ["--timeout", repr(args.timeout)] if args.timeout else []
     common += ["--pack", str(args.pack)] if args.pack else []
     common += ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
     common += ["--no-tracking"] if args.no_tracking else []
     common += ["--confirm-top", str(args.confirm_top), "--confirm-seeds", str(args.confirm_seeds)]
-    return [sys.executable, "-m", "study", "run", *common, "--n-trials", str(n_trials),
-            "--worker-index", str(index)]
+    return [
+        sys.executable,
+        "-m",
+        "study",
+        "run",
+        *common,
+        "--n-trials",
+        str(n_trials),
+        "--worker-index",
+        str(index),
+    ]
 
 
 def helper_commands(args: argparse.Namespace, name: str) -> list[list[str]]:
     """The commands of the ``--workers`` - 1 helper processes, splitting --n-trials between
     all."""
-    shares = [args.n_trials // args.workers + (i < args.n_trials % args.workers)
-              for i in range(args.workers)]
+    shares = [
+        args.n_trials // args.workers + (i < args.n_trials % args.workers)
+        for i in range(args.workers)
+    ]
     return [worker_command(args, name, i, n) for i, n in enumerate(shares) if i > 0 and n > 0]
 
 
@@ -173,16 +269,19 @@ def check_study_name(name: str | None) -> None:
         raise ConfigError("--study-name must not be empty; leave it out for the default name")
     odd = next((c for c in name if not c.isprintable()), None)
     if odd is not None:
-        raise ConfigError(f"--study-name {name!r} holds the non-printable character {odd!r}; "
-                          f"use printable characters only")
+        raise ConfigError(
+            f"--study-name {name!r} holds the non-printable character {odd!r}; "
+            f"use printable characters only"
+        )
 
 
 def spec_from_args(args: argparse.Namespace) -> StudySpec:
     """Validate every argument; raises ConfigError or StorageError."""
     unknown = [f for f in args.family if f not in SEARCHED_FAMILIES]
     if unknown:
-        raise ConfigError(f"unknown family {unknown[0]!r}; searchable: "
-                          f"{', '.join(SEARCHED_FAMILIES)}")
+        raise ConfigError(
+            f"unknown family {unknown[0]!r}; searchable: {', '.join(SEARCHED_FAMILIES)}"
+        )
     families = tuple(dict.fromkeys(args.family))
     if args.pruner not in PRUNERS:
         raise ConfigError(f"unknown pruner {args.pruner!r}; one of {', '.join(PRUNERS)}")
@@ -204,24 +303,41 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
     if clash:
         raise ConfigError(f"{clash[0]} is searched by the study; it cannot be fixed with --set")
     epochs = epochs_of(args)
-    base = DEFAULT.replace(**{"name": "study", "data.name": args.data, "data.seed": args.seed,
-                              "train.epochs": epochs, "train.seed": args.seed, **fixed})
+    base = DEFAULT.replace(
+        **{
+            "name": "study",
+            "data.name": args.data,
+            "data.seed": args.seed,
+            "train.epochs": epochs,
+            "train.seed": args.seed,
+            **fixed,
+        }
+    )
     check_families(base, families)
     check_study_name(args.study_name)
     name = args.study_name or default_name(families, args.data, measure, target, epochs)
-    return StudySpec(name=name, families=families, target=target, base=base,
-                     pruner=args.pruner, measure=measure)
+    return StudySpec(
+        name=name, families=families, target=target, base=base, pruner=args.pruner, measure=measure
+    )
 
 
 def _add_faults(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
-    parser.add_argument("--trials", type=int, default=25,
-                        help="trials per worker in phase 1 (default 25)")
-    parser.add_argument("--cycles", type=int, default=10,
-                        help="workers killed mid-trial and restarted in phase 2 (default 10)")
+    parser.add_argument(
+        "--trials", type=int, default=25, help="trials per worker in phase 1 (default 25)"
+    )
+    parser.add_argument(
+        "--cycles",
+        type=int,
+        default=10,
+        help="workers killed mid-trial and restarted in phase 2 (default 10)",
+    )
     parser.add_argument("--epochs", type=int, default=1, help="epochs per trial (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="study seed and victim choice")
-    parser.add_argument("--dir", help="where the data, logs and default stores go "
-                                      "(default: a temporary folder, removed afterwards)")
+    parser.add_argument(
+        "--dir",
+        help="where the data, logs and default stores go "
+        "(default: a temporary folder, removed afterwards)",
+    )
     parser.add_argument("--storage", help="Optuna storage (default: a journal file in --dir)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite in --dir)")

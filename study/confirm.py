@@ -68,12 +68,18 @@ class Confirmed:
         return sorted(range(len(values)), key=values.__getitem__)[(len(values) - 1) // 2]
 
     def to_attr(self) -> dict:
-        return {"seeds": list(self.seeded.seeds), "finals": [dict(f) for f in self.seeded.finals],
-                "run_ids": list(self.run_ids)}
+        return {
+            "seeds": list(self.seeded.seeds),
+            "finals": [dict(f) for f in self.seeded.finals],
+            "run_ids": list(self.run_ids),
+        }
 
 
-def stored(study: optuna.Study, trials: list[FrozenTrial] | None = None,
-           seeds: tuple[int, ...] | None = None) -> dict[int, Confirmed]:
+def stored(
+    study: optuna.Study,
+    trials: list[FrozenTrial] | None = None,
+    seeds: tuple[int, ...] | None = None,
+) -> dict[int, Confirmed]:
     """The confirmations stored with the study, by trial number (those on ``seeds``, if given)."""
     trials = trials if trials is not None else study.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
@@ -83,29 +89,43 @@ def stored(study: optuna.Study, trials: list[FrozenTrial] | None = None,
             continue
         number = int(key.removeprefix(ATTR))
         if number in by_number and (seeds is None or tuple(value["seeds"]) == seeds):
-            out[number] = Confirmed(by_number[number],
-                                    Seeded(tuple(value["seeds"]), tuple(value["finals"])),
-                                    tuple(value.get("run_ids", ())))
+            out[number] = Confirmed(
+                by_number[number],
+                Seeded(tuple(value["seeds"]), tuple(value["finals"])),
+                tuple(value.get("run_ids", ())),
+            )
     return out
 
 
-def candidates(trials: list[FrozenTrial], families: list[str], constraint: Constraint,
-               top: int) -> list[FrozenTrial]:
+def candidates(
+    trials: list[FrozenTrial], families: list[str], constraint: Constraint, top: int
+) -> list[FrozenTrial]:
     """The ``top`` best feasible trials of each family, by the search's value."""
-    return [t for mine in by_family(trials, families).values()
-            for t in ranked_feasible(mine, constraint)[:top]]
+    return [
+        t
+        for mine in by_family(trials, families).values()
+        for t in ranked_feasible(mine, constraint)[:top]
+    ]
 
 
-def winners(confirmed: dict[int, Confirmed], families: list[str], constraint: Constraint,
-            among: list[FrozenTrial] | None = None) -> dict[str, Confirmed]:
+def winners(
+    confirmed: dict[int, Confirmed],
+    families: list[str],
+    constraint: Constraint,
+    among: list[FrozenTrial] | None = None,
+) -> dict[str, Confirmed]:
     """Each family's confirmed winner: the lowest mean validation MSE over the seeds among the
     confirmations (of the trials ``among``, if given) feasible on average."""
     allowed = None if among is None else {t.number for t in among}
     out = {}
     for family in families:
-        mine = [c for c in confirmed.values()
-                if c.config["model.family"] == family and c.feasible(constraint)
-                and (allowed is None or c.number in allowed)]
+        mine = [
+            c
+            for c in confirmed.values()
+            if c.config["model.family"] == family
+            and c.feasible(constraint)
+            and (allowed is None or c.number in allowed)
+        ]
         if mine:
             out[family] = min(mine, key=lambda c: c.seeded.mean("val_mse"))
     return out
@@ -136,28 +156,47 @@ class Recorder:
     (``StudyTracking.guarded`` in a study) makes a failing store a counted failure, not the
     end of the confirmation; the results are stored with the study either way."""
 
-    def __init__(self, tracker, parent, study_name: str, data: Dataset,
-                 guard: Callable = _unguarded):
+    def __init__(
+        self, tracker, parent, study_name: str, data: Dataset, guard: Callable = _unguarded
+    ):
         self.tracker, self.parent, self.study_name, self.data = tracker, parent, study_name, data
         self.guard = guard
 
     def run(self, name: str, cfg: ExperimentConfig, tags: dict, final: dict) -> str:
         """A finished run of one training's params and final measures; its id ("" when the
         store failed)."""
+
         def write() -> str:
-            run = self.tracker.start_run(name, params=cfg.flat(), parent=self.parent,
-                                         tags={**tags, "study": self.study_name,
-                                               "family": cfg.model.family,
-                                               "seed": cfg.train.seed})
+            run = self.tracker.start_run(
+                name,
+                params=cfg.flat(),
+                parent=self.parent,
+                tags={
+                    **tags,
+                    "study": self.study_name,
+                    "family": cfg.model.family,
+                    "seed": cfg.train.seed,
+                },
+            )
             run.log_metrics(final, step=cfg.train.epochs)
             run.finish("FINISHED")
             return run.run_id
+
         return self.guard(f"recording {name}", write, "")
 
 
-def confirm(study: optuna.Study, base: ExperimentConfig, data: Dataset, families: list[str],
-            constraint: Constraint, top: int = TOP, n_seeds: int = SEEDS, pack: int = 8,
-            recorder: Recorder | None = None, say: Callable[[str], None] = print) -> Outcome:
+def confirm(
+    study: optuna.Study,
+    base: ExperimentConfig,
+    data: Dataset,
+    families: list[str],
+    constraint: Constraint,
+    top: int = TOP,
+    n_seeds: int = SEEDS,
+    pack: int = 8,
+    recorder: Recorder | None = None,
+    say: Callable[[str], None] = print,
+) -> Outcome:
     """Confirm the top trials of each family under ``constraint`` and train the baselines, all
     on ``n_seeds`` fresh seeds; store the results with the study and, with a ``recorder``, as
     MLflow runs. Only what is not stored yet is trained."""
@@ -173,55 +212,98 @@ def confirm(study: optuna.Study, base: ExperimentConfig, data: Dataset, families
     todo = [t for t in chosen if t.number not in done]
     have = baselines.stored(study, seeds)
     grid_todo = [n for n in baselines.PRESETS if n not in have]
-    jobs = [(t, from_flat({**t.user_attrs["config"], "train.seed": s})) for t in todo
-            for s in seeds]
-    grid = [(n, lr, baselines.config(base, n, lr, base.train.seed)) for n in grid_todo
-            for lr in baselines.lr_grid()]
+    jobs = [
+        (t, from_flat({**t.user_attrs["config"], "train.seed": s})) for t in todo for s in seeds
+    ]
+    grid = [
+        (n, lr, baselines.config(base, n, lr, base.train.seed))
+        for n in grid_todo
+        for lr in baselines.lr_grid()
+    ]
     trained = len(jobs) + len(grid)
     if trained:
-        say(f"confirming {len(todo)} configuration(s) on seeds {', '.join(map(str, seeds))} and "
-            f"searching the learning rate of {len(grid_todo)} baseline(s): {trained} trainings")
+        say(
+            f"confirming {len(todo)} configuration(s) on seeds {', '.join(map(str, seeds))} and "
+            f"searching the learning rate of {len(grid_todo)} baseline(s): {trained} trainings"
+        )
     results = train_all([cfg for _, cfg in jobs] + [cfg for *_, cfg in grid], data, pack)
     models: dict[tuple[int, int], Result] = {}
     missing = []
     for t in todo:
-        outcomes = [(cfg, r) for (trial, cfg), r in zip(jobs, results[:len(jobs)], strict=True)
-                    if trial is t]
+        outcomes = [
+            (cfg, r)
+            for (trial, cfg), r in zip(jobs, results[: len(jobs)], strict=True)
+            if trial is t
+        ]
         mine = [(cfg, r) for cfg, r in outcomes if isinstance(r, Result)]
         if len(mine) < len(outcomes):
             missing.append(t.number)  # a seed diverged: the configuration is not confirmed
             continue
-        run_ids = () if recorder is None else tuple(
-            recorder.run(f"confirm trial {t.number} seed {cfg.train.seed}", cfg,
-                         {"kind": "confirmation", "confirms": t.number}, r.final)
-            for cfg, r in mine)
+        run_ids = (
+            ()
+            if recorder is None
+            else tuple(
+                recorder.run(
+                    f"confirm trial {t.number} seed {cfg.train.seed}",
+                    cfg,
+                    {"kind": "confirmation", "confirms": t.number},
+                    r.final,
+                )
+                for cfg, r in mine
+            )
+        )
         for cfg, r in mine:
             models[(t.number, cfg.train.seed)] = r
         done[t.number] = Confirmed(t, Seeded(seeds, tuple(r.final for _, r in mine)), run_ids)
         study.set_user_attr(ATTR + str(t.number), done[t.number].to_attr())
-    grid_results = results[len(jobs):]
+    grid_results = results[len(jobs) :]
     if grid_todo:
         chosen_rates = {}
         for name in grid_todo:
-            points = [(lr, r.final["val_mse"] if isinstance(r, Result) else float("inf"))
-                      for (n, lr, _), r in zip(grid, grid_results, strict=True) if n == name]
+            points = [
+                (lr, r.final["val_mse"] if isinstance(r, Result) else float("inf"))
+                for (n, lr, _), r in zip(grid, grid_results, strict=True)
+                if n == name
+            ]
             chosen_rates[name] = (min(points, key=lambda p: p[1])[0], points)
-        seeded_jobs = [(name, baselines.config(base, name, chosen_rates[name][0], s))
-                       for name in grid_todo for s in seeds]
+        seeded_jobs = [
+            (name, baselines.config(base, name, chosen_rates[name][0], s))
+            for name in grid_todo
+            for s in seeds
+        ]
         seeded_results = train_all([cfg for _, cfg in seeded_jobs], data, pack)
         trained += len(seeded_jobs)
         for name in grid_todo:
-            trained_here = [(cfg, r) for (n, cfg), r
-                            in zip(seeded_jobs, seeded_results, strict=True) if n == name]
+            trained_here = [
+                (cfg, r)
+                for (n, cfg), r in zip(seeded_jobs, seeded_results, strict=True)
+                if n == name
+            ]
             finals = tuple(r.final if isinstance(r, Result) else {} for _, r in trained_here)
-            run_ids = () if recorder is None else tuple(
-                recorder.run(f"baseline {name} seed {cfg.train.seed}", cfg,
-                             {"kind": "baseline", "baseline": name}, f) if f else ""
-                for (cfg, _), f in zip(trained_here, finals, strict=True))
+            run_ids = (
+                ()
+                if recorder is None
+                else tuple(
+                    recorder.run(
+                        f"baseline {name} seed {cfg.train.seed}",
+                        cfg,
+                        {"kind": "baseline", "baseline": name},
+                        f,
+                    )
+                    if f
+                    else ""
+                    for (cfg, _), f in zip(trained_here, finals, strict=True)
+                )
+            )
             lr, points = chosen_rates[name]
             have[name] = baselines.Baseline(
-                name, tuple(points), lr, Seeded(seeds, finals),
-                baselines.config(base, name, lr, base.train.seed).flat(), run_ids)
+                name,
+                tuple(points),
+                lr,
+                Seeded(seeds, finals),
+                baselines.config(base, name, lr, base.train.seed).flat(),
+                run_ids,
+            )
             study.set_user_attr(baselines.ATTR + name, have[name].to_attr())
     family_winners = winners(done, families, constraint, among=chosen)
     winner = overall(family_winners)
@@ -233,19 +315,30 @@ def confirm(study: optuna.Study, base: ExperimentConfig, data: Dataset, families
             if result is not None and c.run_ids and c.run_ids[i]:  # drawn once, when new
                 cfg = from_flat({**c.config, "train.seed": c.seeded.seeds[i]})
                 run = recorder.tracker.run(c.run_ids[i])
-                recorder.guard(f"recording the figures of trial {c.number}",
-                               functools.partial(record_artifacts, run, result, data, cfg,
-                                                 figure_names=trial_figures(cfg, data)),
-                               None)
+                recorder.guard(
+                    f"recording the figures of trial {c.number}",
+                    functools.partial(
+                        record_artifacts,
+                        run,
+                        result,
+                        data,
+                        cfg,
+                        figure_names=trial_figures(cfg, data),
+                    ),
+                    None,
+                )
         if winner is not None:
-            registered = recorder.guard("registering the winner's model",
-                                        lambda: register(recorder, winner, models, constraint),
-                                        None)
+            registered = recorder.guard(
+                "registering the winner's model",
+                lambda: register(recorder, winner, models, constraint),
+                None,
+            )
     return Outcome(family_winners, winner, have, trained, missing, registered)
 
 
-def register(recorder: Recorder, winner: Confirmed, models: dict, constraint: Constraint
-             ) -> str | None:
+def register(
+    recorder: Recorder, winner: Confirmed, models: dict, constraint: Constraint
+) -> str | None:
     """Register the overall winner's model (its median seed) under the study's name, unless
     the latest version is this winner already; returns "name/version" when registered."""
     from tracking.registry import register_model
@@ -255,13 +348,25 @@ def register(recorder: Recorder, winner: Confirmed, models: dict, constraint: Co
     if result is None or not winner.run_ids or not winner.run_ids[i]:
         return None  # confirmed earlier: registered then (or its run could not be made)
     s = winner.seeded
-    tags = {"study": recorder.study_name, "trial": winner.number,
-            "family": winner.config["model.family"],
-            "seeds": ",".join(map(str, s.seeds)), "seed": s.seeds[i],
-            "constraint": constraint.describe(),
-            **{f"{key}_mean": f"{s.mean(key):.6g}" for key in
-               ("val_mse", "test_mse", "val_mean_activation", "val_l0", "test_fvu")},
-            **{f"{key}_sd": f"{s.sd(key):.6g}" for key in ("val_mse", "test_mse")},
-            "config": winner.config}
-    return register_model(recorder.tracker.uri, recorder.study_name, winner.run_ids[i],
-                          result.model, tags, identity=("trial", "seeds"))
+    tags = {
+        "study": recorder.study_name,
+        "trial": winner.number,
+        "family": winner.config["model.family"],
+        "seeds": ",".join(map(str, s.seeds)),
+        "seed": s.seeds[i],
+        "constraint": constraint.describe(),
+        **{
+            f"{key}_mean": f"{s.mean(key):.6g}"
+            for key in ("val_mse", "test_mse", "val_mean_activation", "val_l0", "test_fvu")
+        },
+        **{f"{key}_sd": f"{s.sd(key):.6g}" for key in ("val_mse", "test_mse")},
+        "config": winner.config,
+    }
+    return register_model(
+        recorder.tracker.uri,
+        recorder.study_name,
+        winner.run_ids[i],
+        result.model,
+        tags,
+        identity=("trial", "seeds"),
+    )

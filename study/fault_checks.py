@@ -53,14 +53,16 @@ def _run_ids(tracker: Tracker, trials: list[FrozenTrial]) -> dict[int, str | Non
     number (a trial failed before its run was made gets one tagged so); None if it has none
     (a deleted run is none)."""
     parents, children = study_runs(tracker)
-    ids = {r.info.run_id for r in parents} | {r.info.run_id for rs in children.values()
-                                              for r in rs}
+    ids = {r.info.run_id for r in parents} | {r.info.run_id for rs in children.values() for r in rs}
     out = {}
     for t in trials:
         run_id = t.user_attrs.get(RUN_ATTR)
         tagged = [r.info.run_id for r in children.get(t.number, [])]
-        out[t.number] = run_id if run_id in ids else (
-            tagged[0] if run_id is None and len(tagged) == 1 else None)
+        out[t.number] = (
+            run_id
+            if run_id in ids
+            else (tagged[0] if run_id is None and len(tagged) == 1 else None)
+        )
     return out
 
 
@@ -76,20 +78,21 @@ def record_problems(trial: FrozenTrial, run: Run | None, data: Dataset) -> list[
         problems.append(f"run {stored.status}, not {RUN_STATUS[state]}")
     if trial.state != TrialState.COMPLETE:
         if stored.tags.get("state") != state or not stored.tags.get("reason"):
-            problems.append(f"tags state={stored.tags.get('state')} reason="
-                            f"{stored.tags.get('reason')!r}, not state={state} and a reason")
+            problems.append(
+                f"tags state={stored.tags.get('state')} reason="
+                f"{stored.tags.get('reason')!r}, not state={state} and a reason"
+            )
         return problems
     record = trial_record(trial, data)
     missing = sorted(set(record.metrics) - set(stored.metrics))
     if missing:
         problems.append(f"metrics missing: {', '.join(missing)}")
     for key, rel in ((CONSTRAINT_METRIC, 1e-9), (OBJECTIVE, 1e-3)):
-        if key in stored.metrics and not math.isclose(stored.metrics[key], record.metrics[key],
-                                                      rel_tol=rel, abs_tol=1e-9):
-            problems.append(f"{key}={stored.metrics[key]!r}, Optuna has "
-                            f"{record.metrics[key]!r}")
-    wrong = [f"{k}={stored.tags.get(k)}" for k, v in record.tags.items()
-             if stored.tags.get(k) != v]
+        if key in stored.metrics and not math.isclose(
+            stored.metrics[key], record.metrics[key], rel_tol=rel, abs_tol=1e-9
+        ):
+            problems.append(f"{key}={stored.metrics[key]!r}, Optuna has {record.metrics[key]!r}")
+    wrong = [f"{k}={stored.tags.get(k)}" for k, v in record.tags.items() if stored.tags.get(k) != v]
     if wrong:
         problems.append(f"tags {', '.join(wrong)}, not {record.tags}")
     lacking = sorted(set(record.artifacts) - stored.artifacts.keys())
@@ -103,8 +106,9 @@ def record_problems(trial: FrozenTrial, run: Run | None, data: Dataset) -> list[
     return problems
 
 
-def check_records(drill: Drill, trials: list[FrozenTrial], tracker: Tracker, data: Dataset,
-                  phase: str) -> dict[str, int]:
+def check_records(
+    drill: Drill, trials: list[FrozenTrial], tracker: Tracker, data: Dataset, phase: str
+) -> dict[str, int]:
     """``record_problems`` of every ended trial's run, each a failed check of ``drill``;
     returns how many COMPLETE and how many FAIL or PRUNED trials have all their run should."""
     ended = [t for t in trials if t.state.is_finished()]
@@ -117,9 +121,12 @@ def check_records(drill: Drill, trials: list[FrozenTrial], tracker: Tracker, dat
         for problem in problems:
             drill.check(False, f"{phase}: {t.state.name} trial {t.number}: {problem}")
     complete = sum(t.state == TrialState.COMPLETE for t in ended)
-    print(f"  {whole[True]} of {complete} COMPLETE trials' runs hold their whole record, "
-          f"{whole[False]} of {len(ended) - complete} failed or pruned trials' runs are ended "
-          f"with a reason", flush=True)
+    print(
+        f"  {whole[True]} of {complete} COMPLETE trials' runs hold their whole record, "
+        f"{whole[False]} of {len(ended) - complete} failed or pruned trials' runs are ended "
+        f"with a reason",
+        flush=True,
+    )
     return {"complete_recorded": whole[True], "ended_with_reason": whole[False]}
 
 
@@ -133,7 +140,9 @@ def snapshot(tracker: Tracker, trials: list[FrozenTrial]) -> dict[int, tuple | N
             continue
         run = tracker.run(run_id)
         stored = run.stored()
-        histories = {key: [(step, repr(v)) for step, v in run.metric_history(key)]  # NaN too
-                     for key in sorted(stored.metrics)}
+        histories = {
+            key: [(step, repr(v)) for step, v in run.metric_history(key)]  # NaN too
+            for key in sorted(stored.metrics)
+        }
         out[number] = (stored.status, stored.tags, histories, stored.artifacts)
     return out

@@ -73,8 +73,10 @@ def main(args: argparse.Namespace) -> int:
             drill = run(args, Path(tmp))
     for problem in drill.problems:
         print(f"FAILED: {problem}")
-    print("faults: " + ("all checks passed" if not drill.problems else
-                        f"{len(drill.problems)} check(s) failed"))
+    print(
+        "faults: "
+        + ("all checks passed" if not drill.problems else f"{len(drill.problems)} check(s) failed")
+    )
     return 1 if drill.problems else 0
 
 
@@ -85,10 +87,29 @@ def run(args: argparse.Namespace, folder: Path) -> Drill:
     name = f"faults-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     drill = Drill(name)
     w, t = args.workers, args.trials
-    study_args = parser().parse_args([
-        "run", "--family", *FAMILIES, "--data", f"npz:{_tiny_npz(folder)}", "--epochs",
-        str(args.epochs), "--pruner", "none", "--seed", str(args.seed), "--storage", storage,
-        "--tracking-uri", uri, "--set", "train.batch_size=64", "--confirm-seeds", "0"])
+    study_args = parser().parse_args(
+        [
+            "run",
+            "--family",
+            *FAMILIES,
+            "--data",
+            f"npz:{_tiny_npz(folder)}",
+            "--epochs",
+            str(args.epochs),
+            "--pruner",
+            "none",
+            "--seed",
+            str(args.seed),
+            "--storage",
+            storage,
+            "--tracking-uri",
+            uri,
+            "--set",
+            "train.batch_size=64",
+            "--confirm-seeds",
+            "0",
+        ]
+    )
 
     def command(index: int, n_trials: int) -> list[str]:
         return worker_command(study_args, name, index, n_trials)
@@ -98,9 +119,13 @@ def run(args: argparse.Namespace, folder: Path) -> Drill:
     code: int | str
     with open(folder / "phase1.log", "w") as log:
         try:
-            code = subprocess.run([*command(0, w * t), "--workers", str(w)], stdout=log,
-                                  stderr=subprocess.STDOUT, env=env,
-                                  timeout=PHASE_SECONDS).returncode
+            code = subprocess.run(
+                [*command(0, w * t), "--workers", str(w)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=PHASE_SECONDS,
+            ).returncode
         except subprocess.TimeoutExpired:
             code = "nothing: it hung"
     if code != 0:
@@ -116,22 +141,32 @@ def run(args: argparse.Namespace, folder: Path) -> Drill:
 
     share = max(3, math.ceil(3 * args.cycles / w))  # enough trials to kill C times
     print(f"phase 2: {w} workers x {share} trials, {args.cycles} SIGKILLs mid-trial", flush=True)
-    killed = _chaos(drill, study, command, env, folder, w, share, args.cycles,
-                    random.Random(args.seed))
+    killed = _chaos(
+        drill, study, command, env, folder, w, share, args.cycles, random.Random(args.seed)
+    )
     track = StudyTracking.open(study, {}, uri)  # as a study's coordinator does at its end
     recover(study, track)
     repaired = repair(study, track, data)
     track.close()
     drill.phase2 |= {"repaired": len(repaired), "retrained": len(repaired.retrained)}
-    print(f"  {len(repaired)} completed trials whose runs lacked their record repaired "
-          f"({len(repaired.retrained)} trained again for their artefacts)", flush=True)
+    print(
+        f"  {len(repaired)} completed trials whose runs lacked their record repaired "
+        f"({len(repaired.retrained)} trained again for their artefacts)",
+        flush=True,
+    )
     _phase2(drill, study, tracker, before, killed, w * share)
     drill.phase2 |= check_records(drill, study.get_trials(), tracker, data, "phase 2")
-    changed = [n for n, runs in snapshot(tracker, [study.trials[n] for n in runs_before]).items()
-               if runs != runs_before[n]]
+    changed = [
+        n
+        for n, runs in snapshot(tracker, [study.trials[n] for n in runs_before]).items()
+        if runs != runs_before[n]
+    ]
     drill.phase2["phase1_runs_kept"] = len(runs_before) - len(changed)
-    print(f"  {len(runs_before) - len(changed)} of {len(runs_before)} phase-1 runs unchanged in "
-          f"MLflow", flush=True)
+    print(
+        f"  {len(runs_before) - len(changed)} of {len(runs_before)} phase-1 runs unchanged in "
+        f"MLflow",
+        flush=True,
+    )
     drill.check(not changed, f"phase 2 changed the runs of phase-1 trials {changed[:10]}")
     return drill
 
@@ -159,8 +194,13 @@ def _tiny_npz(folder: Path) -> Path:
     y = np.concatenate([full.y_train, full.y_val])[:400]
     to_uint8 = lambda a: np.round(a * 255).astype(np.uint8).reshape(-1, 28, 28)  # noqa: E731
     path = folder / "tiny.npz"
-    np.savez(path, x_train=to_uint8(x), y_train=y, x_test=to_uint8(full.x_test[:200]),
-             y_test=full.y_test[:200])
+    np.savez(
+        path,
+        x_train=to_uint8(x),
+        y_train=y,
+        x_test=to_uint8(full.x_test[:200]),
+        y_test=full.y_test[:200],
+    )
     return path
 
 
@@ -168,24 +208,39 @@ def _phase1(drill: Drill, study: optuna.Study, tracker: Tracker, n: int) -> None
     trials = study.get_trials()
     finished = [t for t in trials if t.state in FINISHED]
     parents, children = study_runs(tracker)
-    one_run = sum(len(children.get(t.number, [])) == 1 and
-                  children[t.number][0].info.run_id == t.user_attrs.get("mlflow_run_id")
-                  for t in finished)
+    one_run = sum(
+        len(children.get(t.number, [])) == 1
+        and children[t.number][0].info.run_id == t.user_attrs.get("mlflow_run_id")
+        for t in finished
+    )
     running = sum(r.info.status == "RUNNING" for rs in children.values() for r in rs)
-    drill.phase1 = {"trials": len(trials), "finished": len(finished),
-                    "unique_numbers": len({t.number for t in finished}),
-                    "with_one_run": one_run, "running_runs": running}
-    print(f"  {len(finished)} finished trials of {len(trials)}, "
-          f"{drill.phase1['unique_numbers']} unique numbers, {one_run} with exactly one child "
-          f"run, {running} runs RUNNING", flush=True)
-    drill.check(len(finished) == len(trials) == n, f"phase 1: {len(finished)} finished trials "
-                                                   f"of {len(trials)}, expected {n}")
-    drill.check(sorted(t.number for t in finished) == list(range(n)),
-                "phase 1: trial numbers are not 0..n-1")
+    drill.phase1 = {
+        "trials": len(trials),
+        "finished": len(finished),
+        "unique_numbers": len({t.number for t in finished}),
+        "with_one_run": one_run,
+        "running_runs": running,
+    }
+    print(
+        f"  {len(finished)} finished trials of {len(trials)}, "
+        f"{drill.phase1['unique_numbers']} unique numbers, {one_run} with exactly one child "
+        f"run, {running} runs RUNNING",
+        flush=True,
+    )
+    drill.check(
+        len(finished) == len(trials) == n,
+        f"phase 1: {len(finished)} finished trials of {len(trials)}, expected {n}",
+    )
+    drill.check(
+        sorted(t.number for t in finished) == list(range(n)),
+        "phase 1: trial numbers are not 0..n-1",
+    )
     drill.check(one_run == n, f"phase 1: {n - one_run} finished trials without exactly one run")
     drill.check(running == 0, f"phase 1: {running} runs still RUNNING")
-    drill.check(len(parents) == 1 and parents[0].info.status == "FINISHED",
-                "phase 1: the study's parent run is missing or not FINISHED")
+    drill.check(
+        len(parents) == 1 and parents[0].info.status == "FINISHED",
+        "phase 1: the study's parent run is missing or not FINISHED",
+    )
 
 
 class _Slot:
@@ -202,8 +257,9 @@ class _Slot:
             self.proc = None
             return
         with open(folder / f"worker-{self.index}.log", "a") as log:
-            self.proc = subprocess.Popen(command(self.index, left), stdout=log,
-                                         stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(
+                command(self.index, left), stdout=log, stderr=subprocess.STDOUT, env=env
+            )
         self.pids.append(self.proc.pid)
 
     def owns(self, trial: FrozenTrial, pid: int | None = None) -> bool:
@@ -225,21 +281,31 @@ def _chaos(drill, study, command, env, folder, workers, share, cycles, rng) -> d
     deadline = time.monotonic() + PHASE_SECONDS
     while time.monotonic() < deadline:
         trials = study.get_trials(deepcopy=False)
-        broken = [(s.index, s.proc.returncode) for s in slots
-                  if s.proc and s.proc.poll() not in (None, 0)]
+        broken = [
+            (s.index, s.proc.returncode) for s in slots if s.proc and s.proc.poll() not in (None, 0)
+        ]
         if broken:
             index, code = broken[0]
-            drill.check(False, f"phase 2: worker {index} exited {code}: "
-                               f"{_last_line(folder / f'worker-{index}.log')}")
+            drill.check(
+                False,
+                f"phase 2: worker {index} exited {code}: "
+                f"{_last_line(folder / f'worker-{index}.log')}",
+            )
             break
         if kills == cycles or all(s.proc is None or s.proc.poll() == 0 for s in slots):
             break
         done = sum(t.state in FINISHED for t in trials)
         # kill only after the study has moved on since the last kill, and only a worker that
         # is inside a trial (its run exists: the model is training or being recorded)
-        busy = [(s, t) for s in slots if s.proc and s.proc.poll() is None
-                for t in trials if t.state == TrialState.RUNNING and
-                s.owns(t, s.proc.pid) and "mlflow_run_id" in t.user_attrs]
+        busy = [
+            (s, t)
+            for s in slots
+            if s.proc and s.proc.poll() is None
+            for t in trials
+            if t.state == TrialState.RUNNING
+            and s.owns(t, s.proc.pid)
+            and "mlflow_run_id" in t.user_attrs
+        ]
         if done == last or not busy:
             time.sleep(0.2)  # workers move on by themselves: poll the storage
             continue
@@ -250,12 +316,17 @@ def _chaos(drill, study, command, env, folder, workers, share, cycles, rng) -> d
         if state not in FINISHED:  # it did die mid-trial (or finished a breath before)
             kills += 1
             killed[trial.number] = slot.proc.pid
-            print(f"  kill {kills}: worker {slot.index} (pid {slot.proc.pid}) in trial "
-                  f"{trial.number}", flush=True)
+            print(
+                f"  kill {kills}: worker {slot.index} (pid {slot.proc.pid}) in trial "
+                f"{trial.number}",
+                flush=True,
+            )
         last = done
         slot.start(command, env, folder, study.get_trials(deepcopy=False))
-    drill.check(kills == cycles, f"phase 2: {kills} of {cycles} kills mid-trial before the "
-                                 f"workers ran out of trials")
+    drill.check(
+        kills == cycles,
+        f"phase 2: {kills} of {cycles} kills mid-trial before the workers ran out of trials",
+    )
     for slot in slots:
         if slot.proc is not None:
             try:
@@ -263,18 +334,27 @@ def _chaos(drill, study, command, env, folder, workers, share, cycles, rng) -> d
             except subprocess.TimeoutExpired:
                 slot.proc.kill()
                 drill.check(False, f"phase 2: worker {slot.index} hung")
-            drill.check(slot.proc.returncode in (0, -signal.SIGKILL),
-                        f"phase 2: worker {slot.index} exited {slot.proc.returncode}")
+            drill.check(
+                slot.proc.returncode in (0, -signal.SIGKILL),
+                f"phase 2: worker {slot.index} exited {slot.proc.returncode}",
+            )
     drill.phase2["finished_by_workers"] = sum(s.finished(study.get_trials()) for s in slots)
     return killed
 
 
-def _phase2(drill: Drill, study: optuna.Study, tracker: Tracker, before: dict,
-            killed: dict[int, int], n: int) -> None:
+def _phase2(
+    drill: Drill,
+    study: optuna.Study,
+    tracker: Tracker,
+    before: dict,
+    killed: dict[int, int],
+    n: int,
+) -> None:
     trials = study.get_trials()
     by_number = {t.number: t for t in trials}
-    kept = sum((t := by_number.get(k)) is not None and (t.state, t.value) == v
-               for k, v in before.items())
+    kept = sum(
+        (t := by_number.get(k)) is not None and (t.state, t.value) == v for k, v in before.items()
+    )
     states = Counter(t.state.name for t in trials)
     retries = {t.user_attrs[RETRY_ATTR]: t for t in trials if RETRY_ATTR in t.user_attrs}
     given_up = [k for k in killed if not retries_left(by_number[k])]
@@ -289,36 +369,61 @@ def _phase2(drill: Drill, study: optuna.Study, tracker: Tracker, before: dict,
     one_run = sum(len(children.get(t.number, [])) == 1 for t in finished)
     retried = sum(k in retries for k in killed)
     drill.phase2 |= {
-        "kills": len(killed), "trials": len(trials), "finished": len(finished),
-        "failed": len(dead), "failed_with_worker": len(stopped),
+        "kills": len(killed),
+        "trials": len(trials),
+        "finished": len(finished),
+        "failed": len(dead),
+        "failed_with_worker": len(stopped),
         "retried": sum(t.number in retries for t in stopped),
-        "given_up": len(stopped_given_up), "diverged": len(dead) - len(stopped),
-        "running": states["RUNNING"], "waiting": states["WAITING"],
-        "phase1_kept": kept, "runs": sum(statuses.values()), "runs_running": statuses["RUNNING"],
-        "runs_failed": statuses["FAILED"], "runs_finished": statuses["FINISHED"]}
+        "given_up": len(stopped_given_up),
+        "diverged": len(dead) - len(stopped),
+        "running": states["RUNNING"],
+        "waiting": states["WAITING"],
+        "phase1_kept": kept,
+        "runs": sum(statuses.values()),
+        "runs_running": statuses["RUNNING"],
+        "runs_failed": statuses["FAILED"],
+        "runs_finished": statuses["FINISHED"],
+    }
     p = drill.phase2
-    print(f"  {p['trials']} trials: {p['finished']} finished, {p['failed']} failed: "
-          f"{p['failed_with_worker']} with their killed worker (its whole pack; {p['retried']} "
-          f"retried, {p['given_up']} given up after {RETRIES} tries), {p['diverged']} diverged "
-          f"(not retried); {p['running']} RUNNING, {p['waiting']} waiting")
-    print(f"  {p['runs']} child runs: {p['runs_finished']} FINISHED, {p['runs_failed']} FAILED, "
-          f"{p['runs_running']} RUNNING; {kept} of {len(before)} phase-1 trials unchanged",
-          flush=True)
+    print(
+        f"  {p['trials']} trials: {p['finished']} finished, {p['failed']} failed: "
+        f"{p['failed_with_worker']} with their killed worker (its whole pack; {p['retried']} "
+        f"retried, {p['given_up']} given up after {RETRIES} tries), {p['diverged']} diverged "
+        f"(not retried); {p['running']} RUNNING, {p['waiting']} waiting"
+    )
+    print(
+        f"  {p['runs']} child runs: {p['runs_finished']} FINISHED, {p['runs_failed']} FAILED, "
+        f"{p['runs_running']} RUNNING; {kept} of {len(before)} phase-1 trials unchanged",
+        flush=True,
+    )
     drill.check(kept == len(before), f"{len(before) - kept} trials finished in phase 1 changed")
-    drill.check(p["finished_by_workers"] == n,
-                f"phase 2 workers finished {p['finished_by_workers']} trials, not {n}")
-    drill.check(all(by_number[k].state == TrialState.FAIL for k in killed),
-                "a killed trial is not FAIL")
-    drill.check(retried == len(killed) - len(given_up),
-                f"{len(killed) - len(given_up) - retried} killed trials never retried")
-    drill.check(p["retried"] + p["given_up"] == len(stopped),
-                f"{len(stopped) - p['retried'] - p['given_up']} trials of killed workers neither "
-                f"retried nor given up")
-    drill.check(p["running"] == 0 and p["waiting"] == 0,
-                f"{p['running']} trials RUNNING and {p['waiting']} queued after the study ended")
+    drill.check(
+        p["finished_by_workers"] == n,
+        f"phase 2 workers finished {p['finished_by_workers']} trials, not {n}",
+    )
+    drill.check(
+        all(by_number[k].state == TrialState.FAIL for k in killed), "a killed trial is not FAIL"
+    )
+    drill.check(
+        retried == len(killed) - len(given_up),
+        f"{len(killed) - len(given_up) - retried} killed trials never retried",
+    )
+    drill.check(
+        p["retried"] + p["given_up"] == len(stopped),
+        f"{len(stopped) - p['retried'] - p['given_up']} trials of killed workers neither "
+        f"retried nor given up",
+    )
+    drill.check(
+        p["running"] == 0 and p["waiting"] == 0,
+        f"{p['running']} trials RUNNING and {p['waiting']} queued after the study ended",
+    )
     drill.check(p["runs_running"] == 0, f"{p['runs_running']} runs RUNNING after the study ended")
     drill.check(extra_runs == 0, f"{extra_runs} trials with more than one run")
-    drill.check(one_run == len(finished), f"{len(finished) - one_run} finished trials without "
-                                          f"exactly one run")
-    drill.check(all(r.info.status == "FINISHED" for r in parents),
-                "the study's parent run is not FINISHED")
+    drill.check(
+        one_run == len(finished),
+        f"{len(finished) - one_run} finished trials without exactly one run",
+    )
+    drill.check(
+        all(r.info.status == "FINISHED" for r in parents), "the study's parent run is not FINISHED"
+    )

@@ -68,8 +68,11 @@ class _Heartbeat:
             try:
                 self.beat()
             except Exception as err:  # noqa: BLE001 - the storage retried already; beat on
-                print(f"warning: heartbeat not recorded: {type(err).__name__}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"warning: heartbeat not recorded: {type(err).__name__}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def beat(self, trial: optuna.Trial | None = None) -> None:
         if self.interval:
@@ -79,15 +82,26 @@ class _Heartbeat:
 
 
 class PackLoop:
-    def __init__(self, study: optuna.Study, objective: Objective, data: Dataset, slots: int,
-                 n_trials: int, timeout: float | None = None,
-                 callbacks: Sequence[StudyCallback] = (),
-                 before_ask: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        study: optuna.Study,
+        objective: Objective,
+        data: Dataset,
+        slots: int,
+        n_trials: int,
+        timeout: float | None = None,
+        callbacks: Sequence[StudyCallback] = (),
+        before_ask: Callable[[], None] | None = None,
+    ):
         self.study, self.objective, self.data = study, objective, data
         self.n_trials, self.callbacks, self.before_ask = n_trials, list(callbacks), before_ask
         self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.trainer = PackedTrainer(objective.spec.base, data, max(1, min(slots, n_trials)),
-                                     topk="topk" in objective.spec.families)
+        self.trainer = PackedTrainer(
+            objective.spec.base,
+            data,
+            max(1, min(slots, n_trials)),
+            topk="topk" in objective.spec.families,
+        )
         self.live: dict[int, _Live] = {}
         self.asked = 0
         self.stopped: str | None = None  # why no more trials are asked, before n_trials
@@ -107,8 +121,11 @@ class PackLoop:
             self.heartbeat.stop.set()
 
     def _fill(self, slot: int) -> None:
-        if self.stopped or self.asked >= self.n_trials or (
-                self.deadline and time.monotonic() > self.deadline):
+        if (
+            self.stopped
+            or self.asked >= self.n_trials
+            or (self.deadline and time.monotonic() > self.deadline)
+        ):
             return
         if self.before_ask:
             self.before_ask()
@@ -125,8 +142,9 @@ class PackLoop:
             self._told(self.study.tell(trial, state=TrialState.FAIL), slot, refill=False)
             return
         history = History()
-        self.live[slot] = _Live(trial, cfg, run, self.objective.epoch_hooks(trial, run, history),
-                                history)
+        self.live[slot] = _Live(
+            trial, cfg, run, self.objective.epoch_hooks(trial, run, history), history
+        )
         self.trainer.assign(slot, cfg)
 
     def _on_epoch(self, results) -> None:

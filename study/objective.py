@@ -69,7 +69,9 @@ def trial_record(trial: optuna.trial.FrozenTrial, data: Dataset) -> TrialRecord:
         histories=(OBJECTIVE, Constraint(measure, 0.0).metric),
         epochs=cfg.train.epochs,
         tags={**end_tags("COMPLETE", feasible=violation <= 0), RECORDED: "true"},
-        artifacts=artifact_paths(cfg, data, figures), figures=figures)
+        artifacts=artifact_paths(cfg, data, figures),
+        figures=figures,
+    )
 
 
 class MissingMetric(RuntimeError):
@@ -88,9 +90,13 @@ class Objective:
         """Suggest the config and open the trial's run; returns ``(cfg, run or None)``."""
         cfg = space.suggest(trial, self.spec.base, self.spec.families)
         trial.set_user_attr("config", cfg.flat())
-        run = (self.tracking.start_trial(trial.number, cfg,
-                                         describe(cfg, self.data) | retry_tags(trial))
-               if self.tracking else None)
+        run = (
+            self.tracking.start_trial(
+                trial.number, cfg, describe(cfg, self.data) | retry_tags(trial)
+            )
+            if self.tracking
+            else None
+        )
         if run is not None:
             trial.set_user_attr("mlflow_run_id", run.run_id)
         return cfg, run
@@ -107,16 +113,20 @@ class Objective:
         def report(epoch: int, values: dict[str, float]) -> None:
             metric = self.spec.constraint.metric
             if OBJECTIVE not in values or metric not in values:
-                raise MissingMetric(f"the study monitors {OBJECTIVE!r} and {metric!r}, "
-                                    f"but epoch {epoch} reported only {sorted(values)}")
+                raise MissingMetric(
+                    f"the study monitors {OBJECTIVE!r} and {metric!r}, "
+                    f"but epoch {epoch} reported only {sorted(values)}"
+                )
             if not math.isfinite(values[OBJECTIVE]):
                 return  # training raises TrainingDiverged right after the hooks
             trial.report(self.pruning_value(values), epoch)
             if trial.should_prune():
                 # a pruned trial still tells the sampler how sparse it was
                 self._constrain(trial, values)
-                raise optuna.TrialPruned(f"pruned after epoch {epoch}: "
-                                         f"{OBJECTIVE}={values[OBJECTIVE]:.4g}")
+                raise optuna.TrialPruned(
+                    f"pruned after epoch {epoch}: {OBJECTIVE}={values[OBJECTIVE]:.4g}"
+                )
+
         return report
 
     def pruning_value(self, values: dict[str, float]) -> float:
@@ -130,8 +140,14 @@ class Objective:
         trial.set_constraint(self.spec.measure, violation)
         return violation
 
-    def complete(self, trial: optuna.Trial, cfg: ExperimentConfig, run, result: Result,
-                 weights: list[np.ndarray] | None) -> float:
+    def complete(
+        self,
+        trial: optuna.Trial,
+        cfg: ExperimentConfig,
+        run,
+        result: Result,
+        weights: list[np.ndarray] | None,
+    ) -> float:
         """Store the measures, set the constraint; the objective value. The run's record (the
         plain model built from the trained ``weights``, its file, pictures, final metrics, end)
         is made in the tracking's recording thread while training goes on."""
@@ -145,15 +161,23 @@ class Objective:
                 raise ValueError("a tracked trial needs its trained weights")
             self.tracking.in_background(
                 f"recording trial {trial.number}",
-                lambda: self._record(run, cfg, result, weights, violation))
+                lambda: self._record(run, cfg, result, weights, violation),
+            )
         return final[OBJECTIVE]
 
-    def _record(self, run, cfg: ExperimentConfig, result: Result, weights: list[np.ndarray],
-                violation: float) -> None:
+    def _record(
+        self,
+        run,
+        cfg: ExperimentConfig,
+        result: Result,
+        weights: list[np.ndarray],
+        violation: float,
+    ) -> None:
         assert self.tracking is not None
         result = replace(result, model=models.trained(cfg, weights))
-        record_artifacts(run, result, self.data, cfg, figure_names=trial_figures(cfg, self.data),
-                         drawn=False)
+        record_artifacts(
+            run, result, self.data, cfg, figure_names=trial_figures(cfg, self.data), drawn=False
+        )
         # the final metrics go in one write with the end tags
         record_final(run, result, cfg)
         run.log_metrics({CONSTRAINT_METRIC: violation}, step=cfg.train.epochs)

@@ -37,8 +37,7 @@ WORKER_STOPPED = "worker stopped before it could end this run"  # reason of a ru
 T = TypeVar("T")
 
 
-def end_tags(state: str, reason: str | None = None, feasible: bool | None = None
-             ) -> dict[str, str]:
+def end_tags(state: str, reason: str | None = None, feasible: bool | None = None) -> dict[str, str]:
     """The tags a trial's run ends with: its state, with why it ended or whether it is
     feasible."""
     tags = {"state": state}
@@ -67,8 +66,9 @@ class StudyTracking:
         self._given: list[Future] = []
 
     @classmethod
-    def open(cls, study: optuna.Study, tags: dict[str, str], uri: str | None = None
-             ) -> StudyTracking:
+    def open(
+        cls, study: optuna.Study, tags: dict[str, str], uri: str | None = None
+    ) -> StudyTracking:
         """Open the study's parent run (creating it on first use) and mark it RUNNING. A study
         resumed with a tracking store that does not hold its parent run raises TrackingError,
         naming the store it started with, before anything is written; a store that fails
@@ -93,15 +93,23 @@ class StudyTracking:
             study.set_user_attr(TRACKING_ATTR, mask(tracker.uri))
         return cls(tracker, study.study_name, parent)
 
-    def start_trial(self, number: int, cfg: ExperimentConfig, tags: Mapping[str, object]
-                    ) -> QueuedRun:
+    def start_trial(
+        self, number: int, cfg: ExperimentConfig, tags: Mapping[str, object]
+    ) -> QueuedRun:
         """Create the trial's run now (its id goes into the trial); what it logs is queued.
         Raises TrackingFailed if the store cannot create it."""
         try:
             run = self.tracker.start_run(
-                str(number), parent=self.parent,
-                tags={**tags, "study": self.study_name, "trial": number, "state": "RUNNING",
-                      RECORDED: "false"})
+                str(number),
+                parent=self.parent,
+                tags={
+                    **tags,
+                    "study": self.study_name,
+                    "trial": number,
+                    "state": "RUNNING",
+                    RECORDED: "false",
+                },
+            )
         except Exception as err:
             failed = _failed(f"cannot create the run of trial {number}", err)
             self.errors.append(str(failed))
@@ -110,8 +118,14 @@ class StudyTracking:
         queued.log_params(cfg.flat())  # written with the rest: creating the run is one write
         return queued
 
-    def end_trial(self, run: Run | QueuedRun, state: str, reason: str | None = None,
-                  feasible: bool | None = None, recorded: bool = True) -> None:
+    def end_trial(
+        self,
+        run: Run | QueuedRun,
+        state: str,
+        reason: str | None = None,
+        feasible: bool | None = None,
+        recorded: bool = True,
+    ) -> None:
         """End a trial's run: its state as a tag and as the run status, with the reason or
         feasibility; then, if ``recorded``, mark it recorded (a queued run only if every write
         to it succeeded)."""
@@ -139,8 +153,9 @@ class StudyTracking:
         trial has one. Runs of COMPLETE trials are left to the repair (study/repair.py) but for
         those of earlier versions, without the ``recorded`` tag. Returns how many runs it ended
         or created; a failing store is counted in ``errors``."""
-        return self.guarded("ending the runs of stopped workers", lambda: self._reconcile(
-            trials, lost), 0)
+        return self.guarded(
+            "ending the runs of stopped workers", lambda: self._reconcile(trials, lost), 0
+        )
 
     def _reconcile(self, trials: list[FrozenTrial], lost: Sequence[FrozenTrial]) -> int:
         self.drain()  # runs this process has ended but not yet written are not dead
@@ -153,16 +168,23 @@ class StudyTracking:
                 continue
             if t.state == TrialState.COMPLETE and RECORDED in running[run_id]:
                 continue  # the repair gives it its record and ends it
-            self.end_trial(self.tracker.run(run_id),
-                           t.state.name if t.state.name in RUN_STATUS else "FAIL",
-                           reason=WORKER_STOPPED, recorded=False)
+            self.end_trial(
+                self.tracker.run(run_id),
+                t.state.name if t.state.name in RUN_STATUS else "FAIL",
+                reason=WORKER_STOPPED,
+                recorded=False,
+            )
             fixed += 1
         for t in lost:
             run = self.tracker.start_run(
-                str(t.number), params=t.user_attrs.get("config") or t.params, parent=self.parent,
-                tags={"study": self.study_name, "trial": t.number, RECORDED: "false"})
-            self.end_trial(run, "FAIL", reason="its worker stopped before the run was created",
-                           recorded=False)
+                str(t.number),
+                params=t.user_attrs.get("config") or t.params,
+                parent=self.parent,
+                tags={"study": self.study_name, "trial": t.number, RECORDED: "false"},
+            )
+            self.end_trial(
+                run, "FAIL", reason="its worker stopped before the run was created", recorded=False
+            )
             fixed += 1
         return fixed
 
@@ -170,8 +192,11 @@ class StudyTracking:
         """Ids of this study's runs tagged ``recorded=false`` (none if the store fails)."""
         self.drain()  # this process's own runs: recorded by now, unless writes failed
         self.writer.flush()
-        return self.guarded("looking for unrecorded runs",
-                            lambda: set(self.tracker.tagged(RECORDED, "false")), set())
+        return self.guarded(
+            "looking for unrecorded runs",
+            lambda: set(self.tracker.tagged(RECORDED, "false")),
+            set(),
+        )
 
     def failures(self) -> str:
         """What failed so far, in one line ("" if nothing did): the writer's failed writes and
@@ -206,7 +231,11 @@ def _elsewhere(study: optuna.Study, uri: str) -> str:
     where = study.user_attrs.get(TRACKING_ATTR)
     start = f"study {study.study_name!r} keeps its MLflow runs in "
     if where is None:  # a study from before the store was recorded
-        return (f"{start}another tracking store than {mask(uri)} (its parent run is not there): "
-                f"resume it with the --tracking-uri it started with, or pick a new --study-name")
-    return (f"{start}{where}, not {mask(uri)}: resume it with --tracking-uri {where} (or that "
-            f"MLFLOW_TRACKING_URI), or pick a new --study-name")
+        return (
+            f"{start}another tracking store than {mask(uri)} (its parent run is not there): "
+            f"resume it with the --tracking-uri it started with, or pick a new --study-name"
+        )
+    return (
+        f"{start}{where}, not {mask(uri)}: resume it with --tracking-uri {where} (or that "
+        f"MLFLOW_TRACKING_URI), or pick a new --study-name"
+    )

@@ -70,11 +70,13 @@ class _Plan:
     def retrain(self) -> bool:
         epochs = set(range(1, self.record.epochs + 1))
         return not set(self.record.artifacts) <= self.stored.artifacts.keys() or any(
-            not epochs <= steps for steps in self.steps.values())
+            not epochs <= steps for steps in self.steps.values()
+        )
 
 
-def repair(study: optuna.Study, track: StudyTracking | None, data: Dataset,
-           slots: int | None = None) -> Repaired:
+def repair(
+    study: optuna.Study, track: StudyTracking | None, data: Dataset, slots: int | None = None
+) -> Repaired:
     """Give every COMPLETE trial whose run is ``recorded=false``, and that nobody writes to any
     more, its record (see the module's docstring); ``slots`` trials are trained again at a
     time."""
@@ -82,13 +84,16 @@ def repair(study: optuna.Study, track: StudyTracking | None, data: Dataset,
     if track is None:
         return done
     ids = track.unrecorded()
-    trials = [t for t in unattended(study.get_trials(deepcopy=False,
-                                                     states=(TrialState.COMPLETE,)))
-              if t.user_attrs.get(RUN_ATTR) in ids]
+    trials = [
+        t
+        for t in unattended(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if t.user_attrs.get(RUN_ATTR) in ids
+    ]
     plans = []
     for t in trials:
-        plan = track.guarded(f"repairing the run of trial {t.number}",
-                             functools.partial(_plan, t, track, data), None)
+        plan = track.guarded(
+            f"repairing the run of trial {t.number}", functools.partial(_plan, t, track, data), None
+        )
         if plan is None:
             done.failed.append(t.number)
         else:
@@ -105,8 +110,11 @@ def repair(study: optuna.Study, track: StudyTracking | None, data: Dataset,
             track.errors.append(f"repairing trial {number}: its training diverged this time")
             kind = None
         else:
-            kind = track.guarded(f"repairing the run of trial {number}",
-                                 functools.partial(_write, plan, track, data), None)
+            kind = track.guarded(
+                f"repairing the run of trial {number}",
+                functools.partial(_write, plan, track, data),
+                None,
+            )
         by_kind[kind].append(number)
     return done
 
@@ -129,14 +137,17 @@ def _write(plan: _Plan, track: StudyTracking, data: Dataset) -> str:
     present = set(plan.stored.metrics)
     if result is not None:
         have = {key: {s for s, _ in run.metric_history(key)} for key in result.history}
-        missing = [({k: v[i] for k, v in result.history.items() if i + 1 not in have[k]}, i + 1)
-                   for i in range(record.epochs)]
+        missing = [
+            ({k: v[i] for k, v in result.history.items() if i + 1 not in have[k]}, i + 1)
+            for i in range(record.epochs)
+        ]
         run.log_metric_steps([(values, step) for values, step in missing if values])
         present |= set(result.history)
         cfg = from_flat(plan.trial.user_attrs["config"])
         record_artifacts(run, result, data, cfg, figure_names=record.figures, drawn=False)
-    run.log_metrics({k: v for k, v in record.metrics.items() if k not in present},
-                    step=record.epochs)
+    run.log_metrics(
+        {k: v for k, v in record.metrics.items() if k not in present}, step=record.epochs
+    )
     kind = "retrained" if result is not None else "re-logged"
     run.set_tags({REPAIRED: kind})
     track.end_trial(run, "COMPLETE", feasible=record.metrics[CONSTRAINT_METRIC] <= 0)

@@ -57,8 +57,9 @@ class Constraint:
         return f"{MEASURES[self.measure]} ≤ {self.target:g}"
 
     @classmethod
-    def of(cls, spec: Mapping[str, object], target: float | None = None,
-           measure: str | None = None) -> Constraint:
+    def of(
+        cls, spec: Mapping[str, object], target: float | None = None, measure: str | None = None
+    ) -> Constraint:
         """The constraint a study was created with (its spec user attr), or another target or
         measure asked of the same trials."""
         measure = measure or str(spec.get("measure", DEFAULT_MEASURE))
@@ -71,8 +72,9 @@ class Constraint:
 
 def family(trial: FrozenTrial) -> str:
     """The model family of a trial (its config), or its suggested family."""
-    return str(trial.user_attrs.get("config", {}).get("model.family",
-                                                      trial.params.get("model.family", "")))
+    return str(
+        trial.user_attrs.get("config", {}).get("model.family", trial.params.get("model.family", ""))
+    )
 
 
 def value(trial: FrozenTrial) -> float:
@@ -94,22 +96,24 @@ def feasible(trial: FrozenTrial, constraint: Constraint | None = None) -> bool:
     return bool(trial.constraints) and all(v <= 0 for v in trial.constraints.values())
 
 
-def best_feasible(trials: Iterable[FrozenTrial], constraint: Constraint | None = None
-                  ) -> FrozenTrial | None:
+def best_feasible(
+    trials: Iterable[FrozenTrial], constraint: Constraint | None = None
+) -> FrozenTrial | None:
     """The completed feasible trial with the lowest objective (the search's best, one seed)."""
     done = [t for t in completed(trials) if feasible(t, constraint)]
     return min(done, key=value) if done else None
 
 
-def ranked_feasible(trials: Iterable[FrozenTrial], constraint: Constraint | None = None
-                    ) -> list[FrozenTrial]:
+def ranked_feasible(
+    trials: Iterable[FrozenTrial], constraint: Constraint | None = None
+) -> list[FrozenTrial]:
     """Completed feasible trials, lowest objective first."""
-    return sorted((t for t in completed(trials) if feasible(t, constraint)),
-                  key=value)
+    return sorted((t for t in completed(trials) if feasible(t, constraint)), key=value)
 
 
-def closest_infeasible(trials: Iterable[FrozenTrial], constraint: Constraint | None = None
-                       ) -> FrozenTrial | None:
+def closest_infeasible(
+    trials: Iterable[FrozenTrial], constraint: Constraint | None = None
+) -> FrozenTrial | None:
     """The completed trial that came nearest the sparsity target."""
     if constraint is not None:
         done = [t for t in completed(trials) if constraint.metric in t.user_attrs]
@@ -118,15 +122,17 @@ def closest_infeasible(trials: Iterable[FrozenTrial], constraint: Constraint | N
     return min(done, key=lambda t: max(t.constraints.values())) if done else None
 
 
-def by_family(trials: Iterable[FrozenTrial], families: Iterable[str]
-              ) -> dict[str, list[FrozenTrial]]:
+def by_family(
+    trials: Iterable[FrozenTrial], families: Iterable[str]
+) -> dict[str, list[FrozenTrial]]:
     """The trials of each family, in the families' order."""
     trials = list(trials)
     return {f: [t for t in trials if family(t) == f] for f in families}
 
 
-def best_per_family(trials: Iterable[FrozenTrial], families: Iterable[str],
-                    constraint: Constraint | None = None) -> dict[str, FrozenTrial]:
+def best_per_family(
+    trials: Iterable[FrozenTrial], families: Iterable[str], constraint: Constraint | None = None
+) -> dict[str, FrozenTrial]:
     """The best feasible trial of each family that has one."""
     best = {f: best_feasible(mine, constraint) for f, mine in by_family(trials, families).items()}
     return {f: t for f, t in best.items() if t is not None}
@@ -181,14 +187,22 @@ class StudySpec:
 
     def describe(self) -> dict[str, str]:
         b = self.base
-        return {"study": self.name, "families": ",".join(self.families),
-                "target": repr(self.target), "measure": self.measure,
-                "pruner": self.pruner, "sampler": "TPE",
-                "data": b.data.name, "epochs": str(b.train.epochs),
-                "latent": str(b.model.latent), "activation": b.model.activation,
-                "penalty_layers": b.model.penalty_layers, "loss": b.train.loss,
-                "decoder_norm": repr(b.model.decoder_norm),
-                "seed": str(b.train.seed)}
+        return {
+            "study": self.name,
+            "families": ",".join(self.families),
+            "target": repr(self.target),
+            "measure": self.measure,
+            "pruner": self.pruner,
+            "sampler": "TPE",
+            "data": b.data.name,
+            "epochs": str(b.train.epochs),
+            "latent": str(b.model.latent),
+            "activation": b.model.activation,
+            "penalty_layers": b.model.penalty_layers,
+            "loss": b.train.loss,
+            "decoder_norm": repr(b.model.decoder_norm),
+            "seed": str(b.train.seed),
+        }
 
 
 def stored_spec(study: Study, target: tuple[str, float] | None = None) -> StudySpec:
@@ -199,5 +213,6 @@ def stored_spec(study: Study, target: tuple[str, float] | None = None) -> StudyS
     measure, value = target or (stored.get("measure", DEFAULT_MEASURE), stored["target"])
     for key in ("target", "measure"):
         stored.pop(key, None)
-    return StudySpec(study.study_name, families, float(value), from_flat(stored), pruner="",
-                     measure=measure)
+    return StudySpec(
+        study.study_name, families, float(value), from_flat(stored), pruner="", measure=measure
+    )

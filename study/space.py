@@ -51,11 +51,15 @@ FAMILY_PARAMS: dict[str, tuple[str, ...]] = {
 SEARCHED_KEYS = ("model.family", K, *RANGES)  # a study cannot fix these with --set
 
 
-def suggest(trial: optuna.Trial, base: ExperimentConfig,
-            families: tuple[str, ...]) -> ExperimentConfig:
+def suggest(
+    trial: optuna.Trial, base: ExperimentConfig, families: tuple[str, ...]
+) -> ExperimentConfig:
     """A config for ``trial``: the family (if more than one), then that family's values."""
-    family = (trial.suggest_categorical("model.family", list(families)) if len(families) > 1
-              else families[0])
+    family = (
+        trial.suggest_categorical("model.family", list(families))
+        if len(families) > 1
+        else families[0]
+    )
     values: dict[str, object] = {"model.family": family, "name": family}
     for key in FAMILY_PARAMS[family]:
         if key == K:

@@ -60,8 +60,10 @@ def check_url(url: str) -> None:
         return
     scheme = urlsplit(url).scheme.split("+")[0]
     if scheme not in RDB_SCHEMES:
-        raise StorageError(f"storage {mask(url)!r} is neither journal:PATH nor a database URL "
-                           f"({', '.join(s + '://...' for s in RDB_SCHEMES)})")
+        raise StorageError(
+            f"storage {mask(url)!r} is neither journal:PATH nor a database URL "
+            f"({', '.join(s + '://...' for s in RDB_SCHEMES)})"
+        )
     if scheme == "sqlite":
         path = url.split(":///", 1)[-1]
         if not path or not Path(path).parent.is_dir():
@@ -72,8 +74,10 @@ def check_url(url: str) -> None:
 def check_workers(url: str, workers: int) -> None:
     """Refuse several worker processes on a storage that is not safe for parallel writers."""
     if workers > 1 and url.startswith("sqlite"):
-        raise StorageError(f"--workers {workers} needs a storage safe for parallel writers "
-                           f"(journal:PATH, or a PostgreSQL or MySQL URL), not SQLite")
+        raise StorageError(
+            f"--workers {workers} needs a storage safe for parallel writers "
+            f"(journal:PATH, or a PostgreSQL or MySQL URL), not SQLite"
+        )
 
 
 def expand(url: str) -> str:
@@ -104,11 +108,16 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> BaseStorage:
             path = Path(real.removeprefix("journal:"))
             path.parent.mkdir(parents=True, exist_ok=True)
             return cast(BaseStorage, WorkerStorage(JournalStorage(JournalFileBackend(str(path)))))
-        rdb = RDBStorage(real, engine_kwargs={"pool_pre_ping": True},
-                         heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
-                         heartbeat_stale_trial_callback=Retry())
-        return cast(BaseStorage, WorkerStorage(optuna.storages.get_storage(rdb),
-                                               patience=RECONNECT_SECONDS))
+        rdb = RDBStorage(
+            real,
+            engine_kwargs={"pool_pre_ping": True},
+            heartbeat_interval=heartbeat,
+            grace_period=4 * heartbeat,
+            heartbeat_stale_trial_callback=Retry(),
+        )
+        return cast(
+            BaseStorage, WorkerStorage(optuna.storages.get_storage(rdb), patience=RECONNECT_SECONDS)
+        )
     except Exception as err:  # sqlalchemy and OS errors of every kind: one line for the user
         reason = _reason(err)
         password = urlsplit(real).password
@@ -133,7 +142,8 @@ def _disconnected(err: BaseException | None) -> bool:
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         if isinstance(err, (OperationalError, InterfaceError, PendingRollbackError)) or (
-                isinstance(err, DBAPIError) and err.connection_invalidated):
+            isinstance(err, DBAPIError) and err.connection_invalidated
+        ):
             return True
         err = err.__cause__ or err.__context__
     return False
@@ -161,8 +171,7 @@ class WorkerStorage(BaseHeartbeat):
             return attr
         return lambda *args, **kwargs: self._retry(lambda: attr(*args, **kwargs))
 
-    def _retry(self, call: Callable[[], Any],
-               committed: Callable[[], bool] | None = None) -> Any:
+    def _retry(self, call: Callable[[], Any], committed: Callable[[], bool] | None = None) -> Any:
         deadline, pause, lost = time.monotonic() + self.patience, 0.5, False
         while True:
             try:
@@ -175,8 +184,11 @@ class WorkerStorage(BaseHeartbeat):
                 if not (_disconnected(err) and time.monotonic() + pause < deadline):
                     raise
                 if not lost:
-                    _log.warning("storage connection lost (%s); retrying for up to %.0f s",
-                                 _reason(err.__cause__ or err)[:200], self.patience)
+                    _log.warning(
+                        "storage connection lost (%s); retrying for up to %.0f s",
+                        _reason(err.__cause__ or err)[:200],
+                        self.patience,
+                    )
             lost = True
             time.sleep(pause)  # the database is away: nothing to wait on but time
             pause = min(2 * pause, 10.0)
@@ -184,27 +196,33 @@ class WorkerStorage(BaseHeartbeat):
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if template_trial is None:
             template_trial = optuna.trial.create_trial(
-                state=TrialState.RUNNING, user_attrs={WORKER_ATTR: worker_id()})
+                state=TrialState.RUNNING, user_attrs={WORKER_ATTR: worker_id()}
+            )
         return self._retry(lambda: self.inner.create_new_trial(study_id, template_trial))
 
-    def set_trial_state_values(self, trial_id: int, state: TrialState,
-                               values: Sequence[float] | None = None) -> bool:
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
         changed = self._retry(
             lambda: self.inner.set_trial_state_values(trial_id, state, values),
-            committed=lambda: self.inner.get_trial(trial_id).state == state)
+            committed=lambda: self.inner.get_trial(trial_id).state == state,
+        )
         if changed and state == TrialState.RUNNING:  # taken from the queue by this worker
-            self._retry(lambda: self.inner.set_trial_user_attr(trial_id, WORKER_ATTR,
-                                                               worker_id()))
+            self._retry(lambda: self.inner.set_trial_user_attr(trial_id, WORKER_ATTR, worker_id()))
         return changed
 
     # heartbeats: the database's; none on a journal
     def get_heartbeat_interval(self) -> int | None:
-        return self.inner.get_heartbeat_interval() if isinstance(self.inner, BaseHeartbeat) \
-            else None
+        return (
+            self.inner.get_heartbeat_interval() if isinstance(self.inner, BaseHeartbeat) else None
+        )
 
     def get_heartbeat_stale_trial_callback(self):
-        return self.inner.get_heartbeat_stale_trial_callback() \
-            if isinstance(self.inner, BaseHeartbeat) else None
+        return (
+            self.inner.get_heartbeat_stale_trial_callback()
+            if isinstance(self.inner, BaseHeartbeat)
+            else None
+        )
 
     def record_heartbeat(self, trial_id: int) -> None:
         inner = cast(BaseHeartbeat, self.inner)  # only the database's heartbeats are asked

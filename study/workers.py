@@ -128,8 +128,9 @@ def retry_tags(trial: optuna.Trial) -> dict[str, object]:
 def _dead(trial: FrozenTrial, now: datetime) -> bool:
     worker = trial.user_attrs.get(WORKER_ATTR)
     if worker is None:
-        return trial.datetime_start is not None and \
-            now - trial.datetime_start > timedelta(seconds=UNLABELLED_SECONDS)
+        return trial.datetime_start is not None and now - trial.datetime_start > timedelta(
+            seconds=UNLABELLED_SECONDS
+        )
     return worker_alive(worker) is False
 
 
@@ -145,8 +146,9 @@ def _fail_dead(study: optuna.Study) -> tuple[int, list[FrozenTrial]]:
         if not _dead(t, now):
             continue
         try:
-            storage.set_trial_user_attr(t._trial_id, FAIL_REASON,
-                                        f"{WORKER_GONE} ({t.user_attrs.get(WORKER_ATTR, '?')})")
+            storage.set_trial_user_attr(
+                t._trial_id, FAIL_REASON, f"{WORKER_GONE} ({t.user_attrs.get(WORKER_ATTR, '?')})"
+            )
             if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:  # another worker failed it first, and retries it
@@ -179,16 +181,19 @@ def unattended(trials: list[FrozenTrial]) -> list[FrozenTrial]:
         if label not in alive:
             alive[label] = None if label is None else worker_alive(label)
         if alive[label] is None:
-            return t.datetime_complete is not None and \
-                now - t.datetime_complete > timedelta(seconds=RECORD_GRACE_SECONDS)
+            return t.datetime_complete is not None and now - t.datetime_complete > timedelta(
+                seconds=RECORD_GRACE_SECONDS
+            )
         return not alive[label]
 
     return [t for t in trials if t.state.is_finished() and gone(t)]
 
 
 def _reconcile(study: optuna.Study, track: StudyTracking, won: list[FrozenTrial]) -> int:
-    return track.reconcile(unattended(study.get_trials(deepcopy=False)),
-                           lost=[t for t in won if RUN_ATTR not in t.user_attrs])
+    return track.reconcile(
+        unattended(study.get_trials(deepcopy=False)),
+        lost=[t for t in won if RUN_ATTR not in t.user_attrs],
+    )
 
 
 def recover(study: optuna.Study, track: StudyTracking | None) -> int:

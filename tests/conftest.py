@@ -20,8 +20,15 @@ def tiny_data() -> data_module.Dataset:
     """A few hundred real MNIST-5k digits: 300 train, 100 val, 200 test."""
     full = data_module.load("mnist-5k")
     return data_module.Dataset(
-        "mnist-5k-tiny", full.x_train[:300], full.y_train[:300], full.x_val[:100],
-        full.y_val[:100], full.x_test[:200], full.y_test[:200], content_hash="tiny")
+        "mnist-5k-tiny",
+        full.x_train[:300],
+        full.y_train[:300],
+        full.x_val[:100],
+        full.y_val[:100],
+        full.x_test[:200],
+        full.y_test[:200],
+        content_hash="tiny",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -29,9 +36,13 @@ def tiny_npz(tmp_path_factory, tiny_data) -> str:
     """The tiny dataset as an ``npz:PATH`` source, for the command line."""
     path = tmp_path_factory.mktemp("data") / "tiny.npz"
     to_uint8 = lambda x: np.round(x * 255).astype(np.uint8).reshape(-1, 28, 28)  # noqa: E731
-    np.savez(path, x_train=to_uint8(np.concatenate([tiny_data.x_train, tiny_data.x_val])),
-             y_train=np.concatenate([tiny_data.y_train, tiny_data.y_val]),
-             x_test=to_uint8(tiny_data.x_test), y_test=tiny_data.y_test)
+    np.savez(
+        path,
+        x_train=to_uint8(np.concatenate([tiny_data.x_train, tiny_data.x_val])),
+        y_train=np.concatenate([tiny_data.y_train, tiny_data.y_val]),
+        x_test=to_uint8(tiny_data.x_test),
+        y_test=tiny_data.y_test,
+    )
     return f"npz:{path}"
 
 
@@ -56,14 +67,48 @@ def reported_study(tmp_path_factory, tiny_npz):
     from study.cli import main
 
     root = tmp_path_factory.mktemp("reported")
-    study = SimpleNamespace(name='<i>tiny</i> & "co"', storage=f"journal:{root / 'optuna.log'}",
-                            uri=f"sqlite:///{root / 'mlflow.db'}", folder=root / "report")
-    study.where = ["--study-name", study.name, "--storage", study.storage,
-                   "--tracking-uri", study.uri]
-    assert main(["run", "--family", "sparse_kl", "ncae", "--data", tiny_npz, "--epochs", "2",
-                 "--n-trials", "6", "--pruner", "none", "--target", "1.0",
-                 "--confirm-top", "2", "--confirm-seeds", "2",
-                 "--set", "train.batch_size=64", *study.where]) == 0
+    study = SimpleNamespace(
+        name='<i>tiny</i> & "co"',
+        storage=f"journal:{root / 'optuna.log'}",
+        uri=f"sqlite:///{root / 'mlflow.db'}",
+        folder=root / "report",
+    )
+    study.where = [
+        "--study-name",
+        study.name,
+        "--storage",
+        study.storage,
+        "--tracking-uri",
+        study.uri,
+    ]
+    assert (
+        main(
+            [
+                "run",
+                "--family",
+                "sparse_kl",
+                "ncae",
+                "--data",
+                tiny_npz,
+                "--epochs",
+                "2",
+                "--n-trials",
+                "6",
+                "--pruner",
+                "none",
+                "--target",
+                "1.0",
+                "--confirm-top",
+                "2",
+                "--confirm-seeds",
+                "2",
+                "--set",
+                "train.batch_size=64",
+                *study.where,
+            ]
+        )
+        == 0
+    )
     assert main(["report", *study.where, "--out", str(study.folder)]) == 0
     return study
 
@@ -85,8 +130,11 @@ def mlflow_server(postgres, tmp_path_factory):
     """An MLflow tracking server on 127.0.0.1 with its backend store in PostgreSQL (credentials
     from $PGPASSWORD in its environment only) and an artefact root of its own."""
     folder = tmp_path_factory.mktemp("mlflow-server")
-    server = MlflowServer(postgres.create_database("mlflow"), folder / "artifacts",
-                          env=os.environ | {"PGPASSWORD": postgres.password},
-                          log=folder / "server.log")
+    server = MlflowServer(
+        postgres.create_database("mlflow"),
+        folder / "artifacts",
+        env=os.environ | {"PGPASSWORD": postgres.password},
+        log=folder / "server.log",
+    )
     yield server
     server.stop()

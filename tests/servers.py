@@ -71,8 +71,10 @@ class Postgres:
     def __init__(self):
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         if not bins:
-            raise ServerUnavailable("PostgreSQL server binaries not found "
-                                    "(/usr/lib/postgresql/*/bin; apt-get install postgresql)")
+            raise ServerUnavailable(
+                "PostgreSQL server binaries not found "
+                "(/usr/lib/postgresql/*/bin; apt-get install postgresql)"
+            )
         self.bin = Path(bins[-1]).parent
         self.user = "postgres" if os.geteuid() == 0 else None
         if self.user and shutil.which("runuser") is None:
@@ -84,8 +86,16 @@ class Postgres:
         if self.user:
             shutil.chown(self.folder, self.user)
             shutil.chown(self.folder / "pw", self.user)
-        self._run("initdb", "-D", self.folder / "data", "-U", USER, "-A", "scram-sha-256",
-                  f"--pwfile={self.folder / 'pw'}")
+        self._run(
+            "initdb",
+            "-D",
+            self.folder / "data",
+            "-U",
+            USER,
+            "-A",
+            "scram-sha-256",
+            f"--pwfile={self.folder / 'pw'}",
+        )
         (self.folder / "pw").unlink()
         self.start()
 
@@ -98,9 +108,19 @@ class Postgres:
             raise ServerUnavailable(f"{tool} failed: {(done.stderr or done.stdout)[-500:]}")
 
     def start(self) -> None:
-        self._run("pg_ctl", "-D", self.folder / "data", "-l", self.folder / "log", "-w", "-t",
-                  "120", "-o", f"-k {self.folder} -p {self.port} -c listen_addresses=127.0.0.1",
-                  "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            self.folder / "data",
+            "-l",
+            self.folder / "log",
+            "-w",
+            "-t",
+            "120",
+            "-o",
+            f"-k {self.folder} -p {self.port} -c listen_addresses=127.0.0.1",
+            "start",
+        )
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", self.folder / "data", "-m", "fast", "-w", "stop")
@@ -111,8 +131,9 @@ class Postgres:
     def create_database(self, name: str) -> str:
         import psycopg2
 
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=USER,
-                                password=self.password, dbname="postgres")
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user=USER, password=self.password, dbname="postgres"
+        )
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -144,7 +165,11 @@ class MlflowServer:
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
                 server_command(self.backend_uri, "127.0.0.1", self.port, self.artifacts),
-                stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
         if not answers(self.url, self.proc, timeout):
             raise RuntimeError(f"mlflow server did not start: {self.log.read_text()[-2000:]}")
 
@@ -159,8 +184,9 @@ class MlflowServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         deadline = time.monotonic() + 60
-        while (_group_alive(self.proc.pid) or not port_free("127.0.0.1", self.port)) and \
-                time.monotonic() < deadline:
+        while (
+            _group_alive(self.proc.pid) or not port_free("127.0.0.1", self.port)
+        ) and time.monotonic() < deadline:
             time.sleep(0.2)  # its uvicorn process ends, and lets go of the port, a moment later
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)

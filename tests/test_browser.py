@@ -38,19 +38,34 @@ PROBE = """<script>addEventListener("load", () => {
 @pytest.fixture(scope="session")
 def chromium_on_path() -> None:
     if CHROMIUM is None:
-        unavailable("no chromium binary on PATH (Debian: apt-get install chromium; .ci/run "
-                    "installs it)")
+        unavailable(
+            "no chromium binary on PATH (Debian: apt-get install chromium; .ci/run installs it)"
+        )
 
 
 def chromium(*args: str, size: str = "1400,900", budget_ms: int = 15000) -> str:
     """Run headless Chromium (the flags ANCHORS.md found to work offline); its stdout."""
     with tempfile.TemporaryDirectory() as profile:
         done = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", f"--window-size={size}",
-             f"--virtual-time-budget={budget_ms}", *args],
-            capture_output=True, text=True, timeout=120)
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                f"--window-size={size}",
+                f"--virtual-time-budget={budget_ms}",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
@@ -74,8 +89,12 @@ def test_report_page_loads_every_image_and_shows_the_numbers(reported_study, tmp
     loaded, total = map(int, re.search(r'<p id="probe">images (\d+)/(\d+)</p>', dom).groups())
     assert loaded == total == page.count("<img ") == 8
     winner = json.loads((reported_study.folder / "summary.json").read_text())["winner"]
-    for value in (winner["search"]["val_mse"], winner["search"]["test_mse"],
-                  winner["confirmed"]["test_mse_mean"], winner["confirmed"]["test_mse_sd"]):
+    for value in (
+        winner["search"]["val_mse"],
+        winner["search"]["test_mse"],
+        winner["confirmed"]["test_mse_mean"],
+        winner["confirmed"]["test_mse_sd"],
+    ):
         assert f"{value:.4f}" in dom
     assert "<i>" not in dom and "Study &lt;i&gt;tiny&lt;/i&gt; &amp;" in dom
     assert "Comparison on the test split" in dom and "PCA, 32 components" in dom
@@ -89,9 +108,21 @@ def mlflow_ui(reported_study, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("ui") / "ui.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tracking", "ui", "--port", str(port),
-                                 "--tracking-uri", reported_study.uri],
-                                stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tracking",
+                "ui",
+                "--port",
+                str(port),
+                "--tracking-uri",
+                reported_study.uri,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         if not answers(base, proc, 90):
@@ -104,9 +135,11 @@ def mlflow_ui(reported_study, tmp_path_factory):
 
 def api(base: str, path: str, body: dict | None = None):
     request = urllib.request.Request(
-        f"{base}{path}", method="POST" if body else "GET",
+        f"{base}{path}",
+        method="POST" if body else "GET",
         data=json.dumps(body).encode() if body else None,
-        headers={"Content-Type": "application/json"})
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as r:
         return r.read() if "get-artifact" in path else json.load(r)
 
@@ -114,19 +147,26 @@ def api(base: str, path: str, body: dict | None = None):
 @pytest.mark.slow
 def test_server_serves_the_study_runs_and_their_images(reported_study, mlflow_ui):
     base, _ = mlflow_ui
-    study = optuna.load_study(study_name=reported_study.name,
-                              storage=open_storage(reported_study.storage))
+    study = optuna.load_study(
+        study_name=reported_study.name, storage=open_storage(reported_study.storage)
+    )
     name = urllib.parse.quote(reported_study.name)
     experiment = api(base, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}")
-    runs = api(base, "/api/2.0/mlflow/runs/search",
-               {"experiment_ids": [experiment["experiment"]["experiment_id"]],
-                "max_results": 1000})["runs"]
-    tags = {r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"].get("tags", [])}
-            for r in runs}
+    runs = api(
+        base,
+        "/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [experiment["experiment"]["experiment_id"]], "max_results": 1000},
+    )["runs"]
+    tags = {
+        r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs
+    }
     parent = study.user_attrs[PARENT_ATTR]
     assert "mlflow.parentRunId" not in tags[parent]
-    children = {run_id for run_id, t in tags.items() if t.get("mlflow.parentRunId") == parent
-                and "trial" in t}
+    children = {
+        run_id
+        for run_id, t in tags.items()
+        if t.get("mlflow.parentRunId") == parent and "trial" in t
+    }
     assert children == {t.user_attrs["mlflow_run_id"] for t in study.trials}
     # beside the trials: one run per confirmation seed and per baseline seed, both nested
     confirmations = [t for t in tags.values() if t.get("kind") == "confirmation"]
@@ -137,8 +177,9 @@ def test_server_serves_the_study_runs_and_their_images(reported_study, mlflow_ui
         return {f["path"] for f in api(base, f"/api/2.0/mlflow/artifacts/list?{query}")["files"]}
 
     for run_id in children:
-        assert {f"figures/{n}.png" for n in ("reconstruction", "receptive_fields",
-                                             "activations")} <= artefacts(run_id, "figures")
+        assert {
+            f"figures/{n}.png" for n in ("reconstruction", "receptive_fields", "activations")
+        } <= artefacts(run_id, "figures")
     best = best_feasible(study.trials).user_attrs["mlflow_run_id"]
     served = {
         (best, "figures/reconstruction.png"): None,
@@ -164,8 +205,10 @@ def test_experiment_page_and_the_reports_feasible_trials_view(reported_study, ml
     feasible_first = re.search(r"lowest `val_mse` first: <(\S+)>", md)[1]  # an autolink
     dom = chromium("--dump-dom", feasible_first.replace("http://127.0.0.1:5000", base))
     rows = dict(re.findall(r'row-index="(\d+)" row-id="([0-9a-f]+)"', dom))
-    study = optuna.load_study(study_name=reported_study.name,
-                              storage=open_storage(reported_study.storage))
+    study = optuna.load_study(
+        study_name=reported_study.name, storage=open_storage(reported_study.storage)
+    )
     ranked = sorted((t for t in study.trials if feasible(t)), key=lambda t: t.value)
-    assert [rows[str(i)] for i in range(len(rows))] == [t.user_attrs["mlflow_run_id"]
-                                                        for t in ranked]
+    assert [rows[str(i)] for i in range(len(rows))] == [
+        t.user_attrs["mlflow_run_id"] for t in ranked
+    ]

@@ -27,7 +27,8 @@ def artifact_paths(client, run_id, path=None):
 
 @pytest.mark.parametrize("name", ["vae", "sparse_kl_wd"])
 def test_run_records_params_metrics_figures_model_config_history(
-        name, tiny_npz, tracking_uri, capsys):
+    name, tiny_npz, tracking_uri, capsys
+):
     assert main(["run", name, "--data", tiny_npz, *FAST]) == 0
     client, found = runs(tracking_uri)
     assert len(found) == 1
@@ -41,15 +42,24 @@ def test_run_records_params_metrics_figures_model_config_history(
     assert run.data.tags["backend"] == keras.backend.backend() and run.data.tags["git_commit"]
     history = client.get_metric_history(run.info.run_id, "val_mse")
     assert [m.step for m in history] == [1, 2]
-    assert {"test_mse", "test_mean_activation", "val_mean_activation",
-            "loss"} <= set(run.data.metrics)
+    assert {"test_mse", "test_mean_activation", "val_mean_activation", "loss"} <= set(
+        run.data.metrics
+    )
     files = artifact_paths(client, run.info.run_id)
-    expected = {"config.json", "history.csv", "model/model.keras", "figures/reconstruction.png",
-                "figures/receptive_fields.png", "figures/digit_counts.png",
-                "figures/latent_scatter.png"}
-    expected |= ({"figures/latent_sweep.png", "figures/occupancy.png", "occupancy.json"}
-                 if name == "vae" else
-                 {"figures/tsne.png", "figures/interpolation.png", "figures/activations.png"})
+    expected = {
+        "config.json",
+        "history.csv",
+        "model/model.keras",
+        "figures/reconstruction.png",
+        "figures/receptive_fields.png",
+        "figures/digit_counts.png",
+        "figures/latent_scatter.png",
+    }
+    expected |= (
+        {"figures/latent_sweep.png", "figures/occupancy.png", "occupancy.json"}
+        if name == "vae"
+        else {"figures/tsne.png", "figures/interpolation.png", "figures/activations.png"}
+    )
     assert expected <= set(files)
     assert "val_mse=" in capsys.readouterr().out
 

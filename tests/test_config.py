@@ -22,17 +22,19 @@ def test_presets_match_the_seed_notes():
     assert presets.get("sparse_l1").model.l1 == 1e-7
     ncae = presets.get("ncae").model
     assert (ncae.p, ncae.beta, ncae.alpha) == (0.05, 3.0, 0.003)
-    assert set(presets.NOTEBOOKS) == {"vae", "ae", "sparse_l1", "sparse_kl", "sparse_kl_wd",
-                                           "ncae"}
+    assert set(presets.NOTEBOOKS) == {"vae", "ae", "sparse_l1", "sparse_kl", "sparse_kl_wd", "ncae"}
     assert set(presets.PRESETS) == {*presets.NOTEBOOKS, "topk"}
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("model.beta=3", ("model.beta", 3)),
-    ("model.activation=sigmoid", ("model.activation", "sigmoid")),
-    ("model.activation='sigmoid'", ("model.activation", "sigmoid")),
-    ("train.learning_rate=1e-2", ("train.learning_rate", 0.01)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("model.beta=3", ("model.beta", 3)),
+        ("model.activation=sigmoid", ("model.activation", "sigmoid")),
+        ("model.activation='sigmoid'", ("model.activation", "sigmoid")),
+        ("train.learning_rate=1e-2", ("train.learning_rate", 0.01)),
+    ],
+)
 def test_parse_override(text, expected):
     assert parse_override(text) == expected
 
@@ -42,31 +44,36 @@ def test_int_is_accepted_for_float_fields():
     assert cfg.model.beta == 3.0 and isinstance(cfg.model.beta, float)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"model.bogus": 1}, "unknown config key 'model.bogus'"),
-    ({"model.latent": "32"}, "model.latent must be int"),
-    ({"model.latent": 3.5}, "model.latent must be int"),
-    ({"train.epochs": True}, "train.epochs must be int"),
-    ({"model.family": "gan"}, "model.family must be one of"),
-    ({"model.family": "sparse_kl", "model.beta": -1.0}, "model.beta must be >= 0"),
-    ({"model.family": "sparse_l1", "model.l1": -1e-3}, "model.l1 must be >= 0"),
-    ({"model.p": 0.0}, "model.p must be in (0, 1)"),
-    ({"model.p": 1.0}, "model.p must be in (0, 1)"),
-    ({"model.latent": 0}, "model.latent must be >= 1"),
-    ({"train.epochs": 0}, "train.epochs must be >= 1"),
-    ({"train.learning_rate": 0.0}, "train.learning_rate must be > 0"),
-    ({"train.learning_rate": float("nan")}, "must be finite"),
-    ({"data.val_fraction": 1.0}, "data.val_fraction must be in (0, 1)"),
-    ({"model.beta": 3.0}, "model.beta has no effect on family 'ae'"),
-    ({"model.family": "ncae", "model.weight_decay": 0.1}, "no effect on family 'ncae'"),
-    ({"model.activation": "tanh"}, "model.activation must be one of"),
-    ({"model.decoder_norm": -1.0}, "model.decoder_norm must be >= 0"),
-    ({"model.family": "vae", "model.decoder_norm": 1.0}, "no effect on the vae"),
-    ({"model.family": "topk", "model.k": 0},
-     "model.k must be in 1 … model.latent (32) for topk, got 0"),
-    ({"model.family": "topk", "model.k": 33}, "model.k must be in 1 … model.latent (32)"),
-    ({"model.k": 4}, "model.k has no effect on family 'ae'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model.bogus": 1}, "unknown config key 'model.bogus'"),
+        ({"model.latent": "32"}, "model.latent must be int"),
+        ({"model.latent": 3.5}, "model.latent must be int"),
+        ({"train.epochs": True}, "train.epochs must be int"),
+        ({"model.family": "gan"}, "model.family must be one of"),
+        ({"model.family": "sparse_kl", "model.beta": -1.0}, "model.beta must be >= 0"),
+        ({"model.family": "sparse_l1", "model.l1": -1e-3}, "model.l1 must be >= 0"),
+        ({"model.p": 0.0}, "model.p must be in (0, 1)"),
+        ({"model.p": 1.0}, "model.p must be in (0, 1)"),
+        ({"model.latent": 0}, "model.latent must be >= 1"),
+        ({"train.epochs": 0}, "train.epochs must be >= 1"),
+        ({"train.learning_rate": 0.0}, "train.learning_rate must be > 0"),
+        ({"train.learning_rate": float("nan")}, "must be finite"),
+        ({"data.val_fraction": 1.0}, "data.val_fraction must be in (0, 1)"),
+        ({"model.beta": 3.0}, "model.beta has no effect on family 'ae'"),
+        ({"model.family": "ncae", "model.weight_decay": 0.1}, "no effect on family 'ncae'"),
+        ({"model.activation": "tanh"}, "model.activation must be one of"),
+        ({"model.decoder_norm": -1.0}, "model.decoder_norm must be >= 0"),
+        ({"model.family": "vae", "model.decoder_norm": 1.0}, "no effect on the vae"),
+        (
+            {"model.family": "topk", "model.k": 0},
+            "model.k must be in 1 … model.latent (32) for topk, got 0",
+        ),
+        ({"model.family": "topk", "model.k": 33}, "model.k must be in 1 … model.latent (32)"),
+        ({"model.k": 4}, "model.k has no effect on family 'ae'"),
+    ],
+)
 def test_bad_values_raise_one_line_errors(overrides, message):
     with pytest.raises(ConfigError) as err:
         ExperimentConfig().replace(**overrides)
@@ -94,8 +101,9 @@ def test_topk_takes_any_decoder_norm_and_ignores_it():
     # model.decoder_norm bounds the penalty families' decoders (0: unbounded); topk's columns are
     # always at unit norm (tests/test_topk.py), so a study's one value suits every family
     for norm in (0.0, 1.0, 28.0):
-        cfg = ExperimentConfig().replace(**{"model.family": "topk", "model.k": 4,
-                                            "model.decoder_norm": norm})
+        cfg = ExperimentConfig().replace(
+            **{"model.family": "topk", "model.k": 4, "model.decoder_norm": norm}
+        )
         assert cfg.model.decoder_norm == norm
     topk, ae = presets.PRESETS["topk"].flat(), presets.PRESETS["ae"].flat()
     assert "model.decoder_norm" not in {k for k, v in topk.items() if v != ae[k]}

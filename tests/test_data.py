@@ -191,11 +191,13 @@ def _npz_bytes(mutate):
         path = Path(write_npz(tmp / "bad.npz")[4:])
         path.write_bytes(mutate(path.read_bytes()))
         return f"npz:{path}"
+
     return build
 
 
 def _idx(mutate=None, drop=None):
     """An IDX folder whose train images are rewritten by `mutate`, or missing `drop`."""
+
     def build(tmp):
         name = write_idx(tmp / "idx")
         if mutate:
@@ -204,6 +206,7 @@ def _idx(mutate=None, drop=None):
         if drop:
             (tmp / "idx" / data.IDX_FILES[drop]).unlink()
         return name
+
     return build
 
 

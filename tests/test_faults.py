@@ -16,8 +16,10 @@ from study.workers import RETRY_ATTR, WORKER_ATTR, retries_left
 
 @pytest.mark.slow
 def test_killed_workers_lose_no_trial_and_leave_no_run_running(tmp_path, capsys):
-    assert main(["faults", "--workers", "2", "--trials", "2", "--cycles", "2",
-                 "--dir", str(tmp_path)]) == 0
+    assert (
+        main(["faults", "--workers", "2", "--trials", "2", "--cycles", "2", "--dir", str(tmp_path)])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "4 finished trials of 4, 4 unique numbers, 4 with exactly one child run" in out
     assert "4 of 4 COMPLETE trials' runs hold their whole record" in out
@@ -47,7 +49,8 @@ def test_killed_workers_lose_no_trial_and_leave_no_run_running(tmp_path, capsys)
         assert run.data.tags["feasible"] in ("true", "false")
         assert {"val_mse", "test_mse", "constraint"} <= set(run.data.metrics)
         assert [f.path for f in client.list_artifacts(run.info.run_id, "model")] == [
-            "model/model.keras"]
+            "model/model.keras"
+        ]
     for t in trials:
         if t.state != TrialState.FAIL:
             continue

@@ -129,15 +129,17 @@ def test_occupancy_by_quadrant():
 
     rows = occ.table(np.repeat(np.arange(10), 3))
     assert [row["digit"] for row in rows] == list(range(10))
-    assert rows[0] == pytest.approx({"digit": 0, "latent_share": 0.25,
-                                     "prior_weighted_share": 0.25, "train_share": 0.1})
+    assert rows[0] == pytest.approx(
+        {"digit": 0, "latent_share": 0.25, "prior_weighted_share": 0.25, "train_share": 0.1}
+    )
     assert_renders(figures.occupancy_map(occ, LABELS))
 
 
 def test_prior_weighting_favours_the_origin():
     # Digit 1 inside radius 1, digit 0 outside: small by area, large under the prior.
-    occ = latent_occupancy(quadrant_decoder, lambda x: (np.hypot(x[:, 0], x[:, 1]) < 1) * 1,
-                           n=60, limit=3.0)
+    occ = latent_occupancy(
+        quadrant_decoder, lambda x: (np.hypot(x[:, 0], x[:, 1]) < 1) * 1, n=60, limit=3.0
+    )
     assert occ.share[1] == pytest.approx(np.pi / 36, abs=0.01)
     assert occ.prior_share[1] == pytest.approx(1 - np.exp(-0.5), abs=0.02)
 
@@ -162,7 +164,7 @@ def test_pictures_are_bare_uint8_images_of_the_same_data():
     fields = figures.receptive_field_picture(kernel, max_units=30)
     assert fields.dtype == np.uint8 and fields.shape[2] == 3
     gap, side = pixels.RF_GAP * 2, 28 * 2
-    dead = fields[gap:gap + side, 2 * gap + side:2 * gap + 2 * side]
+    dead = fields[gap : gap + side, 2 * gap + side : 2 * gap + 2 * side]
     assert dead.min() > 240  # RdBu's middle is near white
 
     codes = np.maximum(RNG.normal(size=(200, 32)), 0)
@@ -170,7 +172,7 @@ def test_pictures_are_bare_uint8_images_of_the_same_data():
     act = figures.activation_picture(codes, LABELS)
     band = pixels.PICTURE_SIDE // 32
     assert act.dtype == np.uint8 and act.shape == (200, 8 + 2 + 32 * band, 3)
-    assert act[:, 10 + 5 * band:10 + 6 * band].max() == 0 and act[:, 10:].max() == 255
+    assert act[:, 10 + 5 * band : 10 + 6 * band].max() == 0 and act[:, 10:].max() == 255
     strip = act[:, 0]  # digits sorted: their colours in the strip, in order
     expected = np.round(figures.DIGIT_COLORS[np.sort(LABELS)] * 255)
     np.testing.assert_array_equal(strip, expected)

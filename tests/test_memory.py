@@ -34,8 +34,9 @@ def test_every_preset_fits_and_a_huge_code_is_refused_in_one_line(monkeypatch):
     with pytest.raises(ConfigError) as refused:
         memory.check(huge, SIZES, slots=8, processes=2)
     message = str(refused.value)
-    assert message.startswith("model.latent=100000000 does not fit in memory: training needs "
-                              "at least ") and message.endswith(", 16.0 GiB is available")
+    assert message.startswith(
+        "model.latent=100000000 does not fit in memory: training needs at least "
+    ) and message.endswith(", 16.0 GiB is available")
     # 2 workers x 8 slots x 2 x 784 x 10^8 weights, 4 floats each: 36.5 TiB, plus activations
     assert 36.5 <= float(re.search(r"at least ([0-9.]+) TiB", message)[1]) < 60
     assert "8 trials per pack in each of 2 workers" in message and "\n" not in message
@@ -59,8 +60,9 @@ def test_training_takes_at_least_the_estimate(tiny_npz):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         print(peak - held, memory.needed_bytes(cfg, d.sizes(), 2))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=600, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True
+    )
     used, estimate = map(int, done.stdout.split()[-2:])
     # the weights dominate: 2 slots x 2 x 784 x 30000 floats, 4 states of 4 bytes (1.4 GiB)
     assert estimate > 1.4 * 2**30

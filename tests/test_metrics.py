@@ -7,10 +7,14 @@ import pytest
 
 from experiments import metrics
 
-CODES = np.array([[0.0, 2.0, 0.0, 0.0],     # one active unit
-                  [1.0, 1.0, 1.0, 1.0],     # all equal
-                  [0.0, 0.0, 0.0, 0.0],     # nothing active
-                  [3.0, 4.0, 0.0, 0.0]])
+CODES = np.array(
+    [
+        [0.0, 2.0, 0.0, 0.0],  # one active unit
+        [1.0, 1.0, 1.0, 1.0],  # all equal
+        [0.0, 0.0, 0.0, 0.0],  # nothing active
+        [3.0, 4.0, 0.0, 0.0],
+    ]
+)
 
 
 def codes_only(codes):
@@ -23,8 +27,16 @@ def test_mse_and_bce():
     x_hat = np.array([[0.5, 1.0], [0.75, 0.5]])
     s = metrics.summarize(x, x_hat, np.zeros((2, 3)))
     assert s["mse"] == pytest.approx((0.25 + 0 + 0.0625 + 0) / 4)
-    expected = -(math.log(0.5) + math.log(1 - 1e-7) + math.log(0.75)
-                 + 0.5 * math.log(0.5) + 0.5 * math.log(0.5)) / 4
+    expected = (
+        -(
+            math.log(0.5)
+            + math.log(1 - 1e-7)
+            + math.log(0.75)
+            + 0.5 * math.log(0.5)
+            + 0.5 * math.log(0.5)
+        )
+        / 4
+    )
     assert s["bce"] == pytest.approx(expected, rel=1e-6)
 
 
@@ -39,10 +51,12 @@ def test_mean_activation_active_fraction_dead_units():
 
 def test_hoyer_sparseness():
     n = 4
-    hand = [(math.sqrt(n) - 1) / (math.sqrt(n) - 1),           # one-hot: 1
-            (math.sqrt(n) - 2) / (math.sqrt(n) - 1),           # uniform: 0
-            1.0,                                               # zero code counts as sparse
-            (math.sqrt(n) - 7 / 5) / (math.sqrt(n) - 1)]       # ‖·‖₁ = 7, ‖·‖₂ = 5
+    hand = [
+        (math.sqrt(n) - 1) / (math.sqrt(n) - 1),  # one-hot: 1
+        (math.sqrt(n) - 2) / (math.sqrt(n) - 1),  # uniform: 0
+        1.0,  # zero code counts as sparse
+        (math.sqrt(n) - 7 / 5) / (math.sqrt(n) - 1),
+    ]  # ‖·‖₁ = 7, ‖·‖₂ = 5
     assert codes_only(CODES)["hoyer"] == pytest.approx(np.mean(hand))
     assert math.isnan(codes_only(np.ones((3, 1)))["hoyer"])
 
@@ -66,7 +80,7 @@ def test_slots_and_chunks_agree_with_one_piece():
     codes[1, :, 2] = 0  # one dead unit in slot 1
     packed = metrics.Measures(variance=metrics.pixel_variance(x))
     for start in range(0, 30, 7):
-        packed.add(x[start:start + 7], x_hat[:, start:start + 7], codes[:, start:start + 7])
+        packed.add(x[start : start + 7], x_hat[:, start : start + 7], codes[:, start : start + 7])
     together = packed.result()
     for slot in range(3):
         alone = metrics.summarize(x, x_hat[slot], codes[slot])
@@ -99,10 +113,12 @@ def test_rescaling_a_unit_against_its_decoder_changes_no_code_measure():
     codes = np.maximum(rng.normal(size=(50, 6)), 0)
     kernel = rng.normal(size=(6, 784))
     s = np.array([0.01, 0.1, 0.5, 0.05, 0.02, 0.3])  # codes shrink, decoders grow
-    before = metrics.summarize(np.zeros((50, 2)), np.zeros((50, 2)), codes,
-                               metrics.unit_scale(kernel))
-    after = metrics.summarize(np.zeros((50, 2)), np.zeros((50, 2)), codes * s,
-                              metrics.unit_scale(kernel / s[:, None]))
+    before = metrics.summarize(
+        np.zeros((50, 2)), np.zeros((50, 2)), codes, metrics.unit_scale(kernel)
+    )
+    after = metrics.summarize(
+        np.zeros((50, 2)), np.zeros((50, 2)), codes * s, metrics.unit_scale(kernel / s[:, None])
+    )
     for key in ("mean_activation", "l0", "active_fraction", "hoyer", "dead_units"):
         assert after[key] == pytest.approx(before[key], rel=1e-5), key
     assert after["raw_activation"] < 0.5 * before["raw_activation"]

@@ -23,14 +23,27 @@ def test_family_trains_and_reports_per_epoch_metrics(name, tiny_data):
     seen = []
     result = train_and_evaluate(tiny(name), tiny_data, on_epoch=[lambda e, m: seen.append(e)])
     assert seen == [1, 2]
-    expected = {"loss", "mse", "val_mse", "val_mean_activation", "val_active_fraction",
-                "val_hoyer", "val_dead_units"}
+    expected = {
+        "loss",
+        "mse",
+        "val_mse",
+        "val_mean_activation",
+        "val_active_fraction",
+        "val_hoyer",
+        "val_dead_units",
+    }
     if name == "vae":
         expected |= {"reconstruction_loss", "kl_loss"}
     assert expected <= set(result.history)
     assert all(len(v) == 2 for v in result.history.values())
-    assert {"test_mse", "test_mean_activation", "val_mse", "val_bce", "test_bce",
-            "train_seconds"} <= set(result.final)
+    assert {
+        "test_mse",
+        "test_mean_activation",
+        "val_mse",
+        "val_bce",
+        "test_bce",
+        "train_seconds",
+    } <= set(result.final)
     assert 0 < result.final["test_mse"] < 0.3
 
 
@@ -65,7 +78,7 @@ def test_vae_loss_is_summed_bce_plus_summed_kl():
     mean = rng.normal(size=(3, 2)).astype("float32")
     log_var = rng.normal(size=(3, 2)).astype("float32")
     bce = -(x * np.log(x_hat) + (1 - x) * np.log(1 - x_hat)).sum(axis=1).mean()
-    kl = (-0.5 * (1 + log_var - mean ** 2 - np.exp(log_var)).sum(axis=1)).mean()
+    kl = (-0.5 * (1 + log_var - mean**2 - np.exp(log_var)).sum(axis=1)).mean()
     got = float(ops.convert_to_numpy(model.compute_loss(x=x, y_pred=(x_hat, mean, log_var))))
     assert got == pytest.approx(bce + kl, rel=1e-4)
 
@@ -93,23 +106,33 @@ def test_saved_model_reloads_in_safe_mode(name, tmp_path):
     model.save(path)
     again = keras.saving.load_model(path, safe_mode=True)
     np.testing.assert_allclose(models.encode(again, x), models.encode(model, x), rtol=1e-6)
-    np.testing.assert_allclose(models.decode(again, models.encode(again, x)),
-                               models.decode(model, models.encode(model, x)), rtol=1e-6)
+    np.testing.assert_allclose(
+        models.decode(again, models.encode(again, x)),
+        models.decode(model, models.encode(model, x)),
+        rtol=1e-6,
+    )
 
 
 def test_no_source_unpickles_what_it_reads():
     # models are .keras files loaded in safe mode, data .npz read without pickle
     root = Path(__file__).resolve().parents[1]
-    risky = re.compile(r"\bimport pickle|\bpickle\.load|allow_pickle\s*=\s*True|"
-                       r"safe_mode\s*=\s*False|\bjoblib\.load|\bdill\b")
-    found = [f"{p.relative_to(root)}:{n}" for package in ("experiments", "study", "tracking")
-             for p in sorted((root / package).glob("*.py"))
-             for n, line in enumerate(p.read_text().splitlines(), 1) if risky.search(line)]
+    risky = re.compile(
+        r"\bimport pickle|\bpickle\.load|allow_pickle\s*=\s*True|"
+        r"safe_mode\s*=\s*False|\bjoblib\.load|\bdill\b"
+    )
+    found = [
+        f"{p.relative_to(root)}:{n}"
+        for package in ("experiments", "study", "tracking")
+        for p in sorted((root / package).glob("*.py"))
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if risky.search(line)
+    ]
     assert found == []
 
 
 def test_diverging_training_raises(tiny_data):
     from experiments.train import TrainingDiverged
+
     cfg = tiny("sparse_kl_wd", **{"train.learning_rate": 1e20})  # weight decay overflows
     with pytest.raises(TrainingDiverged, match="became"):
         train_and_evaluate(cfg, tiny_data)
@@ -125,8 +148,9 @@ def test_half_sse_is_ngs_reconstruction_term():
 
 
 def test_decoder_norm_bounds_each_code_units_decoder_weights(tiny_data):
-    result = train_and_evaluate(tiny("sparse_kl", **{"model.decoder_norm": 0.5,
-                                                     "train.learning_rate": 0.05}), tiny_data)
+    result = train_and_evaluate(
+        tiny("sparse_kl", **{"model.decoder_norm": 0.5, "train.learning_rate": 0.05}), tiny_data
+    )
     kernel = np.asarray(result.model.get_layer("decoder").get_layer("reconstruction").kernel)
     assert kernel.shape == (32, 784)
     assert np.linalg.norm(kernel, axis=1).max() <= 0.5 + 1e-5
@@ -165,8 +189,11 @@ def test_saving_twice_builds_no_reference_objects(tmp_path, monkeypatch):
     models.save(model, tmp_path / "a.keras")
     built = []
     original = Layer.__init__
-    monkeypatch.setattr(Layer, "__init__", lambda self, *a, **k: (built.append(type(self)),
-                                                                 original(self, *a, **k))[1])
+    monkeypatch.setattr(
+        Layer,
+        "__init__",
+        lambda self, *a, **k: (built.append(type(self)), original(self, *a, **k))[1],
+    )
     models.save(model, tmp_path / "b.keras")
     assert Layer not in built  # no bare reference Layer() built to list attributes
     monkeypatch.undo()

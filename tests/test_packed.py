@@ -12,12 +12,22 @@ from tests.conftest import tiny
 EPOCHS = 3
 # one trial per family, with every penalty switched on (topk: its k) and its own learning rate
 TRIALS = [
-    tiny("sparse_l1", **{"model.l1": 1e-3, "model.weight_decay": 1e-3,
-                         "train.learning_rate": 3e-3}),
-    tiny("sparse_kl", **{"model.beta": 0.5, "model.p": 0.1, "model.weight_decay": 3e-3,
-                         "train.learning_rate": 1e-3}),
-    tiny("ncae", **{"model.beta": 0.05, "model.p": 0.02, "model.alpha": 0.03,
-                    "train.learning_rate": 1e-2}),
+    tiny(
+        "sparse_l1", **{"model.l1": 1e-3, "model.weight_decay": 1e-3, "train.learning_rate": 3e-3}
+    ),
+    tiny(
+        "sparse_kl",
+        **{
+            "model.beta": 0.5,
+            "model.p": 0.1,
+            "model.weight_decay": 3e-3,
+            "train.learning_rate": 1e-3,
+        },
+    ),
+    tiny(
+        "ncae",
+        **{"model.beta": 0.05, "model.p": 0.02, "model.alpha": 0.03, "train.learning_rate": 1e-2},
+    ),
     tiny("ae", **{"train.learning_rate": 5e-3}),
     # beside the others at the default decoder_norm, 28: topk's columns stay at unit norm
     tiny("topk", **{"model.k": 5, "model.decoder_norm": 28.0, "train.learning_rate": 1e-3}),
@@ -26,27 +36,64 @@ TRIALS = [cfg.replace(**{"train.epochs": EPOCHS, "name": cfg.name}) for cfg in T
 # the rest of the config space that --set reaches: every loss, optimizer, code activation,
 # penalty layers, KL reduction and a decoder bound, each at least once
 SETTINGS = {
-    "half_sse, both layers, KL mean, decoder bound": tiny("sparse_kl", **{
-        "train.loss": "half_sse", "model.penalty_layers": "both", "model.kl_reduction": "mean",
-        "model.decoder_norm": 1.0, "model.beta": 0.5, "model.p": 0.1,
-        "model.weight_decay": 3e-3, "train.learning_rate": 1e-2}),
-    "bce, sigmoid codes, both layers, adadelta": tiny("ncae", **{
-        "train.loss": "bce", "model.activation": "sigmoid", "model.penalty_layers": "both",
-        "train.optimizer": "adadelta", "train.learning_rate": 1.0, "model.beta": 0.05,
-        "model.p": 0.02, "model.alpha": 0.03}),
-    "bce, adadelta, decoder bound, both layers": tiny("sparse_l1", **{
-        "train.loss": "bce", "train.optimizer": "adadelta", "train.learning_rate": 1.0,
-        "model.decoder_norm": 0.5, "model.l1": 1e-3, "model.weight_decay": 1e-3,
-        "model.penalty_layers": "both"}),
-    "topk, k 1, decoder_norm 0": tiny("topk", **{"model.k": 1,
-                                                  "model.decoder_norm": 0.0}),
-    "half_sse, sigmoid codes, KL mean": tiny("sparse_kl", **{
-        "train.loss": "half_sse", "model.activation": "sigmoid", "model.kl_reduction": "mean",
-        "model.beta": 3.0, "model.p": 0.05, "train.learning_rate": 3e-3}),
+    "half_sse, both layers, KL mean, decoder bound": tiny(
+        "sparse_kl",
+        **{
+            "train.loss": "half_sse",
+            "model.penalty_layers": "both",
+            "model.kl_reduction": "mean",
+            "model.decoder_norm": 1.0,
+            "model.beta": 0.5,
+            "model.p": 0.1,
+            "model.weight_decay": 3e-3,
+            "train.learning_rate": 1e-2,
+        },
+    ),
+    "bce, sigmoid codes, both layers, adadelta": tiny(
+        "ncae",
+        **{
+            "train.loss": "bce",
+            "model.activation": "sigmoid",
+            "model.penalty_layers": "both",
+            "train.optimizer": "adadelta",
+            "train.learning_rate": 1.0,
+            "model.beta": 0.05,
+            "model.p": 0.02,
+            "model.alpha": 0.03,
+        },
+    ),
+    "bce, adadelta, decoder bound, both layers": tiny(
+        "sparse_l1",
+        **{
+            "train.loss": "bce",
+            "train.optimizer": "adadelta",
+            "train.learning_rate": 1.0,
+            "model.decoder_norm": 0.5,
+            "model.l1": 1e-3,
+            "model.weight_decay": 1e-3,
+            "model.penalty_layers": "both",
+        },
+    ),
+    "topk, k 1, decoder_norm 0": tiny("topk", **{"model.k": 1, "model.decoder_norm": 0.0}),
+    "half_sse, sigmoid codes, KL mean": tiny(
+        "sparse_kl",
+        **{
+            "train.loss": "half_sse",
+            "model.activation": "sigmoid",
+            "model.kl_reduction": "mean",
+            "model.beta": 3.0,
+            "model.p": 0.05,
+            "train.learning_rate": 3e-3,
+        },
+    ),
 }
-CONFIGS = {**{cfg.name: cfg for cfg in TRIALS},
-           **{name: cfg.replace(**{"train.epochs": EPOCHS, "name": cfg.name})
-              for name, cfg in SETTINGS.items()}}
+CONFIGS = {
+    **{cfg.name: cfg for cfg in TRIALS},
+    **{
+        name: cfg.replace(**{"train.epochs": EPOCHS, "name": cfg.name})
+        for name, cfg in SETTINGS.items()
+    },
+}
 MEASURES = ("val_mse", "val_mean_activation", "val_active_fraction", "val_hoyer", "val_dead_units")
 
 
@@ -55,8 +102,9 @@ def train(trials, data, slots=None, schedule=None, exported=None):
     put into that slot after that epoch (a refill, once). ``exported``, a dict, receives each
     trial's model after its last epoch."""
     schedule = dict(schedule or {})
-    trainer = PackedTrainer(trials[0], data, slots or len(trials),
-                            topk=any(t.model.family == "topk" for t in trials))
+    trainer = PackedTrainer(
+        trials[0], data, slots or len(trials), topk=any(t.model.family == "topk" for t in trials)
+    )
     where = {}
     for slot, i in enumerate(range(slots or len(trials))):
         trainer.assign(slot, trials[i])
@@ -82,15 +130,21 @@ def plain_fit(cfg, data):
     and constraint ``models.build`` gives it, Keras fit, eager, one step at a time; per epoch
     its loss and validation measures (the VAE's path, experiments/train.py)."""
     model = models.build(cfg)
-    model.compile(optimizer=model.optimizer, loss=model.loss, jit_compile=False,
-                  steps_per_execution=1, run_eagerly=True)
+    model.compile(
+        optimizer=model.optimizer,
+        loss=model.loss,
+        jit_compile=False,
+        steps_per_execution=1,
+        run_eagerly=True,
+    )
     stream = np.random.default_rng(cfg.train.seed)  # the packed trainer's batch order
     epochs = []
     for _ in range(cfg.train.epochs):
         x = data.x_train[stream.permutation(len(data.x_train))]
         logs = model.fit(x, x, batch_size=cfg.train.batch_size, shuffle=False, verbose=0)
-        epochs.append({"loss": logs.history["loss"][0],
-                       **evaluate_split(model, data.x_val, "val", bce=False)})
+        epochs.append(
+            {"loss": logs.history["loss"][0], **evaluate_split(model, data.x_val, "val", bce=False)}
+        )
     return epochs, model
 
 
@@ -98,24 +152,29 @@ def plain_fit(cfg, data):
 def test_compiled_slot_is_the_plain_keras_model(name, tiny_data):
     cfg = CONFIGS[name]
     # beside it in the pack, another trial of the same settings: its own seed and learning rate
-    neighbour = cfg.replace(**{"train.seed": 1,
-                               "train.learning_rate": 3 * cfg.train.learning_rate})
+    neighbour = cfg.replace(**{"train.seed": 1, "train.learning_rate": 3 * cfg.train.learning_rate})
     exported = {}
     seen, trainer = train([cfg, neighbour], tiny_data, exported=exported)
     expected, plain = plain_fit(cfg, tiny_data)
-    np.testing.assert_allclose([v["loss"] for v in seen[0]], [v["loss"] for v in expected],
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        [v["loss"] for v in seen[0]], [v["loss"] for v in expected], rtol=1e-4
+    )
     for key in MEASURES:
-        np.testing.assert_allclose([v[key] for v in seen[0]], [v[key] for v in expected],
-                                   rtol=1e-4, atol=1e-6, err_msg=key)
-    for got, want, layer in zip(exported[0].get_weights(), plain.get_weights(),
-                                ("encoder kernel", "encoder bias", "decoder kernel",
-                                 "decoder bias"), strict=True):
+        np.testing.assert_allclose(
+            [v[key] for v in seen[0]], [v[key] for v in expected], rtol=1e-4, atol=1e-6, err_msg=key
+        )
+    for got, want, layer in zip(
+        exported[0].get_weights(),
+        plain.get_weights(),
+        ("encoder kernel", "encoder bias", "decoder kernel", "decoder bias"),
+        strict=True,
+    ):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5, err_msg=layer)
     kernel = np.asarray(exported[0].get_layer("decoder").get_layer("reconstruction").kernel)
     if "decoder bound" in name:  # it binds: without it these rows grow past it
-        assert np.linalg.norm(kernel, axis=1).max() == pytest.approx(cfg.model.decoder_norm,
-                                                                      rel=1e-5)
+        assert np.linalg.norm(kernel, axis=1).max() == pytest.approx(
+            cfg.model.decoder_norm, rel=1e-5
+        )
     if cfg.model.family == "topk":  # every row exactly at unit norm, in the slot as alone
         np.testing.assert_allclose(np.linalg.norm(kernel, axis=1), 1.0, rtol=1e-5)
     assert trainer.busy() == []  # released after its epochs
@@ -126,15 +185,22 @@ def test_each_slot_of_a_pack_follows_its_trial_alone(tiny_data):
     for i, cfg in enumerate(TRIALS):
         alone, _ = train([cfg], tiny_data)
         for key in ("loss", "mse", "val_mse", "val_mean_activation", "val_active_fraction"):
-            np.testing.assert_allclose([v[key] for v in packed[i]], [v[key] for v in alone[0]],
-                                       rtol=1e-4, atol=1e-7, err_msg=f"trial {i} {key}")
+            np.testing.assert_allclose(
+                [v[key] for v in packed[i]],
+                [v[key] for v in alone[0]],
+                rtol=1e-4,
+                atol=1e-7,
+                err_msg=f"trial {i} {key}",
+            )
 
 
 def test_a_topk_slot_and_a_sparse_kl_slot_share_a_pack_at_the_default_decoder_norm(tiny_data):
     # one study's decoder_norm (28) for both: topk's columns held at 1, sparse_kl's bounded by 28
     topk = tiny("topk", **{"model.k": 4, "train.learning_rate": 1e-2, "train.epochs": 4})
-    kl = tiny("sparse_kl", **{"model.beta": 0.01, "model.p": 0.05, "train.learning_rate": 3e-2,
-                              "train.epochs": 4})
+    kl = tiny(
+        "sparse_kl",
+        **{"model.beta": 0.01, "model.p": 0.05, "train.learning_rate": 3e-2, "train.epochs": 4},
+    )
     assert topk.model.decoder_norm == kl.model.decoder_norm == 28.0
     exported = {}
     seen, _ = train([topk, kl], tiny_data, exported=exported)
@@ -152,8 +218,9 @@ def test_a_refilled_slot_trains_as_if_alone(tiny_data):
     assert len(packed[0]) == 1 and len(packed[1]) == EPOCHS and len(packed[2]) == EPOCHS
     for i in (1, 2):
         alone, _ = train([trials[i]], tiny_data)
-        np.testing.assert_allclose([v["loss"] for v in packed[i]], [v["loss"] for v in alone[0]],
-                                   rtol=1e-4)
+        np.testing.assert_allclose(
+            [v["loss"] for v in packed[i]], [v["loss"] for v in alone[0]], rtol=1e-4
+        )
 
 
 def test_export_is_the_plain_model_with_the_slots_weights(tiny_data):
@@ -182,8 +249,12 @@ def test_final_measures_in_the_pack_are_the_exported_models(tiny_data):
     def on_epoch(results):
         if all(epoch == EPOCHS for epoch, _ in results.values()):
             finals = trainer.final_measures(results)
-            got.update({slot: (finals[slot], final_measures(trainer.export(slot), tiny_data))
-                        for slot in results})
+            got.update(
+                {
+                    slot: (finals[slot], final_measures(trainer.export(slot), tiny_data))
+                    for slot in results
+                }
+            )
 
     trainer.run(on_epoch)
     assert sorted(got) == list(range(len(TRIALS)))
@@ -199,8 +270,9 @@ def test_a_diverging_slot_leaves_the_others_alone(tiny_data):
     packed, _ = train([bad, TRIALS[1]], tiny_data)
     alone, _ = train([TRIALS[1]], tiny_data)
     assert not np.isfinite(packed[0][-1]["loss"])
-    np.testing.assert_allclose([v["loss"] for v in packed[1]], [v["loss"] for v in alone[0]],
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        [v["loss"] for v in packed[1]], [v["loss"] for v in alone[0]], rtol=1e-4
+    )
 
 
 def test_only_slot_values_may_differ_within_a_pack(tiny_data):

@@ -11,8 +11,9 @@ NEEDS = "{what} is gone in {lib} {version}: {user} relies on it; pin {lib} to a 
 
 
 def _has(obj, name: str, what: str, lib, user: str) -> None:
-    assert hasattr(obj, name), NEEDS.format(what=what, lib=lib.__name__, user=user,
-                                            version=lib.__version__)
+    assert hasattr(obj, name), NEEDS.format(
+        what=what, lib=lib.__name__, user=user, version=lib.__version__
+    )
 
 
 def test_optuna_private_surface():
@@ -21,12 +22,24 @@ def test_optuna_private_surface():
     try:
         from optuna.storages._heartbeat import BaseHeartbeat
     except ImportError:
-        pytest.fail(NEEDS.format(what="optuna.storages._heartbeat.BaseHeartbeat", lib="optuna",
-                                 version=optuna.__version__, user="study/storage.py"))
-    _has(BaseHeartbeat, "record_heartbeat", "BaseHeartbeat.record_heartbeat", optuna,
-         "study/loop.py")
-    _has(RDBStorage, "_get_stale_trial_ids", "RDBStorage._get_stale_trial_ids", optuna,
-         "study/storage.py (WorkerStorage passes it through)")
+        pytest.fail(
+            NEEDS.format(
+                what="optuna.storages._heartbeat.BaseHeartbeat",
+                lib="optuna",
+                version=optuna.__version__,
+                user="study/storage.py",
+            )
+        )
+    _has(
+        BaseHeartbeat, "record_heartbeat", "BaseHeartbeat.record_heartbeat", optuna, "study/loop.py"
+    )
+    _has(
+        RDBStorage,
+        "_get_stale_trial_ids",
+        "RDBStorage._get_stale_trial_ids",
+        optuna,
+        "study/storage.py (WorkerStorage passes it through)",
+    )
     study = optuna.create_study()
     _has(study, "_storage", "Study._storage", optuna, "study/loop.py and study/workers.py")
     trial = study.ask()

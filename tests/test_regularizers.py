@@ -64,8 +64,11 @@ def test_kl_sparsity_matches_formula_and_stays_finite(reduction):
     p_hat = H.mean(axis=0)  # a dead unit (0) and one above 1
     per_unit = kl_extended(p, p_hat.astype(np.float64))
     expected = beta * (per_unit.sum() if reduction == "sum" else per_unit.mean())
-    got = float(ops.convert_to_numpy(
-        ActivityPenalty(beta=beta, p=p, reduction=reduction).penalty(ops.convert_to_tensor(H))))
+    got = float(
+        ops.convert_to_numpy(
+            ActivityPenalty(beta=beta, p=p, reduction=reduction).penalty(ops.convert_to_tensor(H))
+        )
+    )
     assert np.isfinite(got)
     assert got == pytest.approx(expected, rel=1e-4)
 
@@ -110,9 +113,10 @@ def test_kl_is_zero_at_target():
 
 def test_weight_decay_and_nonnegativity():
     w = RNG.normal(size=(6, 4)).astype("float32")
-    assert float(WeightDecay(0.003)(w)) == pytest.approx(0.0015 * np.sum(w ** 2), rel=1e-5)
+    assert float(WeightDecay(0.003)(w)) == pytest.approx(0.0015 * np.sum(w**2), rel=1e-5)
     assert float(NonNegativity(0.003)(w)) == pytest.approx(
-        0.0015 * np.sum(np.minimum(w, 0) ** 2), rel=1e-5)
+        0.0015 * np.sum(np.minimum(w, 0) ** 2), rel=1e-5
+    )
     assert float(NonNegativity(1.0)(np.abs(w))) == 0.0
 
 
@@ -125,12 +129,12 @@ def test_penalty_layers_decide_which_kernels_decay(layers, n_kernel_penalties):
     model(x)  # an eager call collects the losses of this batch
     encoder_w = models.encoder_kernel(model)
     decoder_w = np.asarray(model.get_layer("decoder").get_layer("reconstruction").kernel)
-    decay = 0.5 * 0.006 * (np.sum(encoder_w ** 2)
-                           + (np.sum(decoder_w ** 2) if layers == "both" else 0))
+    decay = 0.5 * 0.006 * (np.sum(encoder_w**2) + (np.sum(decoder_w**2) if layers == "both" else 0))
     kl_term = float(ops.convert_to_numpy(ActivityPenalty(beta=3.0, p=0.05).penalty(codes)))
     assert len(model.losses) == n_kernel_penalties + 1  # + the KL on the code
     assert float(sum(ops.convert_to_numpy(loss) for loss in model.losses)) == pytest.approx(
-        decay + kl_term, rel=1e-4)
+        decay + kl_term, rel=1e-4
+    )
 
 
 def test_biases_are_not_decayed():

@@ -47,22 +47,27 @@ def problems(study, uri, data):
 
 
 def test_lost_writes_fail_the_drill_and_are_repaired_when_the_study_is_opened(
-        tiny_data, tracking_uri, tmp_path, monkeypatch):
+    tiny_data, tracking_uri, tmp_path, monkeypatch
+):
     # trial 1 loses every write its worker queued (killed before its writer got to them), trial
     # 2 all but its metrics (the last of which carry the end tags); the study ends as before
     # this repair existed
     with monkeypatch.context() as patch:
         lose_writes(patch, {"trial 1": (), "trial 2": ("log_metric_steps",)})
         patch.setattr(search, "repair", lambda *args, **kwargs: Repaired())
-        out = run_study(spec(), tiny_data, f"journal:{tmp_path / 'j.log'}", n_trials=3,
-                        progress=False)
+        out = run_study(
+            spec(), tiny_data, f"journal:{tmp_path / 'j.log'}", n_trials=3, progress=False
+        )
     study = out.study
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
     found = problems(study, tracking_uri, tiny_data)
     assert not [p for p in found if "trial 0:" in p]
-    for lost in ("trial 1: run RUNNING, not FINISHED", "trial 1: metrics missing: constraint",
-                 "trial 2: run RUNNING, not FINISHED",
-                 "trial 2: artefacts missing: config.json"):
+    for lost in (
+        "trial 1: run RUNNING, not FINISHED",
+        "trial 1: metrics missing: constraint",
+        "trial 2: run RUNNING, not FINISHED",
+        "trial 2: artefacts missing: config.json",
+    ):
         assert any(lost in p for p in found), (lost, found)
     assert any("trial 1: val_mse not logged after epochs [1, 2]" in p for p in found)
     client = MlflowClient(tracking_uri)
@@ -85,7 +90,8 @@ def test_lost_writes_fail_the_drill_and_are_repaired_when_the_study_is_opened(
         assert run.data.metrics["val_mse"] == pytest.approx(t.value, rel=1e-4)
     # what trial 2 had kept is not logged twice
     assert [(m.step, m.value) for m in client.get_metric_history(runs[2], "val_mse")] == [
-        (m.step, m.value) for m in history_2]
+        (m.step, m.value) for m in history_2
+    ]
     assert [m.step for m in client.get_metric_history(runs[1], "val_mse")] == [1, 2]
     # a repaired study is left as it is the next time
     track = StudyTracking.open(study, {}, tracking_uri)
@@ -94,8 +100,11 @@ def test_lost_writes_fail_the_drill_and_are_repaired_when_the_study_is_opened(
 
     # losses no mark can show, which the drill's checks still see: an artefact file gone, a
     # tag gone, a run deleted
-    Path(client.get_run(runs[0]).info.artifact_uri.removeprefix("file://"),
-         "figures", "activations.png").unlink()
+    Path(
+        client.get_run(runs[0]).info.artifact_uri.removeprefix("file://"),
+        "figures",
+        "activations.png",
+    ).unlink()
     client.delete_tag(runs[1], "feasible")
     client.delete_run(runs[2])
     found = problems(study, tracking_uri, tiny_data)
@@ -104,22 +113,30 @@ def test_lost_writes_fail_the_drill_and_are_repaired_when_the_study_is_opened(
     assert any("trial 2: no run" in p for p in found)
 
 
-def test_a_trial_killed_before_its_run_was_made_gets_a_failed_run(tiny_data, tracking_uri,
-                                                                   tmp_path):
-    study = optuna.create_study(study_name="lost", storage=open_storage(
-        f"journal:{tmp_path / 'j.log'}"))
+def test_a_trial_killed_before_its_run_was_made_gets_a_failed_run(
+    tiny_data, tracking_uri, tmp_path
+):
+    study = optuna.create_study(
+        study_name="lost", storage=open_storage(f"journal:{tmp_path / 'j.log'}")
+    )
     trial = study.ask()  # its worker died right after: no run, no config
     host, pid, start = parse_worker(worker_id())
-    study._storage.set_trial_user_attr(trial._trial_id, WORKER_ATTR,
-                                       f"{host}:{pid}:{int(start or 0) + 1}")
+    study._storage.set_trial_user_attr(
+        trial._trial_id, WORKER_ATTR, f"{host}:{pid}:{int(start or 0) + 1}"
+    )
     track = StudyTracking.open(study, {}, tracking_uri)
     assert recover(study, track) == 1
     track.close()
     dead = study.trials[0]
     assert dead.state == TrialState.FAIL and RUN_ATTR not in dead.user_attrs
     assert problems(study, tracking_uri, tiny_data) == []
-    (run,) = [r for r in MlflowClient(tracking_uri).search_runs(
-        [Tracker("lost", tracking_uri).experiment_id]) if r.data.tags.get("trial") == "0"]
+    (run,) = [
+        r
+        for r in MlflowClient(tracking_uri).search_runs(
+            [Tracker("lost", tracking_uri).experiment_id]
+        )
+        if r.data.tags.get("trial") == "0"
+    ]
     assert run.info.status == "FAILED" and "before the run was created" in run.data.tags["reason"]
     # without that run the drill's check fails
     MlflowClient(tracking_uri).delete_run(run.info.run_id)
@@ -127,14 +144,34 @@ def test_a_trial_killed_before_its_run_was_made_gets_a_failed_run(tiny_data, tra
 
 
 def _run_args(tiny_npz, tmp_path, n_trials):
-    return ["run", "--family", "sparse_kl", "--data", tiny_npz, "--epochs", "2", "--pruner",
-            "none", "--n-trials", str(n_trials), "--study-name", "store",
-            "--storage", f"journal:{tmp_path / 'j.log'}", "--set", "train.batch_size=64",
-            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--confirm-seeds", "0"]
+    return [
+        "run",
+        "--family",
+        "sparse_kl",
+        "--data",
+        tiny_npz,
+        "--epochs",
+        "2",
+        "--pruner",
+        "none",
+        "--n-trials",
+        str(n_trials),
+        "--study-name",
+        "store",
+        "--storage",
+        f"journal:{tmp_path / 'j.log'}",
+        "--set",
+        "train.batch_size=64",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--confirm-seeds",
+        "0",
+    ]
 
 
 def test_a_store_failing_mid_study_is_counted_named_and_exits_non_zero(
-        tiny_npz, tracking_uri, tmp_path, monkeypatch, capsys):
+    tiny_npz, tracking_uri, tmp_path, monkeypatch, capsys
+):
     # the writer's store fills up after trial 0's model: every later file write fails there
     me, calls, log_file = os.getpid(), [], Run.log_file
 
@@ -152,31 +189,34 @@ def test_a_store_failing_mid_study_is_counted_named_and_exits_non_zero(
     line = [x for x in err.splitlines() if x.startswith("error:")]
     assert line == [line[0]] and line[0].startswith(
         "error: 4 tracking write(s) failed: trial 1 (log_file, mark_recorded), trial 2 "
-        "(log_file, mark_recorded); first: log_file: OSError: [Errno 28] No space left")
+        "(log_file, mark_recorded); first: log_file: OSError: [Errno 28] No space left"
+    )
     # this process writes again once the writer's writes are done: it repaired both runs
     assert "2 completed trial(s) whose runs lacked their record were repaired" in out
-    study = optuna.load_study(study_name="store",
-                              storage=open_storage(f"journal:{tmp_path / 'j.log'}"))
+    study = optuna.load_study(
+        study_name="store", storage=open_storage(f"journal:{tmp_path / 'j.log'}")
+    )
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
     client = MlflowClient(tracking_uri)
     for t in study.trials:
         run = client.get_run(t.user_attrs[RUN_ATTR])
         assert run.data.tags[RECORDED] == "true"
         assert [f.path for f in client.list_artifacts(run.info.run_id, "model")] == [
-            "model/model.keras"]
+            "model/model.keras"
+        ]
     assert main(_run_args(tiny_npz, tmp_path, 1)) == 0  # resumable, and nothing left to repair
 
 
-def test_a_run_that_cannot_be_created_stops_the_asking(tiny_npz, tracking_uri, tmp_path,
-                                                       monkeypatch, capsys):
+def test_a_run_that_cannot_be_created_stops_the_asking(
+    tiny_npz, tracking_uri, tmp_path, monkeypatch, capsys
+):
     start_run, made = Tracker.start_run, []
 
     # the parent's run and two trials' runs, then no more
     def readonly(self, name, *args, **kwargs):
         made.append(name)
         if len(made) > 3:
-            raise MlflowException("(sqlite3.OperationalError) attempt to write a readonly "
-                                  "database")
+            raise MlflowException("(sqlite3.OperationalError) attempt to write a readonly database")
         return start_run(self, name, *args, **kwargs)
 
     with monkeypatch.context() as patch:
@@ -186,23 +226,32 @@ def test_a_run_that_cannot_be_created_stops_the_asking(tiny_npz, tracking_uri, t
     assert [x for x in err if x.startswith("error:")] == [
         "error: cannot create the run of trial 2: MlflowException: (sqlite3.OperationalError) "
         "attempt to write a readonly database. The study is saved; run the same command to go "
-        "on (runs left unrecorded are repaired then)"]
-    study = optuna.load_study(study_name="store",
-                              storage=open_storage(f"journal:{tmp_path / 'j.log'}"))
+        "on (runs left unrecorded are repaired then)"
+    ]
+    study = optuna.load_study(
+        study_name="store", storage=open_storage(f"journal:{tmp_path / 'j.log'}")
+    )
     # the trials in the pack trained to their end; no trial asked after the failure
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE,
-                                               TrialState.FAIL]
+    assert [t.state for t in study.trials] == [
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+    ]
     assert "cannot create the run" in study.trials[2].user_attrs["fail_reason"]
     assert main(_run_args(tiny_npz, tmp_path, 1)) == 0
-    study = optuna.load_study(study_name="store",
-                              storage=open_storage(f"journal:{tmp_path / 'j.log'}"))
+    study = optuna.load_study(
+        study_name="store", storage=open_storage(f"journal:{tmp_path / 'j.log'}")
+    )
     assert study.trials[3].state == TrialState.COMPLETE
 
 
 def test_several_configs_train_as_one_pack_as_they_train_alone(tiny_data):
-    cfgs = [spec().base.replace(**{"model.family": "sparse_kl", "model.beta": beta,
-                                   "train.learning_rate": lr})
-            for beta, lr in [(0.3, 3e-3), (3.0, 1e-3), (0.01, 1e-2)]]
+    cfgs = [
+        spec().base.replace(
+            **{"model.family": "sparse_kl", "model.beta": beta, "train.learning_rate": lr}
+        )
+        for beta, lr in [(0.3, 3e-3), (3.0, 1e-3), (0.01, 1e-2)]
+    ]
     packed = train_all(cfgs, tiny_data, slots=2)  # the third waits for a free slot
     for cfg, result in zip(cfgs, packed, strict=True):
         alone = train_and_evaluate(cfg, tiny_data)

@@ -25,8 +25,16 @@ from study.results import SPEC_ATTR, Constraint, feasible
 from study.storage import open_storage
 from tracking.registry import model_name
 
-FIGURES = {"frontier", "history", "importances", "slice_sparse_kl", "slice_ncae",
-           "best_reconstruction", "best_receptive_fields", "best_activations"}
+FIGURES = {
+    "frontier",
+    "history",
+    "importances",
+    "slice_sparse_kl",
+    "slice_ncae",
+    "best_reconstruction",
+    "best_receptive_fields",
+    "best_activations",
+}
 
 
 def stored(reported):
@@ -47,7 +55,13 @@ def test_report_files_show_what_optuna_and_mlflow_stored(reported_study, tiny_np
     assert s["winner"] is not None, "the fixture's target should leave a confirmed winner"
     winner = study.trials[s["winner"]["trial"]]
     assert sorted(p.name for p in folder.iterdir()) == [
-        "best_config.json", "figures", "report.html", "report.md", "summary.json", "trials.csv"]
+        "best_config.json",
+        "figures",
+        "report.html",
+        "report.md",
+        "summary.json",
+        "trials.csv",
+    ]
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".report")]
     assert json.loads((folder / "best_config.json").read_text()) == winner.user_attrs["config"]
 
@@ -65,11 +79,15 @@ def test_report_files_show_what_optuna_and_mlflow_stored(reported_study, tiny_np
 
     md = (folder / "report.md").read_text()
     c = s["winner"]["confirmed"]
-    assert (f"Confirmed winner: trial {winner.number} ({s['winner']['family']}), test MSE "
-            f"{c['test_mse_mean']:.4f} ± {c['test_mse_sd']:.4f} over fresh seeds 1, 2") in md
-    assert (f"In the search, on the study's seed alone, it scored val MSE "
-            f"{winner.user_attrs['val_mse']:.4f}, test MSE "
-            f"{winner.user_attrs['test_mse']:.4f}") in md
+    assert (
+        f"Confirmed winner: trial {winner.number} ({s['winner']['family']}), test MSE "
+        f"{c['test_mse_mean']:.4f} ± {c['test_mse_sd']:.4f} over fresh seeds 1, 2"
+    ) in md
+    assert (
+        f"In the search, on the study's seed alone, it scored val MSE "
+        f"{winner.user_attrs['val_mse']:.4f}, test MSE "
+        f"{winner.user_attrs['test_mse']:.4f}"
+    ) in md
     assert "6 complete" in md and "sampler: TPE; pruner: none" in md
     for label in ("`ae` preset", "`sparse_kl_wd` preset", "`ncae` preset", "mean training image"):
         assert f"| {label} |" in md
@@ -87,18 +105,26 @@ def test_report_files_show_what_optuna_and_mlflow_stored(reported_study, tiny_np
         assert (folder / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (folder / "report.html").read_text()
     assert page.count('<img src="data:image/png;base64,') == len(links)
-    assert "src=\"figures/" not in page and "http" not in page.split("<body>")[1].split(
-        "MLflow:")[0]  # nothing to fetch before the MLflow link at the end
+    assert (
+        'src="figures/' not in page and "http" not in page.split("<body>")[1].split("MLflow:")[0]
+    )  # nothing to fetch before the MLflow link at the end
 
     client = MlflowClient(reported_study.uri)
     logged = {f.path for f in client.list_artifacts(study.user_attrs[PARENT_ATTR], "report")}
-    assert {"report/report.html", "report/report.md", "report/best_config.json",
-            "report/summary.json", "report/trials.csv", "report/figures"} <= logged
+    assert {
+        "report/report.html",
+        "report/report.md",
+        "report/best_config.json",
+        "report/summary.json",
+        "report/trials.csv",
+        "report/figures",
+    } <= logged
     # the winner's figures are those of its median confirmation seed's run
     run_id = re.search(r"Figures: artefacts of its MLflow run `(\w+)`", md)[1]
     assert client.get_run(run_id).data.tags["confirms"] == str(winner.number)
-    run_figure = Path(client.download_artifacts(run_id, "figures/activations.png",
-                                                str(folder.parent)))
+    run_figure = Path(
+        client.download_artifacts(run_id, "figures/activations.png", str(folder.parent))
+    )
     assert run_figure.read_bytes() == (folder / "figures" / "best_activations.png").read_bytes()
 
 
@@ -108,8 +134,14 @@ def test_summary_json_names_the_confirmed_winner_and_the_baselines(reported_stud
     w = s["winner"]
     assert set(w) >= {"trial", "family", "config", "search", "confirmed"}
     assert set(w["search"]) >= {"val_mse", "test_mse", "mean_activation", "l0"}
-    assert set(w["confirmed"]) >= {"seeds", "test_mse_mean", "test_mse_sd", "val_mse_mean",
-                                   "mean_activation_mean", "l0_mean"}
+    assert set(w["confirmed"]) >= {
+        "seeds",
+        "test_mse_mean",
+        "test_mse_sd",
+        "val_mse_mean",
+        "mean_activation_mean",
+        "l0_mean",
+    }
     assert w["confirmed"]["seeds"] == [1, 2]  # fresh: the search trained on seed 0
     attr = study.user_attrs[f"confirmed:{w['trial']}"]
     tests = [f["test_mse"] for f in attr["finals"]]
@@ -136,17 +168,20 @@ def test_the_registered_winner_loads_from_the_model_registry(reported_study, tmp
     data = data_module.load(s["data"])
     reconstructed = np.asarray(model(data.x_test[:50]))
     version = MlflowClient(reported_study.uri).get_model_version(
-        model_name(reported_study.name), s["registered_model"].rsplit("/", 1)[1])
+        model_name(reported_study.name), s["registered_model"].rsplit("/", 1)[1]
+    )
     assert version.tags["trial"] == str(s["winner"]["trial"])
     assert json.loads(version.tags["config"]) == s["winner"]["config"]
     assert float(version.tags["test_mse_mean"]) == pytest.approx(
-        s["winner"]["confirmed"]["test_mse_mean"], rel=1e-5)
+        s["winner"]["confirmed"]["test_mse_mean"], rel=1e-5
+    )
     # it is the model its confirmation run logged (the median of the winner's seeds)
     run = MlflowClient(reported_study.uri).get_run(version.run_id)
     assert run.data.tags["confirms"] == str(s["winner"]["trial"])
     assert int(run.data.tags["seed"]) in s["winner"]["confirmed"]["seeds"]
     logged = MlflowClient(reported_study.uri).download_artifacts(
-        version.run_id, "model/model.keras", str(tmp_path))
+        version.run_id, "model/model.keras", str(tmp_path)
+    )
     own = keras.saving.load_model(logged, safe_mode=True)
     np.testing.assert_allclose(reconstructed, np.asarray(own(data.x_test[:50])), atol=1e-6)
 
@@ -161,9 +196,22 @@ def test_user_strings_are_text_on_the_page(reported_study):
 
 
 def retrain(reported, seed: int, experiment: str) -> float:
-    assert experiments_cli.main(["run", "--config", str(reported.folder / "best_config.json"),
-                                 "--set", f"train.seed={seed}", "--tracking-uri", reported.uri,
-                                 "--experiment", experiment]) == 0
+    assert (
+        experiments_cli.main(
+            [
+                "run",
+                "--config",
+                str(reported.folder / "best_config.json"),
+                "--set",
+                f"train.seed={seed}",
+                "--tracking-uri",
+                reported.uri,
+                "--experiment",
+                experiment,
+            ]
+        )
+        == 0
+    )
     client = MlflowClient(reported.uri)
     [run] = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     return run.data.metrics["test_mse"]
@@ -177,14 +225,21 @@ def seeds_test_mse(cfg, data, seeds) -> list[float]:
     trainer, out = PackedTrainer(cfg, data, len(seeds)), {}
     for slot, seed in enumerate(seeds):
         trainer.assign(slot, cfg.replace(**{"train.seed": seed}))
-    trainer.run(lambda results: out.update(
-        {slot: evaluate_split(trainer.export(slot), data.x_test, "test")["test_mse"]
-         for slot, (epoch, _) in results.items() if epoch == cfg.train.epochs}))
+    trainer.run(
+        lambda results: out.update(
+            {
+                slot: evaluate_split(trainer.export(slot), data.x_test, "test")["test_mse"]
+                for slot, (epoch, _) in results.items()
+                if epoch == cfg.train.epochs
+            }
+        )
+    )
     return [out[slot] for slot in range(len(seeds))]
 
 
 def test_retraining_best_config_repeats_the_trial_and_lands_on_the_confirmed_mean(
-        reported_study, tiny_npz):
+    reported_study, tiny_npz
+):
     """The honesty check: with the study's seed best_config.json trains to the trial's own
     numbers (the trial trained in a pack, the retraining alone: on the same backend only float
     rounding may differ, and on this CPU none does). With a seed never seen it lands among that
@@ -192,10 +247,13 @@ def test_retraining_best_config_repeats_the_trial_and_lands_on_the_confirmed_mea
     one pack, give the spread (two confirmation seeds of two epochs cannot)."""
     w = summary(reported_study)["winner"]
     md = (reported_study.folder / "report.md").read_text()
-    assert "with the study's seed, on the same Keras backend, it repeats the trial up to " \
-           "float rounding" in md
-    assert retrain(reported_study, 0, "retrain-0") == pytest.approx(w["search"]["test_mse"],
-                                                                    rel=1e-6)
+    assert (
+        "with the study's seed, on the same Keras backend, it repeats the trial up to "
+        "float rounding" in md
+    )
+    assert retrain(reported_study, 0, "retrain-0") == pytest.approx(
+        w["search"]["test_mse"], rel=1e-6
+    )
     fresh = retrain(reported_study, 7, "retrain-7")
     cfg = load_json(reported_study.folder / "best_config.json")
     spread = seeds_test_mse(cfg, data_module.load(tiny_npz), range(7, 15))
@@ -225,9 +283,28 @@ def test_without_mlflow_or_a_feasible_trial(tiny_npz, tmp_path, monkeypatch, cap
     run again, it replaces its folder whole."""
     monkeypatch.chdir(tmp_path)
     where = ["--study-name", "dark", "--storage", f"journal:{tmp_path / 'j.log'}"]
-    assert main(["run", "--family", "sparse_kl", "--data", tiny_npz, "--epochs", "1",
-                 "--n-trials", "1", "--target", "1e-9", "--no-tracking", "--confirm-seeds", "0",
-                 *where]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--family",
+                "sparse_kl",
+                "--data",
+                tiny_npz,
+                "--epochs",
+                "1",
+                "--n-trials",
+                "1",
+                "--target",
+                "1e-9",
+                "--no-tracking",
+                "--confirm-seeds",
+                "0",
+                *where,
+            ]
+        )
+        == 0
+    )
     assert main(["report", *where]) == 0
     folder = tmp_path / "reports" / "dark"
     md = (folder / "report.md").read_text()
@@ -246,34 +323,54 @@ def test_without_mlflow_or_a_feasible_trial(tiny_npz, tmp_path, monkeypatch, cap
 def _stored_study(path: Path, name: str, states: list[TrialState], data: str = "mnist-5k") -> str:
     """A journal holding a study as `study run` leaves it, its trials ended in ``states``."""
     study = optuna.create_study(study_name=name, storage=open_storage(f"journal:{path}"))
-    study.set_user_attr(SPEC_ATTR, {"families": "ncae", "target": 0.05, "data.name": data,
-                                    "data.val_fraction": 0.2, "data.seed": 0})
+    study.set_user_attr(
+        SPEC_ATTR,
+        {
+            "families": "ncae",
+            "target": 0.05,
+            "data.name": data,
+            "data.val_fraction": 0.2,
+            "data.seed": 0,
+        },
+    )
     for state in states:
         study.tell(study.ask(), 0.1 if state == TrialState.COMPLETE else None, state=state)
     return f"journal:{path}"
 
 
-@pytest.mark.parametrize("case, message", [
-    ("unknown study", "no study 'nope' in journal:"),
-    ("no completed trial", "study 'stalled' has no completed trial yet (1 fail, 1 pruned)"),
-    ("data gone", "gone.npz"),
-    ("missing storage", "no study storage at"),
-    ("unreadable storage", "cannot open storage 'sqlite:///"),
-    ("no such MLflow store", "the MLflow runs of study '<i>tiny</i> & \"co\"' are not in"),
-    ("out under a file", "cannot write the report to"),
-    ("out not a report", "exists and is not a report folder"),
-])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, reported_study, tmp_path,
-                                                         capsys):
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("unknown study", "no study 'nope' in journal:"),
+        ("no completed trial", "study 'stalled' has no completed trial yet (1 fail, 1 pruned)"),
+        ("data gone", "gone.npz"),
+        ("missing storage", "no study storage at"),
+        ("unreadable storage", "cannot open storage 'sqlite:///"),
+        ("no such MLflow store", "the MLflow runs of study '<i>tiny</i> & \"co\"' are not in"),
+        ("out under a file", "cannot write the report to"),
+        ("out not a report", "exists and is not a report folder"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    case, message, reported_study, tmp_path, capsys
+):
     args = ["report", *reported_study.where, "--out", str(tmp_path / "out")]
     if case == "unknown study":
         args[2] = "nope"
     elif case == "no completed trial":
-        args[2:5] = ["stalled", "--storage", _stored_study(
-            tmp_path / "s.log", "stalled", [TrialState.FAIL, TrialState.PRUNED])]
+        args[2:5] = [
+            "stalled",
+            "--storage",
+            _stored_study(tmp_path / "s.log", "stalled", [TrialState.FAIL, TrialState.PRUNED]),
+        ]
     elif case == "data gone":
-        args[2:5] = ["moved", "--storage", _stored_study(
-            tmp_path / "s.log", "moved", [TrialState.COMPLETE], f"npz:{tmp_path / 'gone.npz'}")]
+        args[2:5] = [
+            "moved",
+            "--storage",
+            _stored_study(
+                tmp_path / "s.log", "moved", [TrialState.COMPLETE], f"npz:{tmp_path / 'gone.npz'}"
+            ),
+        ]
     elif case == "missing storage":
         args[4] = f"journal:{tmp_path / 'none.log'}"
     elif case == "unreadable storage":
@@ -296,25 +393,44 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, reported
     assert Path(reported_study.storage.removeprefix("journal:")).read_bytes() == journal
 
 
-@pytest.mark.parametrize("option, measure", [("--target", "mean_activation"),
-                                             ("--target-l0", "l0")])
+@pytest.mark.parametrize(
+    "option, measure", [("--target", "mean_activation"), ("--target-l0", "l0")]
+)
 def test_report_for_another_target_picks_its_winner_from_the_stored_trials(
-        reported_study, tmp_path, capsys, option, measure):
+    reported_study, tmp_path, capsys, option, measure
+):
     study = stored(reported_study)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     metric = f"val_{measure}"
     target = float(np.median([t.user_attrs[metric] for t in done]))
     before = {k: v for k, v in study.user_attrs.items()}
-    assert main(["report", *reported_study.where, option, repr(target),
-                 "--out", str(tmp_path / "other")]) == 0
+    assert (
+        main(
+            [
+                "report",
+                *reported_study.where,
+                option,
+                repr(target),
+                "--out",
+                str(tmp_path / "other"),
+            ]
+        )
+        == 0
+    )
     s = json.loads((tmp_path / "other" / "summary.json").read_text())
     assert s["constraint"] == {"measure": measure, "metric": metric, "target": target}
     # by hand: each family's 2 best feasible trials under the new target (the fixture's
     # --confirm-top), of those confirmed the lowest mean val MSE whose mean measure meets it
     expected, unconfirmed = {}, []
     for family in ("sparse_kl", "ncae"):
-        ok = sorted((t for t in done if t.params["model.family"] == family
-                     and t.user_attrs[metric] <= target), key=lambda t: t.value)[:2]
+        ok = sorted(
+            (
+                t
+                for t in done
+                if t.params["model.family"] == family and t.user_attrs[metric] <= target
+            ),
+            key=lambda t: t.value,
+        )[:2]
         scored = []
         for t in ok:
             attr = study.user_attrs.get(f"confirmed:{t.number}")
@@ -347,16 +463,45 @@ def test_the_report_folder_is_as_readable_as_the_users_other_files(reported_stud
 
 def test_a_topk_study_runs_confirms_and_reports_beside_a_penalty_family(tiny_npz, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    where = ["--study-name", "k", "--storage", f"journal:{tmp_path / 'j.log'}",
-             "--tracking-uri", uri]
-    assert main(["run", "--family", "topk", "sparse_kl", "--data", tiny_npz, "--epochs", "2",
-                 "--n-trials", "6", "--pruner", "none", "--target-l0", "32",
-                 "--confirm-top", "1", "--confirm-seeds", "2", "--set", "train.batch_size=64",
-                 *where]) == 0
+    where = [
+        "--study-name",
+        "k",
+        "--storage",
+        f"journal:{tmp_path / 'j.log'}",
+        "--tracking-uri",
+        uri,
+    ]
+    assert (
+        main(
+            [
+                "run",
+                "--family",
+                "topk",
+                "sparse_kl",
+                "--data",
+                tiny_npz,
+                "--epochs",
+                "2",
+                "--n-trials",
+                "6",
+                "--pruner",
+                "none",
+                "--target-l0",
+                "32",
+                "--confirm-top",
+                "1",
+                "--confirm-seeds",
+                "2",
+                "--set",
+                "train.batch_size=64",
+                *where,
+            ]
+        )
+        == 0
+    )
     folder = tmp_path / "report"
     assert main(["report", *where, "--out", str(folder)]) == 0
-    study = optuna.load_study(study_name="k",
-                              storage=open_storage(f"journal:{tmp_path / 'j.log'}"))
+    study = optuna.load_study(study_name="k", storage=open_storage(f"journal:{tmp_path / 'j.log'}"))
     trials = study.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
     topk = [t for t in trials if t.params["model.family"] == "topk"]
@@ -391,7 +536,9 @@ def test_a_topk_study_runs_confirms_and_reports_beside_a_penalty_family(tiny_npz
     acts = sorted(t.user_attrs["val_mean_activation"] for t in topk)
     rest = sorted(t.user_attrs["val_mean_activation"] for t in trials if t not in topk)
     met = sum(a <= 0.05 for a in acts)
-    assert (f"topk is measured on a scale that is not its own: its 3 completed trials have a "
-            f"median validation mean activation of {acts[1]:.4f}, and {met} of them meet the "
-            f"target; the penalty families' trials, {rest[1]:.4f}. Why:") in md
+    assert (
+        f"topk is measured on a scale that is not its own: its 3 completed trials have a "
+        f"median validation mean activation of {acts[1]:.4f}, and {met} of them meet the "
+        f"target; the penalty families' trials, {rest[1]:.4f}. Why:"
+    ) in md
     assert "decoder column is held at norm 1 (RMS 0.036 over the 784 pixels)" in md

@@ -50,10 +50,12 @@ def test_each_slot_keeps_its_own_k():
 
 @pytest.mark.parametrize("k, decoder_norm", [(1, 28.0), (4, 0.0)])
 def test_a_trained_topk_model_has_at_most_k_active_units_and_unit_norm_decoder_columns(
-        k, decoder_norm, tiny_data):
+    k, decoder_norm, tiny_data
+):
     # model.decoder_norm (the penalty families' bound, 0: none) does not reach topk
-    cfg = tiny("topk", **{"model.k": k, "train.learning_rate": 1e-2,
-                          "model.decoder_norm": decoder_norm})
+    cfg = tiny(
+        "topk", **{"model.k": k, "train.learning_rate": 1e-2, "model.decoder_norm": decoder_norm}
+    )
     start = models.decoder_kernel(models.build(cfg))
     result = train_and_evaluate(cfg, tiny_data)
     model = result.model  # the plain Keras model, exported from its pack
@@ -89,8 +91,12 @@ def _largest_intermediate(fn, shape) -> int:
     import tensorflow as tf
 
     graph = tf.function(fn).get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
-    return max(int(np.prod(t.shape.as_list())) for op in graph.get_operations()
-               for t in op.outputs if t.shape.rank is not None)
+    return max(
+        int(np.prod(t.shape.as_list()))
+        for op in graph.get_operations()
+        for t in op.outputs
+        if t.shape.rank is not None
+    )
 
 
 def test_top_k_memory_is_linear_in_the_code_units():

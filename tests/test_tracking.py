@@ -44,12 +44,15 @@ def test_params_metrics_tags_and_nesting(tracking_uri):
     assert stored.data.tags[PARENT_TAG] == parent.run_id
     assert stored.data.params == {k: str(v) for k, v in params.items()}
     assert [(m.step, m.value) for m in client.get_metric_history(child.run_id, "val_mse")] == [
-        (1, 0.5), (2, 0.25)]
+        (1, 0.5),
+        (2, 0.25),
+    ]
     assert client.get_run(parent.run_id).data.tags["study"] == "s"
 
 
-@pytest.mark.parametrize("exc, status", [(ValueError("bad\nthing"), "FAILED"),
-                                         (KeyboardInterrupt(), "KILLED")])
+@pytest.mark.parametrize(
+    "exc, status", [(ValueError("bad\nthing"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
+)
 def test_run_ends_failed_or_killed_with_the_reason(exc, status, tracking_uri):
     tracker = Tracker("faults")
     with pytest.raises(type(exc)):
@@ -78,13 +81,16 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
 def test_the_writer_ends_with_a_killed_training_process(tracking_uri):
     # a worker killed by SIGKILL cannot stop its writer process; it must not live on, waiting
-    script = ("import multiprocessing, os, signal, sys\n"
-              "from tracking.writer import Writer\n"
-              "Writer(sys.argv[1])\n"
-              "print(*[p.pid for p in multiprocessing.active_children()], flush=True)\n"
-              "os.kill(os.getpid(), signal.SIGKILL)\n")
-    done = subprocess.run([sys.executable, "-c", script, tracking_uri], capture_output=True,
-                          text=True, timeout=120)
+    script = (
+        "import multiprocessing, os, signal, sys\n"
+        "from tracking.writer import Writer\n"
+        "Writer(sys.argv[1])\n"
+        "print(*[p.pid for p in multiprocessing.active_children()], flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, tracking_uri], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == -signal.SIGKILL
     writers = [int(pid) for pid in done.stdout.split()]
     assert len(writers) == 1
@@ -96,8 +102,9 @@ def test_the_writer_ends_with_a_killed_training_process(tracking_uri):
 
 def test_a_run_is_marked_recorded_only_when_every_write_to_it_succeeded(tracking_uri, capsys):
     tracker = Tracker("marks")
-    clean, broken = (tracker.start_run(name, tags={RECORDED: "false"})
-                     for name in ("clean", "broken"))
+    clean, broken = (
+        tracker.start_run(name, tags={RECORDED: "false"}) for name in ("clean", "broken")
+    )
     writer = Writer(tracker.uri)
     try:
         for run, what in ((clean, "trial 0"), (broken, "trial 1")):

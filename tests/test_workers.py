@@ -40,8 +40,9 @@ from study.workers import (
 )
 
 
-@pytest.mark.parametrize("ci, outcome", [("", pytest.skip.Exception),
-                                         ("true", pytest.fail.Exception)])
+@pytest.mark.parametrize(
+    "ci, outcome", [("", pytest.skip.Exception), ("true", pytest.fail.Exception)]
+)
 def test_a_missing_server_skips_its_tests_but_fails_them_in_ci(ci, outcome, monkeypatch):
     monkeypatch.setenv("CI", ci)
     with pytest.raises(outcome, match="PostgreSQL cannot be started"):
@@ -49,9 +50,29 @@ def test_a_missing_server_skips_its_tests_but_fails_them_in_ci(ci, outcome, monk
 
 
 def study_args(data, name, storage, uri, *extra):
-    return ["run", "--family", "sparse_kl", "ncae", "--data", data, "--epochs", "2", "--pruner",
-            "none", "--study-name", name, "--storage", storage, "--tracking-uri", uri,
-            "--set", "train.batch_size=64", "--confirm-seeds", "0", *extra]
+    return [
+        "run",
+        "--family",
+        "sparse_kl",
+        "ncae",
+        "--data",
+        data,
+        "--epochs",
+        "2",
+        "--pruner",
+        "none",
+        "--study-name",
+        name,
+        "--storage",
+        storage,
+        "--tracking-uri",
+        uri,
+        "--set",
+        "train.batch_size=64",
+        "--confirm-seeds",
+        "0",
+        *extra,
+    ]
 
 
 def runs_by_trial(client, name):
@@ -132,7 +153,8 @@ def test_calls_are_repeated_while_the_database_is_away(caplog):
     # but a trial finished by someone else is, and without patience the first loss too
     with pytest.raises(UpdateFinishedTrialError):
         WorkerStorage(_Flaky(0, finished=True), patience=30).set_trial_state_values(
-            0, TrialState.FAIL)
+            0, TrialState.FAIL
+        )
     with pytest.raises(StorageInternalError):
         WorkerStorage(_Flaky(outage=1)).get_all_studies()
 
@@ -147,15 +169,28 @@ def _raised(error, cause=None):
         return err
 
 
-@pytest.mark.parametrize("error, lost", [
-    (_raised(StorageInternalError("commit failed"),
-             OperationalError("SELECT 1", {}, Exception("server closed the connection"))), True),
-    # Optuna's fallback read after a failed one meets the session the lost connection spoiled
-    (_raised(StorageInternalError("commit failed"), PendingRollbackError("rolled back")), True),
-    (_raised(StorageInternalError("commit failed"),
-             IntegrityError("INSERT", {}, Exception("duplicate key"))), False),
-    (ValueError("not a database error"), False),
-])
+@pytest.mark.parametrize(
+    "error, lost",
+    [
+        (
+            _raised(
+                StorageInternalError("commit failed"),
+                OperationalError("SELECT 1", {}, Exception("server closed the connection")),
+            ),
+            True,
+        ),
+        # Optuna's fallback read after a failed one meets the session the lost connection spoiled
+        (_raised(StorageInternalError("commit failed"), PendingRollbackError("rolled back")), True),
+        (
+            _raised(
+                StorageInternalError("commit failed"),
+                IntegrityError("INSERT", {}, Exception("duplicate key")),
+            ),
+            False,
+        ),
+        (ValueError("not a database error"), False),
+    ],
+)
 def test_what_counts_as_a_lost_connection(error, lost):
     assert _disconnected(error) is lost
 
@@ -190,8 +225,9 @@ def test_a_reused_process_id_is_not_the_dead_worker(tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
 def test_an_ended_worker_not_yet_reaped_is_dead():
-    proc = subprocess.Popen([sys.executable, "-c", "import os; print(os.getpid())"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import os; print(os.getpid())"], stdout=subprocess.PIPE, text=True
+    )
     pid = int(proc.stdout.readline())
     label = f"{socket.gethostname()}:{pid}"
     deadline = time.monotonic() + 30
@@ -206,8 +242,12 @@ def test_an_ended_worker_not_yet_reaped_is_dead():
 def test_runs_are_left_to_live_workers_and_taken_over_from_gone_ones(tmp_path, monkeypatch):
     host, pid, start = parse_worker(worker_id())
     parent = os.getppid()  # alive, and another process than this one
-    labels = {"mine": worker_id(), "live": f"{host}:{parent}:{workers._stat(parent)[19]}",
-              "dead": f"{host}:{pid}:{int(start) + 1}", "elsewhere": "elsewhere:7:7"}
+    labels = {
+        "mine": worker_id(),
+        "live": f"{host}:{parent}:{workers._stat(parent)[19]}",
+        "dead": f"{host}:{pid}:{int(start) + 1}",
+        "elsewhere": "elsewhere:7:7",
+    }
     study = optuna.create_study(storage=open_storage(f"journal:{tmp_path / 'j.log'}"))
     number = {}
     for name, label in labels.items():
@@ -262,8 +302,9 @@ class _Study:
         # one storage for every look, opened (and its tables made) before the workers start
         self.storage = open_storage(url)
         with open(log, "w") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "study", *args], stdout=out,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "study", *args], stdout=out, stderr=subprocess.STDOUT
+            )
 
     def fail(self, what):
         pytest.fail(f"{what}; study output: {self.log.read_text()[-3000:]}")
@@ -301,20 +342,26 @@ class _Study:
 
 @pytest.mark.slow
 def test_two_workers_on_postgres_and_a_tracking_server_that_restarts_mid_study(
-        postgres, mlflow_server, tiny_npz, monkeypatch, tmp_path):
+    postgres, mlflow_server, tiny_npz, monkeypatch, tmp_path
+):
     # the password written into the URL: masked in tags, handed to the helper by environment
     monkeypatch.delenv("PGPASSWORD", raising=False)
     url = postgres.create_database("two_workers")
     storage = url.replace("optuna@", f"optuna:{postgres.password}@")
     n = 6
-    run = _Study(study_args(tiny_npz, "pg-two", storage, mlflow_server.url, "--n-trials", str(n),
-                            "--workers", "2"), tmp_path / "study.log")
+    run = _Study(
+        study_args(
+            tiny_npz, "pg-two", storage, mlflow_server.url, "--n-trials", str(n), "--workers", "2"
+        ),
+        tmp_path / "study.log",
+    )
     client = MlflowClient(mlflow_server.url)
     open_runs = []  # trial runs not yet ended when the server goes
 
     def running():
-        open_runs[:] = [r.info.run_id for r in _trial_runs(client, "pg-two")
-                        if r.info.status == "RUNNING"]
+        open_runs[:] = [
+            r.info.run_id for r in _trial_runs(client, "pg-two") if r.info.status == "RUNNING"
+        ]
         return run.completed() >= 1 and open_runs
 
     run.wait_for("no trial completed while others were open", running)
@@ -351,25 +398,34 @@ def test_two_workers_on_postgres_and_a_tracking_server_that_restarts_mid_study(
         stored += [json.dumps(r.data.params), json.dumps(r.data.tags)]
     stored += [json.dumps(study.user_attrs, default=str)]
     stored += [json.dumps([t.user_attrs, t.system_attrs], default=str) for t in trials]
-    stored += [p.read_bytes().decode("latin-1") for p in mlflow_server.artifacts.rglob("*")
-               if p.is_file()]
+    stored += [
+        p.read_bytes().decode("latin-1") for p in mlflow_server.artifacts.rglob("*") if p.is_file()
+    ]
     assert not [s for s in stored if postgres.password in s]
 
 
 @pytest.mark.slow
-def test_database_going_away_mid_study_loses_nothing(postgres, tiny_npz, tracking_uri,
-                                                     monkeypatch, tmp_path):
+def test_database_going_away_mid_study_loses_nothing(
+    postgres, tiny_npz, tracking_uri, monkeypatch, tmp_path
+):
     monkeypatch.setenv("PGPASSWORD", postgres.password)  # libpq's way: no password in the URL
     storage = postgres.create_database("outage")
     n = 8
-    run = _Study(study_args(tiny_npz, "outage", storage, tracking_uri, "--n-trials", str(n),
-                            "--workers", "2"), tmp_path / "study.log")
+    run = _Study(
+        study_args(
+            tiny_npz, "outage", storage, tracking_uri, "--n-trials", str(n), "--workers", "2"
+        ),
+        tmp_path / "study.log",
+    )
     # both workers have a trial done, so both hold the storage open when it goes
     run.wait_for("no trial completed by each worker", lambda: run.completed_by() >= 2)
     postgres.stop()
     try:  # down until both workers have found it gone and are waiting for it
-        run.wait_for("the workers did not notice the database had gone", lambda: run.log.read_text(
-            ).count("storage connection lost") >= 2, timeout=120)
+        run.wait_for(
+            "the workers did not notice the database had gone",
+            lambda: run.log.read_text().count("storage connection lost") >= 2,
+            timeout=120,
+        )
     finally:
         postgres.start()
     run.end()

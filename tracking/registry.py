@@ -29,8 +29,9 @@ def _tag(value: object) -> str:
     return text[:MAX_TAG]
 
 
-def register_model(uri: str, name: str, run_id: str, model, tags: dict[str, object],
-                   identity: tuple[str, ...] = ()) -> str | None:
+def register_model(
+    uri: str, name: str, run_id: str, model, tags: dict[str, object], identity: tuple[str, ...] = ()
+) -> str | None:
     """Log the Keras ``model`` to run ``run_id`` and register it as a new version of ``name``
     (``model_name(name)``)
     with ``tags``, unless the latest version has the same values of the ``identity`` tags;
@@ -45,10 +46,10 @@ def register_model(uri: str, name: str, run_id: str, model, tags: dict[str, obje
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-        versions = client.search_model_versions(f"name = '{_quoted(name)}'",
-                                                order_by=["version_number DESC"], max_results=1)
-        if versions and identity and all(versions[0].tags.get(k) == tags.get(k)
-                                         for k in identity):
+        versions = client.search_model_versions(
+            f"name = '{_quoted(name)}'", order_by=["version_number DESC"], max_results=1
+        )
+        if versions and identity and all(versions[0].tags.get(k) == tags.get(k) for k in identity):
             return None
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no input signature: the model takes (n, 784) pixels
@@ -60,13 +61,14 @@ def register_model(uri: str, name: str, run_id: str, model, tags: dict[str, obje
 
 
 def find_version(uri: str, name: str, identity: dict[str, str]) -> str | None:
-    """"name/version" of the latest version of ``name`` whose tags include ``identity``, or
+    """ "name/version" of the latest version of ``name`` whose tags include ``identity``, or
     None (no such model or version, or a store without a registry)."""
     client = MlflowClient(tracking_uri=uri)
     name = model_name(name)
     try:
-        versions = client.search_model_versions(f"name = '{_quoted(name)}'",
-                                                order_by=["version_number DESC"])
+        versions = client.search_model_versions(
+            f"name = '{_quoted(name)}'", order_by=["version_number DESC"]
+        )
     except MlflowException:
         return None
     for v in versions:

@@ -59,9 +59,12 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
 def git_commit(cwd: str | Path | None = None) -> str:
     """The current commit (with ``-dirty`` if the tree has changes), or ``unknown``."""
     try:
+
         def git(*args: str) -> str:
-            return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                                  check=True, timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
+
         commit = git("rev-parse", "--short=12", "HEAD")
         return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.SubprocessError):
@@ -81,7 +84,8 @@ class Tracker:
             return
         try:
             self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=_artifact_location(self.uri, experiment))
+                experiment, artifact_location=_artifact_location(self.uri, experiment)
+            )
         except MlflowException:
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
@@ -104,8 +108,13 @@ class Tracker:
         runs = self.client.search_runs([self.experiment_id], condition, max_results=50000)
         return {r.info.run_id: dict(r.data.tags) for r in runs}
 
-    def start_run(self, name: str, params: Mapping[str, object] | None = None,
-                  tags: Mapping[str, object] | None = None, parent: Run | None = None) -> Run:
+    def start_run(
+        self,
+        name: str,
+        params: Mapping[str, object] | None = None,
+        tags: Mapping[str, object] | None = None,
+        parent: Run | None = None,
+    ) -> Run:
         """Create a run (nested under ``parent`` if given) with its params and tags."""
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
         if parent is not None:
@@ -137,7 +146,7 @@ class Run:
     def log_params(self, params: Mapping[str, object]) -> None:
         items = [Param(k, str(v)) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS_TAGS_PER_BATCH])
+            self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
@@ -146,17 +155,23 @@ class Run:
         """Log numbers at ``step``; NaN and inf are kept, so a diverging run shows where."""
         self.log_metric_steps([(metrics, step)])
 
-    def log_metric_steps(self, entries: list[tuple[dict[str, float], int]],
-                         tags: Mapping[str, object] | None = None,
-                         params: Mapping[str, object] | None = None) -> None:
+    def log_metric_steps(
+        self,
+        entries: list[tuple[dict[str, float], int]],
+        tags: Mapping[str, object] | None = None,
+        params: Mapping[str, object] | None = None,
+    ) -> None:
         """Log several steps' metrics ``[(metrics, step), ...]``, with ``tags`` and ``params``,
         in as few writes as possible: MLflow's SQL store pays about as much for each write as
         for 60 values in it."""
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for values, step in entries
-                   for k, v in values.items()]
-        others = [*(Param(k, str(v)) for k, v in (params or {}).items()),
-                  *(RunTag(k, str(v)) for k, v in (tags or {}).items())]
+        metrics = [
+            Metric(k, float(v), now, step) for values, step in entries for k, v in values.items()
+        ]
+        others = [
+            *(Param(k, str(v)) for k, v in (params or {}).items()),
+            *(RunTag(k, str(v)) for k, v in (tags or {}).items()),
+        ]
         if len(others) > MAX_PARAMS_TAGS_PER_BATCH:  # a batch holds 100 params and tags at most
             if params:
                 self.log_params(params)
@@ -164,14 +179,16 @@ class Run:
                 self.set_tags(tags)
             others = []
         room = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(others))
-        chunks = [metrics[i:i + room] for i in range(0, len(metrics), room)] or [[]]
+        chunks = [metrics[i : i + room] for i in range(0, len(metrics), room)] or [[]]
         for chunk in chunks[:-1]:
             self.client.log_batch(self.run_id, metrics=chunk)
         if chunks[-1] or others:
             self.client.log_batch(
-                self.run_id, metrics=chunks[-1],
+                self.run_id,
+                metrics=chunks[-1],
                 params=[p for p in others if isinstance(p, Param)],
-                tags=[t for t in others if isinstance(t, RunTag)])
+                tags=[t for t in others if isinstance(t, RunTag)],
+            )
 
     def log_figure(self, figure, path: str) -> None:
         """Save a matplotlib figure as a PNG artefact at ``path`` (e.g. ``figures/x.png``)."""
@@ -206,8 +223,7 @@ class Run:
     def stored(self) -> Stored:
         """What the run holds now, as its store gives it back."""
         run = self.client.get_run(self.run_id)
-        return Stored(run.info.status, dict(run.data.metrics), dict(run.data.tags),
-                      self._files())
+        return Stored(run.info.status, dict(run.data.metrics), dict(run.data.tags), self._files())
 
     def _files(self, folder: str | None = None) -> dict[str, int]:
         files: dict[str, int] = {}

@@ -43,8 +43,10 @@ def check_store(uri: str) -> None:
             return  # it answers (perhaps asking for credentials): a server is there
         except (OSError, ValueError) as err:
             reason = getattr(err, "reason", None) or err
-            raise TrackingError(f"MLflow tracking server {mask(uri)} does not answer "
-                                f"({str(reason).splitlines()[0][:200]})") from err
+            raise TrackingError(
+                f"MLflow tracking server {mask(uri)} does not answer "
+                f"({str(reason).splitlines()[0][:200]})"
+            ) from err
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
@@ -73,6 +75,6 @@ def tracking_uri(override: str | None = None) -> str:
 def _absolute_sqlite(uri: str) -> str:
     # a relative sqlite path would follow the working directory of whoever opens it (the UI)
     prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        return prefix + str(Path(uri[len(prefix):]).resolve())
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
     return uri

@@ -25,9 +25,11 @@ from tracking.store import mask
 def experiment_links(uri: str, base_url: str) -> list[tuple[str, str]]:
     """``(experiment name, URL of its runs table in the model-training view)`` per experiment."""
     client = MlflowClient(tracking_uri=uri)
-    return [(e.name, f"{base_url}/#/experiments/{e.experiment_id}/runs"
-                     "?workflowType=machine_learning")
-            for e in client.search_experiments() if e.name != "Default"]
+    return [
+        (e.name, f"{base_url}/#/experiments/{e.experiment_id}/runs?workflowType=machine_learning")
+        for e in client.search_experiments()
+        if e.name != "Default"
+    ]
 
 
 def port_free(host: str, port: int) -> bool:
@@ -35,23 +37,39 @@ def port_free(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) != 0
 
 
-def server_command(uri: str, host: str, port: int,
-                   artifacts_destination: str | os.PathLike | None = None) -> list[str]:
+def server_command(
+    uri: str, host: str, port: int, artifacts_destination: str | os.PathLike | None = None
+) -> list[str]:
     """``mlflow server`` on store ``uri``; with ``artifacts_destination`` it also stores the
     artefacts that clients upload (workers on other machines need no shared folder)."""
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--host", host, "--port", str(port), "--workers", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     if artifacts_destination is not None:
         command += ["--artifacts-destination", str(artifacts_destination)]
     return command
 
 
-def serve(uri: str, host: str = "127.0.0.1", port: int = 5000,
-          artifacts_destination: str | None = None) -> int:
+def serve(
+    uri: str, host: str = "127.0.0.1", port: int = 5000, artifacts_destination: str | None = None
+) -> int:
     """Run the server in the foreground until Ctrl-C; returns its exit code."""
     if not port_free(host, port):
-        print(f"error: port {port} on {host} is in use; pick another with --port "
-              f"(make ui PORT=...)", file=sys.stderr)
+        print(
+            f"error: port {port} on {host} is in use; pick another with --port (make ui PORT=...)",
+            file=sys.stderr,
+        )
         return 2
     base = f"http://{host}:{port}"
     print(f"MLflow UI for {mask(uri)}\n  {base}")
@@ -60,8 +78,9 @@ def serve(uri: str, host: str = "127.0.0.1", port: int = 5000,
     print("Ctrl-C stops it.", flush=True)
     # the server runs uvicorn in processes of its own: give them a process group, and stop the
     # whole group on Ctrl-C or SIGTERM so no server outlives this command
-    proc = subprocess.Popen(server_command(uri, host, port, artifacts_destination),
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        server_command(uri, host, port, artifacts_destination), start_new_session=True
+    )
 
     def stop(*_):
         with contextlib.suppress(ProcessLookupError):

@@ -115,9 +115,12 @@ class Writer:
         # forked now, while nothing of the study runs yet; spawned (a fresh interpreter) where
         # fork is not offered
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        self._process = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(method),
-                                            initializer=_start_writer,
-                                            initargs=(os.getpid(),))
+        self._process = ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_start_writer,
+            initargs=(os.getpid(),),
+        )
         self._process.submit(int).result()
 
     @property
@@ -125,8 +128,9 @@ class Writer:
         """How many writes have failed so far (of those found done)."""
         return len(self.failed)
 
-    def send(self, run_id: str, method: str, *args, remove: str | None = None,
-             what: str = "") -> None:
+    def send(
+        self, run_id: str, method: str, *args, remove: str | None = None, what: str = ""
+    ) -> None:
         """``Run(run_id).method(*args)`` in the writer's process, after everything sent before;
         the folder ``remove`` is deleted after it. ``what`` names the run in failure reports."""
         what = what or f"run {run_id}"
@@ -155,11 +159,15 @@ class Writer:
         runs: dict[str, list[str]] = {}
         for f in self.failed:
             runs.setdefault(f.what, []).append(f.method)
-        named = ", ".join(f"{what} ({', '.join(dict.fromkeys(methods))})"
-                          for what, methods in list(runs.items())[:5])
+        named = ", ".join(
+            f"{what} ({', '.join(dict.fromkeys(methods))})"
+            for what, methods in list(runs.items())[:5]
+        )
         more = f" and {len(runs) - 5} more" if len(runs) > 5 else ""
-        return (f"{len(self.failed)} tracking write(s) failed: {named}{more}; first: "
-                f"{self.failed[0].method}: {self.failed[0].error}")
+        return (
+            f"{len(self.failed)} tracking write(s) failed: {named}{more}; first: "
+            f"{self.failed[0].method}: {self.failed[0].error}"
+        )
 
     def _report(self, wait: bool) -> None:
         done: list[tuple[Future, str, str]] = []
@@ -176,8 +184,11 @@ class Writer:
     def _failed(self, what: str, method: str, err: BaseException) -> None:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         self.failed.append(Failure(what, method, f"{type(err).__name__}: {first}"))
-        print(f"warning: tracking failed ({what}, {method}): {type(err).__name__}: {first}",
-              file=sys.stderr, flush=True)
+        print(
+            f"warning: tracking failed ({what}, {method}): {type(err).__name__}: {first}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 class QueuedRun:
@@ -195,15 +206,18 @@ class QueuedRun:
         if not self._metrics:
             self._since = time.monotonic()
         self._metrics.append((dict(metrics), step))
-        if (sum(len(m) for m, _ in self._metrics) >= BATCH
-                or time.monotonic() - self._since >= BATCH_S):
+        if (
+            sum(len(m) for m, _ in self._metrics) >= BATCH
+            or time.monotonic() - self._since >= BATCH_S
+        ):
             self._send_metrics()
 
     def _send_metrics(self, tags: dict[str, str] | None = None) -> None:
         """The metrics and params gathered so far, and ``tags``, in one write."""
         if self._metrics or self._params or tags:
-            self.writer.send(self.run_id, "log_metric_steps", self._metrics, tags, self._params,
-                             what=self.what)
+            self.writer.send(
+                self.run_id, "log_metric_steps", self._metrics, tags, self._params, what=self.what
+            )
             self._metrics, self._params = [], {}
 
     def _send(self, method: str, *args, remove: str | None = None) -> None:

@@ -34,30 +34,50 @@ class Row:
 
 
 def _seeded_row(model: str, chosen: str, s: Seeded) -> Row:
-    return Row(model, chosen, s.mean("val_mse"), s.mean("test_mse"), s.sd("test_mse"),
-               {k: s.mean(f"test_{k}") for k in ("fvu", *CODE_MEASURES)})
+    return Row(
+        model,
+        chosen,
+        s.mean("val_mse"),
+        s.mean("test_mse"),
+        s.sd("test_mse"),
+        {k: s.mean(f"test_{k}") for k in ("fvu", *CODE_MEASURES)},
+    )
 
 
 def winner_rows(winners: dict[str, Confirmed], overall: Confirmed | None) -> list[Row]:
-    return [_seeded_row(f"{family} (winner)" if c is overall else family,
-                        f"confirmed trial {c.number}, {len(c.seeded.seeds)} seeds", c.seeded)
-            for family, c in winners.items()]
+    return [
+        _seeded_row(
+            f"{family} (winner)" if c is overall else family,
+            f"confirmed trial {c.number}, {len(c.seeded.seeds)} seeds",
+            c.seeded,
+        )
+        for family, c in winners.items()
+    ]
 
 
 def baseline_rows(found: dict[str, baselines.Baseline]) -> list[Row]:
-    return [_seeded_row(f"`{b.name}` preset", f"{b.description}; lr {b.learning_rate:g} of "
-                                              f"{len(b.grid)} tried", b.seeded)
-            for b in found.values() if all(b.seeded.finals)]
+    return [
+        _seeded_row(
+            f"`{b.name}` preset",
+            f"{b.description}; lr {b.learning_rate:g} of {len(b.grid)} tried",
+            b.seeded,
+        )
+        for b in found.values()
+        if all(b.seeded.finals)
+    ]
 
 
 def reference_rows(refs: list[baselines.Reference]) -> list[Row]:
     no_code = {k: math.nan for k in CODE_MEASURES}
-    return [Row(r.name, r.description, r.val_mse, r.test_mse, None,
-                {"fvu": r.test_fvu, **no_code}) for r in refs]
+    return [
+        Row(r.name, r.description, r.val_mse, r.test_mse, None, {"fvu": r.test_fvu, **no_code})
+        for r in refs
+    ]
 
 
-def cost(winner: Confirmed | None, found: dict[str, baselines.Baseline],
-         refs: list[baselines.Reference]) -> dict[str, float] | None:
+def cost(
+    winner: Confirmed | None, found: dict[str, baselines.Baseline], refs: list[baselines.Reference]
+) -> dict[str, float] | None:
     """The confirmed winner's mean test MSE over the tuned dense autoencoder's, PCA's and the
     mean image's, and the dense autoencoder's over PCA's; None without both."""
     dense = found.get(baselines.DENSE)
@@ -65,12 +85,17 @@ def cost(winner: Confirmed | None, found: dict[str, baselines.Baseline],
         return None
     w, d = winner.seeded.mean("test_mse"), dense.seeded.mean("test_mse")
     pca, mean_image = refs[0].test_mse, refs[-1].test_mse
-    return {"vs_dense": w / d, "vs_pca": w / pca, "vs_mean_image": w / mean_image,
-            "dense_vs_pca": d / pca}
+    return {
+        "vs_dense": w / d,
+        "vs_pca": w / pca,
+        "vs_mean_image": w / mean_image,
+        "dense_vs_pca": d / pca,
+    }
 
 
-def best_at_l0(trials: Iterable[FrozenTrial], families: Iterable[str], level: float
-               ) -> dict[str, FrozenTrial]:
+def best_at_l0(
+    trials: Iterable[FrozenTrial], families: Iterable[str], level: float
+) -> dict[str, FrozenTrial]:
     """Each family's completed trial with the lowest validation MSE among those with a
     validation L0 of at most ``level``: its frontier at that L0, read from the stored trials
     (feasible or not, one seed each). Families without such a trial are left out."""

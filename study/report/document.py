@@ -61,8 +61,10 @@ _NUMBER = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?( ?%| s)?$|^–$"
 
 def _numeric_columns(table: Table) -> list[bool]:
     """Columns whose every cell is a number (or – for none): right-aligned."""
-    return [bool(table.rows) and all(_NUMBER.match(row[i].strip()) for row in table.rows)
-            for i in range(len(table.header))]
+    return [
+        bool(table.rows) and all(_NUMBER.match(row[i].strip()) for row in table.rows)
+        for i in range(len(table.header))
+    ]
 
 
 # an http(s) URL, less the punctuation that ends a sentence after it
@@ -79,9 +81,12 @@ _MD_BLOCK_START = re.compile(r"[-+]|\d{1,9}[.)](?=\s|$)")
 def _escape_md(text: str) -> str:
     """Plain text as Markdown that shows it as it is; http(s) URLs become autolinks."""
     parts = re.split(f"({_URL.pattern})", text)  # URLs at the odd places
-    return "".join(f"<{part}>" if i % 2 else
-                   _MD_SPECIAL.sub(lambda m: _MD_ENTITIES.get(m[0], "\\" + m[0]), part)
-                   for i, part in enumerate(parts))
+    return "".join(
+        f"<{part}>"
+        if i % 2
+        else _MD_SPECIAL.sub(lambda m: _MD_ENTITIES.get(m[0], "\\" + m[0]), part)
+        for i, part in enumerate(parts)
+    )
 
 
 def _inline_md(text: str, cell: bool = False) -> str:
@@ -94,15 +99,17 @@ def _inline_md(text: str, cell: bool = False) -> str:
     if cell:  # a | in text is not a column
         return joined.replace("|", "\\|")
     start = _MD_BLOCK_START.match(joined)  # a block's text starts a line
-    return joined if start is None else f"{joined[:start.end() - 1]}\\{joined[start.end() - 1:]}"
+    return joined if start is None else f"{joined[: start.end() - 1]}\\{joined[start.end() - 1 :]}"
 
 
 def _inline_html(text: str) -> str:
     parts = text.split("`")
     if len(parts) % 2 == 0:
         parts = [text.replace("`", "'")]
-    return "".join(f"<code>{html.escape(p)}</code>" if i % 2 else _linked(html.escape(p))
-                   for i, p in enumerate(parts))
+    return "".join(
+        f"<code>{html.escape(p)}</code>" if i % 2 else _linked(html.escape(p))
+        for i, p in enumerate(parts)
+    )
 
 
 def _linked(escaped: str) -> str:
@@ -126,8 +133,9 @@ def markdown(title: str, blocks: list[Block]) -> str:
             align = ["---:" if n else "---" for n in _numeric_columns(b)]
             out.append("| " + " | ".join(_inline_md(h, cell=True) for h in b.header) + " |")
             out.append("| " + " | ".join(align) + " |")
-            out += ["| " + " | ".join(_inline_md(c, cell=True) for c in row) + " |"
-                    for row in b.rows]
+            out += [
+                "| " + " | ".join(_inline_md(c, cell=True) for c in row) + " |" for row in b.rows
+            ]
             out.append("")
         elif isinstance(b, Image):
             alt = Path(b.path).stem.replace("_", " ")
@@ -166,32 +174,41 @@ def _data_uri(path: Path) -> str:
 
 def html_page(title: str, blocks: list[Block], folder: Path) -> str:
     """The report as one HTML page; the figures (read from ``folder``) are inlined."""
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
-           f"<h1>{_inline_html(title)}</h1>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{_inline_html(title)}</h1>",
+    ]
     for b in blocks:
         if isinstance(b, Heading):
             out.append(f"<h{b.level}>{_inline_html(b.text)}</h{b.level}>")
         elif isinstance(b, Paragraph):
             out.append(f"<p>{_inline_html(b.text)}</p>")
         elif isinstance(b, Bullets):
-            out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in b.items)
-                       + "</ul>")
+            out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, Warn):
             out.append(f'<p class="warn"><strong>Warning:</strong> {_inline_html(b.text)}</p>')
         elif isinstance(b, Table):
             numeric = _numeric_columns(b)
             head = "".join(f"<th>{_inline_html(h)}</th>" for h in b.header)
             body = "".join(
-                "<tr>" + "".join(f'<td{" class=num" if n else ""}>{_inline_html(c)}</td>'
-                                 for c, n in zip(row, numeric, strict=True)) + "</tr>"
-                for row in b.rows)
+                "<tr>"
+                + "".join(
+                    f"<td{' class=num' if n else ''}>{_inline_html(c)}</td>"
+                    for c, n in zip(row, numeric, strict=True)
+                )
+                + "</tr>"
+                for row in b.rows
+            )
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif isinstance(b, Image):
-            out.append(f'<figure><img src="{_data_uri(folder / b.path)}" '
-                       f'alt="{html.escape(b.caption)}">'
-                       f"<figcaption>{_inline_html(b.caption)}</figcaption></figure>")
+            out.append(
+                f'<figure><img src="{_data_uri(folder / b.path)}" '
+                f'alt="{html.escape(b.caption)}">'
+                f"<figcaption>{_inline_html(b.caption)}</figcaption></figure>"
+            )
         elif isinstance(b, Code):
             out.append(f"<pre><code>{html.escape(b.text)}</code></pre>")
     out.append("</body></html>")

@@ -75,20 +75,47 @@ class Findings:
         return self.references[-1]
 
 
-def confirm_command(study: optuna.Study, storage_url: str, uri: str,
-                    constraint: Constraint, top: int, seeds: int) -> str:
+def confirm_command(
+    study: optuna.Study, storage_url: str, uri: str, constraint: Constraint, top: int, seeds: int
+) -> str:
     """The command that confirms the candidates of ``constraint`` and trains the baselines."""
-    option = {"mean_activation": "--target", "l0": "--target-l0",
-              "raw_activation": "--target-raw"}[constraint.measure]
-    return shlex.join(["python", "-m", "study", "confirm", "--study-name", study.study_name,
-                       "--storage", mask(storage_url), "--tracking-uri", mask(uri), option,
-                       f"{constraint.target:g}", "--confirm-top", str(top), "--confirm-seeds",
-                       str(seeds)])
+    option = {"mean_activation": "--target", "l0": "--target-l0", "raw_activation": "--target-raw"}[
+        constraint.measure
+    ]
+    return shlex.join(
+        [
+            "python",
+            "-m",
+            "study",
+            "confirm",
+            "--study-name",
+            study.study_name,
+            "--storage",
+            mask(storage_url),
+            "--tracking-uri",
+            mask(uri),
+            option,
+            f"{constraint.target:g}",
+            "--confirm-top",
+            str(top),
+            "--confirm-seeds",
+            str(seeds),
+        ]
+    )
 
 
-def gather(study: optuna.Study, storage_url: str, uri: str, parent: str | None,
-           tags: dict[str, str] | None, data: Dataset, constraint: Constraint, dest: Path,
-           folder: Path, say=print) -> Findings:
+def gather(
+    study: optuna.Study,
+    storage_url: str,
+    uri: str,
+    parent: str | None,
+    tags: dict[str, str] | None,
+    data: Dataset,
+    constraint: Constraint,
+    dest: Path,
+    folder: Path,
+    say=print,
+) -> Findings:
     """Everything the report shows, from what the study stored; the shown trial's figures are
     put into ``folder``/figures."""
     spec = study.user_attrs[SPEC_ATTR]
@@ -103,30 +130,42 @@ def gather(study: optuna.Study, storage_url: str, uri: str, parent: str | None,
     winner = confirm.overall(winners)
     search_best = best_per_family(trials, families, constraint)
     search_overall = best_feasible(trials, constraint)
-    shown = (winner.trial if winner else search_overall
-             or closest_infeasible(trials, constraint))
+    shown = winner.trial if winner else search_overall or closest_infeasible(trials, constraint)
     if shown is None:  # load_study refuses a study without a completed trial
         raise ReportError(f"study {study.study_name!r} has no completed trial")
     run_id = winner.run_ids[winner.median_seed()] if winner and winner.run_ids else None
     (folder / "figures").mkdir()
     return Findings(
-        study_name=study.study_name, storage=storage_url, spec=spec, constraint=constraint,
-        trials=trials, search_best=search_best, search_overall=search_overall,
+        study_name=study.study_name,
+        storage=storage_url,
+        spec=spec,
+        constraint=constraint,
+        trials=trials,
+        search_best=search_best,
+        search_overall=search_overall,
         confirmed=[on_seeds[t.number] for t in chosen if t.number in on_seeds],
-        winners=winners, winner=winner,
+        winners=winners,
+        winner=winner,
         unconfirmed=[t for t in chosen if t.number not in on_seeds],
-        confirm_command=confirm_command(study, storage_url, uri, constraint, top,
-                                        len(seeds) or SEEDS),
+        confirm_command=confirm_command(
+            study, storage_url, uri, constraint, top, len(seeds) or SEEDS
+        ),
         baselines=baselines.stored(study, seeds or None),
-        references=baselines.references(data, int(spec["model.latent"]),
-                                        int(spec["data.seed"])),
-        shown=shown, figure_source=_best_figures(shown, run_id, uri, data, folder, say),
-        data=data, uri=uri, tags=tags, parent=parent, folder=dest,
-        registered=_registered(uri, study.study_name, winner) if tags is not None else None)
+        references=baselines.references(data, int(spec["model.latent"]), int(spec["data.seed"])),
+        shown=shown,
+        figure_source=_best_figures(shown, run_id, uri, data, folder, say),
+        data=data,
+        uri=uri,
+        tags=tags,
+        parent=parent,
+        folder=dest,
+        registered=_registered(uri, study.study_name, winner) if tags is not None else None,
+    )
 
 
-def _confirmation_seeds(found: dict[int, confirm.Confirmed], study: optuna.Study
-                        ) -> tuple[int, ...]:
+def _confirmation_seeds(
+    found: dict[int, confirm.Confirmed], study: optuna.Study
+) -> tuple[int, ...]:
     """The seeds of the study's confirmations: those most of them used (a study confirmed
     again with other --confirm-seeds has both)."""
     counts = Counter(c.seeded.seeds for c in found.values())
@@ -140,12 +179,16 @@ def _registered(uri: str, study_name: str, winner: confirm.Confirmed | None) -> 
 
     if winner is None:
         return None
-    return find_version(uri, study_name, {"trial": str(winner.number),
-                                          "seeds": ",".join(map(str, winner.seeded.seeds))})
+    return find_version(
+        uri,
+        study_name,
+        {"trial": str(winner.number), "seeds": ",".join(map(str, winner.seeded.seeds))},
+    )
 
 
-def _best_figures(trial: FrozenTrial, run_id: str | None, uri: str, data: Dataset,
-                  folder: Path, say) -> str:
+def _best_figures(
+    trial: FrozenTrial, run_id: str | None, uri: str, data: Dataset, folder: Path, say
+) -> str:
     """Put figures/best_<name>.png of ``trial`` into ``folder``: the charts of ``run_id`` (the
     winner's median confirmation seed, drawn when it was recorded), else drawn now from the
     model saved in the trial's own run (which holds bare pictures), else from a retraining of
@@ -167,14 +210,17 @@ def _best_figures(trial: FrozenTrial, run_id: str | None, uri: str, data: Datase
         import keras
 
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            files = [f for f in artifacts.download(uri, own, MODEL_DIR, tmp)
-                     if f.name == MODEL_FILE]
+            files = [
+                f for f in artifacts.download(uri, own, MODEL_DIR, tmp) if f.name == MODEL_FILE
+            ]
             if files:
                 model = keras.saving.load_model(files[0])
                 source = f"drawn from the model saved in its MLflow run `{own}`"
     if model is None:
-        say(f"trial {trial.number} has no model in MLflow: retraining its config to draw "
-            f"its figures")
+        say(
+            f"trial {trial.number} has no model in MLflow: retraining its config to draw "
+            f"its figures"
+        )
         model = train_and_evaluate(cfg, data).model
         source = "redrawn from a retraining of its config (its run's model is not in MLflow)"
     for name, fig in draw(model, data, cfg, names).items():

@@ -22,5 +22,6 @@ def seconds(s: float) -> str:
 
 
 def searched_values(config: dict) -> str:
-    return ", ".join(f"{k.split('.')[-1]}={config[k]:.3g}"
-                     for k in FAMILY_PARAMS[config["model.family"]])
+    return ", ".join(
+        f"{k.split('.')[-1]}={config[k]:.3g}" for k in FAMILY_PARAMS[config["model.family"]]
+    )

@@ -74,8 +74,9 @@ def history(trials: list[FrozenTrial], path: Path) -> None:
         _save_pyplot(ax, path)
 
 
-def importances(trials: list[FrozenTrial], target: Callable[[FrozenTrial], float],
-                target_name: str, path: Path) -> bool:
+def importances(
+    trials: list[FrozenTrial], target: Callable[[FrozenTrial], float], target_name: str, path: Path
+) -> bool:
     """PED-ANOVA importances (Optuna's default, conditional parameters included) of
     ``target``; False when fewer than MIN_IMPORTANCE_TRIALS trials completed."""
     if sum(t.state == TrialState.COMPLETE for t in trials) < MIN_IMPORTANCE_TRIALS:
@@ -113,9 +114,9 @@ def log_ticks(low: float, high: float, most: int = 5) -> list[float]:
     steps, else two points spaced evenly on the log scale."""
     decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
     for subs in ((1,), (1, 3), (1, 2, 5), (1, 1.5, 2, 3, 4, 5, 7)):
-        ticks = [m * 10.0 ** k for k in decades for m in subs if low <= m * 10.0 ** k <= high]
+        ticks = [m * 10.0**k for k in decades for m in subs if low <= m * 10.0**k <= high]
         if len(ticks) >= 2:
-            return ticks[::math.ceil(len(ticks) / most)]
+            return ticks[:: math.ceil(len(ticks) / most)]
     return [float(f"{v:.3g}") for v in np.geomspace(low, high, 4)[1:3]]
 
 
@@ -126,8 +127,13 @@ def _renumber_colorbar(fig, numbers: list[int]) -> None:
     if cax.get_ylabel() != "Trial" or not numbers:
         return
     lo, hi = sorted(cax.get_ylim())
-    ticks = sorted({k for k in np.linspace(lo, hi, 6).round().astype(int)
-                    if lo <= k <= hi and 0 <= k < len(numbers)})
+    ticks = sorted(
+        {
+            k
+            for k in np.linspace(lo, hi, 6).round().astype(int)
+            if lo <= k <= hi and 0 <= k < len(numbers)
+        }
+    )
     cax.set_yticks(ticks, [str(numbers[k]) for k in ticks])
     cax.minorticks_off()
     cax.set_ylabel("trial")
@@ -143,18 +149,26 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return front
 
 
-FRONTIER_AXES = (("mean_activation", "validation mean activation (decoder-weighted)"),
-                 ("l0", "validation L0: active code units per digit"))
+FRONTIER_AXES = (
+    ("mean_activation", "validation mean activation (decoder-weighted)"),
+    ("l0", "validation L0: active code units per digit"),
+)
 
 
-def frontier(trials: list[FrozenTrial], constraint: Constraint, mean_image: float,
-             marked: dict[str, FrozenTrial], path: Path) -> Figure:
+def frontier(
+    trials: list[FrozenTrial],
+    constraint: Constraint,
+    mean_image: float,
+    marked: dict[str, FrozenTrial],
+    path: Path,
+) -> Figure:
     """Validation MSE against the mean activation and against L0 of every completed trial, each
     family's Pareto front as a step line, the target where it applies, each family's winner
     (``marked``) starred, and the mean image's MSE (a model at or above it learned nothing).
     Saved to ``path``; the figure is returned too."""
-    done = [t for t in completed(trials) if all(f"val_{m}" in t.user_attrs
-                                                for m, _ in FRONTIER_AXES)]
+    done = [
+        t for t in completed(trials) if all(f"val_{m}" in t.user_attrs for m, _ in FRONTIER_AXES)
+    ]
     fig = Figure(figsize=(12, 4.8), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     families = sorted({family(t) for t in done})
@@ -162,30 +176,47 @@ def frontier(trials: list[FrozenTrial], constraint: Constraint, mean_image: floa
         metric = f"val_{measure}"
         for fam in families:
             color = FAMILY_COLORS.get(fam, "0.3")
-            points = [(t.user_attrs[metric], t.user_attrs[OBJECTIVE]) for t in done
-                      if family(t) == fam]
+            points = [
+                (t.user_attrs[metric], t.user_attrs[OBJECTIVE]) for t in done if family(t) == fam
+            ]
             xs, ys = zip(*points, strict=True)
             ax.scatter(xs, ys, s=14, color=color, alpha=0.35, lw=0, zorder=2)
             front = pareto(points)
             front.append((max(x for x, _ in points), front[-1][1]))  # on to the sparsest
-            ax.step([x for x, _ in front], [y for _, y in front], where="post", color=color,
-                    lw=1.8, label=f"{fam} ({len(points)} trials)", zorder=3)
+            ax.step(
+                [x for x, _ in front],
+                [y for _, y in front],
+                where="post",
+                color=color,
+                lw=1.8,
+                label=f"{fam} ({len(points)} trials)",
+                zorder=3,
+            )
             if fam in marked:
                 t = marked[fam]
-                ax.scatter([t.user_attrs[metric]], [t.user_attrs[OBJECTIVE]], marker="*",
-                           s=240, color=color, edgecolors="k", zorder=4)
+                ax.scatter(
+                    [t.user_attrs[metric]],
+                    [t.user_attrs[OBJECTIVE]],
+                    marker="*",
+                    s=240,
+                    color=color,
+                    edgecolors="k",
+                    zorder=4,
+                )
         if constraint.measure == measure:
-            ax.axvline(constraint.target, color="k", ls="--", lw=1.2,
-                       label=f"target {constraint.target:g}")
-        ax.axhline(mean_image, color="0.45", ls=":", lw=1.2,
-                   label=f"mean image {mean_image:.4f}")
+            ax.axvline(
+                constraint.target, color="k", ls="--", lw=1.2, label=f"target {constraint.target:g}"
+            )
+        ax.axhline(mean_image, color="0.45", ls=":", lw=1.2, label=f"mean image {mean_image:.4f}")
         if measure == "mean_activation":  # spans decades; dead codes are exactly 0
             ax.set_xscale("symlog", linthresh=1e-3, linscale=0.5)
             ax.set_xlim(left=0)
         ax.set_xlabel(label)
     axes[0].set_ylabel(f"validation MSE ({OBJECTIVE})")
     axes[1].legend(loc="upper right", fontsize=9)
-    fig.suptitle(f"Reconstruction against sparsity: {len(done)} completed trials, each "
-                 f"family's Pareto front, winners starred")
+    fig.suptitle(
+        f"Reconstruction against sparsity: {len(done)} completed trials, each "
+        f"family's Pareto front, winners starred"
+    )
     fig.savefig(path, dpi=DPI)
     return fig

@@ -53,8 +53,13 @@ class Written:
 def _existing_storage(url: str) -> optuna.storages.BaseStorage:
     """Open a storage that must already exist: a report never creates one."""
     check_url(url)
-    path = (url.removeprefix("journal:") if url.startswith("journal:") else
-            url.split(":///", 1)[1] if url.startswith("sqlite") else None)
+    path = (
+        url.removeprefix("journal:")
+        if url.startswith("journal:")
+        else url.split(":///", 1)[1]
+        if url.startswith("sqlite")
+        else None
+    )
     if path is not None and not Path(path).is_file():
         raise ReportError(f"no study storage at {path}; pass the --storage the study ran with")
     return open_storage(url)
@@ -69,8 +74,9 @@ def latest_study(storage: optuna.storages.BaseStorage) -> str:
 
     def latest(i_summary):
         i, summary = i_summary
-        trials = optuna.load_study(study_name=summary.study_name,
-                                   storage=storage).get_trials(deepcopy=False)
+        trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(
+            deepcopy=False
+        )
         starts = [t.datetime_start for t in trials if t.datetime_start is not None]
         return max(starts, default=datetime.min), i
 
@@ -86,16 +92,20 @@ def load_study(storage_url: str, name: str | None) -> optuna.Study:
     except KeyError:
         known = [repr(s.study_name) for s in optuna.get_all_study_summaries(storage, False)]
         listed = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if known[10:] else "")
-        raise ReportError(f"no study {name!r} in {mask(storage_url)}; it holds: "
-                          f"{listed or 'no study'}") from None
+        raise ReportError(
+            f"no study {name!r} in {mask(storage_url)}; it holds: {listed or 'no study'}"
+        ) from None
     if SPEC_ATTR not in study.user_attrs:
-        raise ReportError(f"study {name!r} was not made by `python -m study run` "
-                          f"(it has no {SPEC_ATTR!r} attribute)")
+        raise ReportError(
+            f"study {name!r} was not made by `python -m study run` "
+            f"(it has no {SPEC_ATTR!r} attribute)"
+        )
     states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     if not states["COMPLETE"]:
         seen = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "no trials"
-        raise ReportError(f"study {name!r} has no completed trial yet ({seen}); "
-                          f"run more trials first")
+        raise ReportError(
+            f"study {name!r} has no completed trial yet ({seen}); run more trials first"
+        )
     return study
 
 
@@ -110,8 +120,9 @@ def report_folder(study_name: str, out: str | None, other: Constraint | None = N
 
 def _stage(dest: Path) -> Path:
     """A new empty folder beside ``dest`` to build the report in."""
-    if dest.exists() and not (dest.is_dir() and (not any(dest.iterdir())
-                                                 or (dest / "report.md").is_file())):
+    if dest.exists() and not (
+        dest.is_dir() and (not any(dest.iterdir()) or (dest / "report.md").is_file())
+    ):
         raise ReportError(f"{dest} exists and is not a report folder; pick another --out")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -121,8 +132,7 @@ def _stage(dest: Path) -> Path:
         stage.mkdir()
         return stage
     except OSError as err:
-        raise ReportError(f"cannot write the report to {dest}: "
-                          f"{err.strerror or err}") from None
+        raise ReportError(f"cannot write the report to {dest}: {err.strerror or err}") from None
 
 
 def _move_into_place(stage: Path, dest: Path) -> None:
@@ -135,12 +145,23 @@ def _move_into_place(stage: Path, dest: Path) -> None:
         shutil.rmtree(old)
 
 
-def build(study: optuna.Study, storage_url: str, uri: str, parent: str | None,
-          tags: dict[str, str] | None, data: Dataset, constraint: Constraint, dest: Path,
-          folder: Path, say=print) -> Findings:
+def build(
+    study: optuna.Study,
+    storage_url: str,
+    uri: str,
+    parent: str | None,
+    tags: dict[str, str] | None,
+    data: Dataset,
+    constraint: Constraint,
+    dest: Path,
+    folder: Path,
+    say=print,
+) -> Findings:
     """Write the report's files into ``folder`` (to be moved to ``dest``)."""
-    say(f"report on study {study.study_name!r}: {len(study.get_trials(deepcopy=False))} "
-        f"trials, {constraint.describe()}")
+    say(
+        f"report on study {study.study_name!r}: {len(study.get_trials(deepcopy=False))} "
+        f"trials, {constraint.describe()}"
+    )
     f = gather(study, storage_url, uri, parent, tags, data, constraint, dest, folder, say)
     blocks = sections.page(f, folder)
     title = f"Study {study.study_name}"
@@ -148,15 +169,17 @@ def build(study: optuna.Study, storage_url: str, uri: str, parent: str | None,
     (folder / "report.html").write_text(html_page(title, blocks, folder))
     (folder / "trials.csv").write_text(trials_csv(f.trials))
     (folder / "summary.json").write_text(json.dumps(summary_json(f), indent=2) + "\n")
-    best = f.winner.config if f.winner else (f.search_overall.user_attrs["config"]
-                                             if f.search_overall else None)
+    best = (
+        f.winner.config
+        if f.winner
+        else (f.search_overall.user_attrs["config"] if f.search_overall else None)
+    )
     if best is not None:
         (folder / "best_config.json").write_text(from_flat(best).to_json() + "\n")
     return f
 
 
-def open_tracking(study: optuna.Study, uri: str | None, data: Dataset
-                  ) -> confirm.Recorder | None:
+def open_tracking(study: optuna.Study, uri: str | None, data: Dataset) -> confirm.Recorder | None:
     """Where the study's MLflow runs are (None when it ran without MLflow); ReportError when
     they are not in the store at ``uri``."""
     uri = tracking_uri(uri)
@@ -173,17 +196,23 @@ def _parent_tags(study: optuna.Study, uri: str, parent: str) -> dict[str, str]:
         tags = artifacts.run_tags(uri, parent)
     except Exception as err:  # an unreachable server, a broken store: one line for the user
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ReportError(f"cannot read the study's MLflow runs from {uri}: "
-                          f"{first[:300]}") from err
+        raise ReportError(f"cannot read the study's MLflow runs from {uri}: {first[:300]}") from err
     if tags is None:
-        raise ReportError(f"the MLflow runs of study {study.study_name!r} are not in {uri}; "
-                          f"pass the --tracking-uri it ran with")
+        raise ReportError(
+            f"the MLflow runs of study {study.study_name!r} are not in {uri}; "
+            f"pass the --tracking-uri it ran with"
+        )
     return tags
 
 
-def write(storage_url: str, name: str | None = None, out: str | None = None,
-          uri: str | None = None, target: tuple[str, float] | None = None,
-          say=print) -> Written:
+def write(
+    storage_url: str,
+    name: str | None = None,
+    out: str | None = None,
+    uri: str | None = None,
+    target: tuple[str, float] | None = None,
+    say=print,
+) -> Written:
     """Check everything, build the report beside its folder, move it into place and log it to
     the study's parent MLflow run. ``target`` (measure, value) asks for another constraint
     than the study's: its winners come from the stored trials, nothing is trained."""
@@ -194,19 +223,21 @@ def write(storage_url: str, name: str | None = None, out: str | None = None,
     parent = study.user_attrs.get(PARENT_ATTR)
     tags = _parent_tags(study, uri, parent) if parent is not None else None
     spec = stored_spec(study, target)
-    data = data_module.load(spec.base.data.name, spec.base.data.val_fraction,
-                            spec.base.data.seed)
+    data = data_module.load(spec.base.data.name, spec.base.data.val_fraction, spec.base.data.seed)
     own = target is None or Constraint.of(study.user_attrs[SPEC_ATTR]) == spec.constraint
     dest = report_folder(study.study_name, out, None if own else spec.constraint)
     stage = _stage(dest)
     try:
-        f = build(study, storage_url, uri, parent, tags, data, spec.constraint, dest, stage,
-                  say)
+        f = build(study, storage_url, uri, parent, tags, data, spec.constraint, dest, stage, say)
         _move_into_place(stage, dest)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     if parent is not None:
         artifacts.log_folder(uri, parent, dest, "report" if own else f"report/{dest.name}")
-    return Written(dest, f.winner.trial if f.winner else f.search_overall, parent,
-                   f.confirm_command if f.unconfirmed or not f.winner else None)
+    return Written(
+        dest,
+        f.winner.trial if f.winner else f.search_overall,
+        parent,
+        f.confirm_command if f.unconfirmed or not f.winner else None,
+    )
