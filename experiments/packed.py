@@ -35,7 +35,7 @@ from keras import ops
 from experiments import losses, metrics, models
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
-from experiments.slots import OPTIMIZERS, SlotDecoderNorm, set_row
+from experiments.slots import OPTIMIZERS, SlotDecoderNorm, SlotMean, set_row
 from experiments.topk import DECODER_NORM, keep_top_k
 
 PIXELS = models.PIXELS
@@ -65,17 +65,6 @@ class PackError(ValueError):
     """A config that cannot join the pack (a VAE, or a fixed value that differs)."""
 
 
-def default_slots() -> int:
-    """Slots per pack when nobody says: on a CPU, enough to amortise the per-step overhead
-    (8 measured best on 2 cores, see make bench); on an accelerator, enough to fill it."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        if jax.default_backend() != "cpu":
-            return 256
-    return 8
-
-
 def backend_compiles() -> bool:
     """Whether this backend runs compiled multi-step executions (TensorFlow and JAX do)."""
     return keras.backend.backend() in ("tensorflow", "jax")
@@ -90,26 +79,6 @@ def _compiled(fn: Callable) -> Callable:
     import tensorflow as tf
 
     return tf.function(fn, jit_compile=True, reduce_retracing=True)
-
-
-class SlotMean(keras.metrics.Metric):
-    """Batch-size-weighted mean of a per-slot value (slots,) over an epoch, like Keras's loss."""
-
-    def __init__(self, slots: int, name: str):
-        super().__init__(name=name)
-        self.total = self.add_variable(shape=(slots,), initializer="zeros", name="total")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
-
-    def update_state(self, values, weight):
-        self.total.assign_add(values * weight)
-        self.count.assign_add(weight)
-
-    def result(self):
-        return self.total / ops.maximum(self.count, 1.0)
-
-    def reset_state(self):
-        self.total.assign(ops.zeros(self.total.shape))
-        self.count.assign(0.0)
 
 
 class PackedAutoencoder(keras.Model):

@@ -24,7 +24,8 @@ from matplotlib.figure import Figure
 from experiments import figures, metrics, models, occupancy
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
-from experiments.packed import PackedTrainer, PackError, default_slots
+from experiments.packed import PackedTrainer, PackError
+from experiments.slots import default_slots
 from experiments.train import (
     History,
     TrainingDiverged,

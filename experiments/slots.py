@@ -1,5 +1,6 @@
-"""The per-slot parts of a pack's training that live in its optimizer: each slot's learning rate,
-step count and decoder-column norms (``experiments/packed.py`` stacks the slots' weights).
+"""The per-slot parts of a pack's training (``experiments/packed.py`` stacks the slots' weights):
+how many slots a pack has by default, each slot's epoch means, and what lives in the optimizer:
+each slot's learning rate, step count and decoder-column norms.
 
 Keras's optimizers and constraints see one learning rate and one bound for a whole variable; a
 pack's variables stack K trials along their first axis, each with its own. Everything uses
@@ -12,6 +13,37 @@ from typing import Any
 
 import keras
 from keras import ops
+
+
+def default_slots() -> int:
+    """Slots per pack when nobody says: on a CPU, enough to amortise the per-step overhead
+    (8 measured best on 2 cores, see make bench); on an accelerator, enough to fill it."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if jax.default_backend() != "cpu":
+            return 256
+    return 8
+
+
+class SlotMean(keras.metrics.Metric):
+    """Batch-size-weighted mean of a per-slot value (slots,) over an epoch, like Keras's loss."""
+
+    def __init__(self, slots: int, name: str):
+        super().__init__(name=name)
+        self.total = self.add_variable(shape=(slots,), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, values, weight):
+        self.total.assign_add(values * weight)
+        self.count.assign_add(weight)
+
+    def result(self):
+        return self.total / ops.maximum(self.count, 1.0)
+
+    def reset_state(self):
+        self.total.assign(ops.zeros(self.total.shape))
+        self.count.assign(0.0)
 
 
 class _SlotSteps:

@@ -96,7 +96,7 @@ def _confirm(args: argparse.Namespace) -> int:
     """``python -m study confirm``: confirm an existing study's winners (for its own target or
     another) and train its baselines."""
     from experiments import data as data_module
-    from experiments.packed import default_slots
+    from experiments.slots import default_slots
     from study import confirm as confirming
     from study.report import ReportError
     from study.report.write import load_study, open_tracking
@@ -188,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     from experiments import data as data_module
     from experiments import memory
-    from experiments.packed import default_slots
+    from experiments.slots import default_slots
     from study.search import StudyError, run_study
 
     try:

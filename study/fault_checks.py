@@ -1,5 +1,5 @@
-"""The fault drill's checks (study/faults.py): what one drill found, and what the run of each ended
-trial must hold.
+"""The fault drill's checks (study/faults.py): what one drill found, what each of its two phases
+must leave in the study and the tracking store, and what the run of each ended trial must hold.
 
 The runs are checked for what they hold, not counted (``record_problems``): every COMPLETE
 trial's run is FINISHED with its whole record (``study.objective.trial_record``: final metrics
@@ -14,13 +14,17 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from experiments.data import Dataset
 from study.objective import CONSTRAINT_METRIC, trial_record
 from study.recording import RUN_STATUS
 from study.results import OBJECTIVE, RUN_ATTR
+from study.workers import RETRIES, RETRY_ATTR, failed_with_worker, retries_left
 from tracking.runs import Run, Tracker
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @dataclass
@@ -146,3 +150,132 @@ def snapshot(tracker: Tracker, trials: list[FrozenTrial]) -> dict[int, tuple | N
         }
         out[number] = (stored.status, stored.tags, histories, stored.artifacts)
     return out
+
+
+def phase1(drill: Drill, study: optuna.Study, tracker: Tracker, n: int) -> None:
+    """Phase 1: ``n`` trials by workers that all lived, each finished with exactly one run."""
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state in FINISHED]
+    parents, children = study_runs(tracker)
+    one_run = sum(
+        len(children.get(t.number, [])) == 1
+        and children[t.number][0].info.run_id == t.user_attrs.get("mlflow_run_id")
+        for t in finished
+    )
+    running = sum(r.info.status == "RUNNING" for rs in children.values() for r in rs)
+    drill.phase1 = {
+        "trials": len(trials),
+        "finished": len(finished),
+        "unique_numbers": len({t.number for t in finished}),
+        "with_one_run": one_run,
+        "running_runs": running,
+    }
+    print(
+        f"  {len(finished)} finished trials of {len(trials)}, "
+        f"{drill.phase1['unique_numbers']} unique numbers, {one_run} with exactly one child "
+        f"run, {running} runs RUNNING",
+        flush=True,
+    )
+    drill.check(
+        len(finished) == len(trials) == n,
+        f"phase 1: {len(finished)} finished trials of {len(trials)}, expected {n}",
+    )
+    drill.check(
+        sorted(t.number for t in finished) == list(range(n)),
+        "phase 1: trial numbers are not 0..n-1",
+    )
+    drill.check(one_run == n, f"phase 1: {n - one_run} finished trials without exactly one run")
+    drill.check(running == 0, f"phase 1: {running} runs still RUNNING")
+    drill.check(
+        len(parents) == 1 and parents[0].info.status == "FINISHED",
+        "phase 1: the study's parent run is missing or not FINISHED",
+    )
+
+
+def phase2(
+    drill: Drill,
+    study: optuna.Study,
+    tracker: Tracker,
+    before: dict,
+    killed: dict[int, int],
+    n: int,
+) -> None:
+    """Phase 2: workers killed at random; phase 1's trials unchanged, every killed trial FAIL and
+    retried or given up, no run left RUNNING, one run per finished trial."""
+    trials = study.get_trials()
+    by_number = {t.number: t for t in trials}
+    kept = sum(
+        (t := by_number.get(k)) is not None and (t.state, t.value) == v for k, v in before.items()
+    )
+    states = Counter(t.state.name for t in trials)
+    retries = {t.user_attrs[RETRY_ATTR]: t for t in trials if RETRY_ATTR in t.user_attrs}
+    given_up = [k for k in killed if not retries_left(by_number[k])]
+    dead = [t for t in trials if t.state == TrialState.FAIL]
+    # a killed worker takes its whole pack with it; a diverging trial fails by design (no retry)
+    stopped = [t for t in dead if failed_with_worker(t)]
+    stopped_given_up = [t for t in stopped if t.number not in retries and not retries_left(t)]
+    parents, children = study_runs(tracker)
+    statuses = Counter(r.info.status for rs in children.values() for r in rs)
+    extra_runs = sum(len(rs) > 1 for rs in children.values())
+    finished = [t for t in trials if t.state in FINISHED]
+    one_run = sum(len(children.get(t.number, [])) == 1 for t in finished)
+    retried = sum(k in retries for k in killed)
+    drill.phase2 |= {
+        "kills": len(killed),
+        "trials": len(trials),
+        "finished": len(finished),
+        "failed": len(dead),
+        "failed_with_worker": len(stopped),
+        "retried": sum(t.number in retries for t in stopped),
+        "given_up": len(stopped_given_up),
+        "diverged": len(dead) - len(stopped),
+        "running": states["RUNNING"],
+        "waiting": states["WAITING"],
+        "phase1_kept": kept,
+        "runs": sum(statuses.values()),
+        "runs_running": statuses["RUNNING"],
+        "runs_failed": statuses["FAILED"],
+        "runs_finished": statuses["FINISHED"],
+    }
+    p = drill.phase2
+    print(
+        f"  {p['trials']} trials: {p['finished']} finished, {p['failed']} failed: "
+        f"{p['failed_with_worker']} with their killed worker (its whole pack; {p['retried']} "
+        f"retried, {p['given_up']} given up after {RETRIES} tries), {p['diverged']} diverged "
+        f"(not retried); {p['running']} RUNNING, {p['waiting']} waiting"
+    )
+    print(
+        f"  {p['runs']} child runs: {p['runs_finished']} FINISHED, {p['runs_failed']} FAILED, "
+        f"{p['runs_running']} RUNNING; {kept} of {len(before)} phase-1 trials unchanged",
+        flush=True,
+    )
+    drill.check(kept == len(before), f"{len(before) - kept} trials finished in phase 1 changed")
+    drill.check(
+        p["finished_by_workers"] == n,
+        f"phase 2 workers finished {p['finished_by_workers']} trials, not {n}",
+    )
+    drill.check(
+        all(by_number[k].state == TrialState.FAIL for k in killed), "a killed trial is not FAIL"
+    )
+    drill.check(
+        retried == len(killed) - len(given_up),
+        f"{len(killed) - len(given_up) - retried} killed trials never retried",
+    )
+    drill.check(
+        p["retried"] + p["given_up"] == len(stopped),
+        f"{len(stopped) - p['retried'] - p['given_up']} trials of killed workers neither "
+        f"retried nor given up",
+    )
+    drill.check(
+        p["running"] == 0 and p["waiting"] == 0,
+        f"{p['running']} trials RUNNING and {p['waiting']} queued after the study ended",
+    )
+    drill.check(p["runs_running"] == 0, f"{p['runs_running']} runs RUNNING after the study ended")
+    drill.check(extra_runs == 0, f"{extra_runs} trials with more than one run")
+    drill.check(
+        one_run == len(finished),
+        f"{len(finished) - one_run} finished trials without exactly one run",
+    )
+    drill.check(
+        all(r.info.status == "FINISHED" for r in parents), "the study's parent run is not FINISHED"
+    )

@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -39,24 +38,20 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from experiments.data import Dataset
+from study import fault_checks
 from study.commandline import parser, spec_from_args, worker_command
-from study.fault_checks import Drill, check_records, snapshot, study_runs
+from study.fault_checks import FINISHED, Drill, check_records, snapshot
 from study.recording import StudyTracking
 from study.repair import repair
 from study.storage import for_helpers, open_storage
 from study.workers import (
-    RETRIES,
-    RETRY_ATTR,
     WORKER_ATTR,
-    failed_with_worker,
     parse_worker,
     recover,
-    retries_left,
 )
 from tracking.runs import Tracker
 
 FAMILIES = ("sparse_kl", "ncae")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PHASE_SECONDS = 1800  # a phase still running after this long has hung
 
 
@@ -134,7 +129,7 @@ def run(args: argparse.Namespace, folder: Path) -> Drill:
     study = optuna.load_study(study_name=name, storage=open_storage(storage))
     tracker = Tracker(name, uri)
     data = _data(study_args)
-    _phase1(drill, study, tracker, w * t)
+    fault_checks.phase1(drill, study, tracker, w * t)
     drill.phase1 |= check_records(drill, study.get_trials(), tracker, data, "phase 1")
     before = {x.number: (x.state, x.value) for x in study.get_trials() if x.state in FINISHED}
     runs_before = snapshot(tracker, [x for x in study.get_trials() if x.state in FINISHED])
@@ -154,7 +149,7 @@ def run(args: argparse.Namespace, folder: Path) -> Drill:
         f"({len(repaired.retrained)} trained again for their artefacts)",
         flush=True,
     )
-    _phase2(drill, study, tracker, before, killed, w * share)
+    fault_checks.phase2(drill, study, tracker, before, killed, w * share)
     drill.phase2 |= check_records(drill, study.get_trials(), tracker, data, "phase 2")
     changed = [
         n
@@ -202,45 +197,6 @@ def _tiny_npz(folder: Path) -> Path:
         y_test=full.y_test[:200],
     )
     return path
-
-
-def _phase1(drill: Drill, study: optuna.Study, tracker: Tracker, n: int) -> None:
-    trials = study.get_trials()
-    finished = [t for t in trials if t.state in FINISHED]
-    parents, children = study_runs(tracker)
-    one_run = sum(
-        len(children.get(t.number, [])) == 1
-        and children[t.number][0].info.run_id == t.user_attrs.get("mlflow_run_id")
-        for t in finished
-    )
-    running = sum(r.info.status == "RUNNING" for rs in children.values() for r in rs)
-    drill.phase1 = {
-        "trials": len(trials),
-        "finished": len(finished),
-        "unique_numbers": len({t.number for t in finished}),
-        "with_one_run": one_run,
-        "running_runs": running,
-    }
-    print(
-        f"  {len(finished)} finished trials of {len(trials)}, "
-        f"{drill.phase1['unique_numbers']} unique numbers, {one_run} with exactly one child "
-        f"run, {running} runs RUNNING",
-        flush=True,
-    )
-    drill.check(
-        len(finished) == len(trials) == n,
-        f"phase 1: {len(finished)} finished trials of {len(trials)}, expected {n}",
-    )
-    drill.check(
-        sorted(t.number for t in finished) == list(range(n)),
-        "phase 1: trial numbers are not 0..n-1",
-    )
-    drill.check(one_run == n, f"phase 1: {n - one_run} finished trials without exactly one run")
-    drill.check(running == 0, f"phase 1: {running} runs still RUNNING")
-    drill.check(
-        len(parents) == 1 and parents[0].info.status == "FINISHED",
-        "phase 1: the study's parent run is missing or not FINISHED",
-    )
 
 
 class _Slot:
@@ -340,90 +296,3 @@ def _chaos(drill, study, command, env, folder, workers, share, cycles, rng) -> d
             )
     drill.phase2["finished_by_workers"] = sum(s.finished(study.get_trials()) for s in slots)
     return killed
-
-
-def _phase2(
-    drill: Drill,
-    study: optuna.Study,
-    tracker: Tracker,
-    before: dict,
-    killed: dict[int, int],
-    n: int,
-) -> None:
-    trials = study.get_trials()
-    by_number = {t.number: t for t in trials}
-    kept = sum(
-        (t := by_number.get(k)) is not None and (t.state, t.value) == v for k, v in before.items()
-    )
-    states = Counter(t.state.name for t in trials)
-    retries = {t.user_attrs[RETRY_ATTR]: t for t in trials if RETRY_ATTR in t.user_attrs}
-    given_up = [k for k in killed if not retries_left(by_number[k])]
-    dead = [t for t in trials if t.state == TrialState.FAIL]
-    # a killed worker takes its whole pack with it; a diverging trial fails by design (no retry)
-    stopped = [t for t in dead if failed_with_worker(t)]
-    stopped_given_up = [t for t in stopped if t.number not in retries and not retries_left(t)]
-    parents, children = study_runs(tracker)
-    statuses = Counter(r.info.status for rs in children.values() for r in rs)
-    extra_runs = sum(len(rs) > 1 for rs in children.values())
-    finished = [t for t in trials if t.state in FINISHED]
-    one_run = sum(len(children.get(t.number, [])) == 1 for t in finished)
-    retried = sum(k in retries for k in killed)
-    drill.phase2 |= {
-        "kills": len(killed),
-        "trials": len(trials),
-        "finished": len(finished),
-        "failed": len(dead),
-        "failed_with_worker": len(stopped),
-        "retried": sum(t.number in retries for t in stopped),
-        "given_up": len(stopped_given_up),
-        "diverged": len(dead) - len(stopped),
-        "running": states["RUNNING"],
-        "waiting": states["WAITING"],
-        "phase1_kept": kept,
-        "runs": sum(statuses.values()),
-        "runs_running": statuses["RUNNING"],
-        "runs_failed": statuses["FAILED"],
-        "runs_finished": statuses["FINISHED"],
-    }
-    p = drill.phase2
-    print(
-        f"  {p['trials']} trials: {p['finished']} finished, {p['failed']} failed: "
-        f"{p['failed_with_worker']} with their killed worker (its whole pack; {p['retried']} "
-        f"retried, {p['given_up']} given up after {RETRIES} tries), {p['diverged']} diverged "
-        f"(not retried); {p['running']} RUNNING, {p['waiting']} waiting"
-    )
-    print(
-        f"  {p['runs']} child runs: {p['runs_finished']} FINISHED, {p['runs_failed']} FAILED, "
-        f"{p['runs_running']} RUNNING; {kept} of {len(before)} phase-1 trials unchanged",
-        flush=True,
-    )
-    drill.check(kept == len(before), f"{len(before) - kept} trials finished in phase 1 changed")
-    drill.check(
-        p["finished_by_workers"] == n,
-        f"phase 2 workers finished {p['finished_by_workers']} trials, not {n}",
-    )
-    drill.check(
-        all(by_number[k].state == TrialState.FAIL for k in killed), "a killed trial is not FAIL"
-    )
-    drill.check(
-        retried == len(killed) - len(given_up),
-        f"{len(killed) - len(given_up) - retried} killed trials never retried",
-    )
-    drill.check(
-        p["retried"] + p["given_up"] == len(stopped),
-        f"{len(stopped) - p['retried'] - p['given_up']} trials of killed workers neither "
-        f"retried nor given up",
-    )
-    drill.check(
-        p["running"] == 0 and p["waiting"] == 0,
-        f"{p['running']} trials RUNNING and {p['waiting']} queued after the study ended",
-    )
-    drill.check(p["runs_running"] == 0, f"{p['runs_running']} runs RUNNING after the study ended")
-    drill.check(extra_runs == 0, f"{extra_runs} trials with more than one run")
-    drill.check(
-        one_run == len(finished),
-        f"{len(finished) - one_run} finished trials without exactly one run",
-    )
-    drill.check(
-        all(r.info.status == "FINISHED" for r in parents), "the study's parent run is not FINISHED"
-    )

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
-from experiments.packed import default_slots
+from experiments.slots import default_slots
 from study import confirm
 from study.loop import PackLoop
 from study.objective import Objective
