@@ -211,33 +211,29 @@ def main(args: argparse.Namespace) -> int:
     flops = train_flops(from_flat(configs[0]))
     limit = rate / flops  # trial-samples/s the arithmetic allows
 
+    for r in studies.values():
+        r["trial_samples_per_s"] = samples / r["seconds"]
+        r["trials_per_hour"] = args.trials * 3600 / r["seconds"]
     base_single = single["plain fit"]["samples_per_s"]
-    print(
-        "\n"
-        + _table(
+    base_study = studies["sequential, plain fit"]["trial_samples_per_s"]
+    tables = (
+        (
             ("single trial", "samples/s", "first epoch s", "x plain fit", "of limit", "peak MiB"),
             single,
             "samples_per_s",
             base_single,
-            limit,
             (("first_epoch_s", ".2f"), ("peak_rss_mib", ",.0f")),
-        )
-    )
-    for r in studies.values():
-        r["trial_samples_per_s"] = samples / r["seconds"]
-        r["trials_per_hour"] = args.trials * 3600 / r["seconds"]
-    base_study = studies["sequential, plain fit"]["trial_samples_per_s"]
-    print(
-        "\n"
-        + _table(
+        ),
+        (
             ("study", "trial-samples/s", "trials/hour", "x sequential", "of limit", "peak MiB"),
             studies,
             "trial_samples_per_s",
             base_study,
-            limit,
             (("trials_per_hour", ",.0f"), ("peak_rss_mib", ",.0f")),
-        )
+        ),
     )
+    for header, rows, rate_key, base, extra in tables:
+        print("\n" + _table(header, rows, rate_key, base, limit, extra))
     overhead = tracked["full"]["seconds"] / tracked["off"]["seconds"] - 1
     per_trial = tracked["full"]["trial_seconds"] / tracked["off"]["trial_seconds"] - 1
     print(

@@ -145,26 +145,10 @@ def _move_into_place(stage: Path, dest: Path) -> None:
         shutil.rmtree(old)
 
 
-def build(
-    study: optuna.Study,
-    storage_url: str,
-    uri: str,
-    parent: str | None,
-    tags: dict[str, str] | None,
-    data: Dataset,
-    constraint: Constraint,
-    dest: Path,
-    folder: Path,
-    say=print,
-) -> Findings:
-    """Write the report's files into ``folder`` (to be moved to ``dest``)."""
-    say(
-        f"report on study {study.study_name!r}: {len(study.get_trials(deepcopy=False))} "
-        f"trials, {constraint.describe()}"
-    )
-    f = gather(study, storage_url, uri, parent, tags, data, constraint, dest, folder, say)
+def build(f: Findings, name: str, folder: Path) -> None:
+    """Write the report of study ``name`` on ``f`` into ``folder`` (to be moved to its place)."""
     blocks = sections.page(f, folder)
-    title = f"Study {study.study_name}"
+    title = f"Study {name}"
     (folder / "report.md").write_text(markdown(title, blocks))
     (folder / "report.html").write_text(html_page(title, blocks, folder))
     (folder / "trials.csv").write_text(trials_csv(f.trials))
@@ -176,7 +160,6 @@ def build(
     )
     if best is not None:
         (folder / "best_config.json").write_text(from_flat(best).to_json() + "\n")
-    return f
 
 
 def open_tracking(study: optuna.Study, uri: str | None, data: Dataset) -> confirm.Recorder | None:
@@ -228,7 +211,12 @@ def write(
     dest = report_folder(study.study_name, out, None if own else spec.constraint)
     stage = _stage(dest)
     try:
-        f = build(study, storage_url, uri, parent, tags, data, spec.constraint, dest, stage, say)
+        say(
+            f"report on study {study.study_name!r}: {len(study.get_trials(deepcopy=False))} "
+            f"trials, {spec.constraint.describe()}"
+        )
+        f = gather(study, storage_url, uri, parent, tags, data, spec.constraint, dest, stage, say)
+        build(f, study.study_name, stage)
         _move_into_place(stage, dest)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
