@@ -1,4 +1,4 @@
-"""Every formula of the loss, once (formulas and their sources: reference/ANCHORS.md).
+"""Every formula of the loss, once.
 
 The plain Keras models (``models.py``, through the wrappers of ``regularizers.py``), the packed
 trainer (``packed.py``, K models as one) and the measures (``metrics.py``) all compute with these

@@ -1,4 +1,4 @@
-"""Reconstruction and sparsity measures over a whole split (formulas: ANCHORS.md).
+"""Reconstruction and sparsity measures over a whole split.
 
 A relu code can meet any mean-activation target without being sparse: shrink the code and grow
 the decoder by the same factor, and the reconstruction is unchanged. So every code measure here is

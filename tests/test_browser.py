@@ -44,7 +44,7 @@ def chromium_on_path() -> None:
 
 
 def chromium(*args: str, size: str = "1400,900", budget_ms: int = 15000) -> str:
-    """Run headless Chromium (the flags ANCHORS.md found to work offline); its stdout."""
+    """Run headless Chromium (flags that work offline); its stdout."""
     with tempfile.TemporaryDirectory() as profile:
         done = subprocess.run(
             [

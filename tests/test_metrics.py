@@ -1,4 +1,4 @@
-"""Metrics against hand computations of the formulas in ANCHORS.md."""
+"""Metrics against hand computations of the formulas (experiments/losses.py, metrics.py)."""
 
 import math
 
