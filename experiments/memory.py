@@ -37,7 +37,7 @@ def needed_bytes(cfg: ExperimentConfig, sizes: dict[str, int], slots: int = 1) -
         activations = batch * (2 * m.hidden + 3 * m.latent + PIXELS)
         measure = min(EVAL_CHUNK, sizes["val"]) * (m.hidden + 2 * m.latent + PIXELS)
         return FLOAT * (STATES * weights + 2 * activations + measure)
-    from experiments.packed import MEASURE_ELEMENTS
+    from experiments.pack_measures import MEASURE_ELEMENTS
 
     plain = 2 * PIXELS * m.latent + m.latent + PIXELS  # one autoencoder's weights
     activations = slots * batch * (m.latent + PIXELS)  # codes and reconstructions

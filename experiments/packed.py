@@ -32,9 +32,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from experiments import losses, metrics, models
+from experiments import losses, models
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
+from experiments.pack_measures import PackMeasures
 from experiments.slots import OPTIMIZERS, SlotDecoderNorm, SlotMean, set_row
 from experiments.topk import DECODER_NORM, keep_top_k
 
@@ -55,7 +56,6 @@ SLOT_FIELDS = (
 )
 # per-slot model tensors; k is the code units a slot keeps per sample (all but topk's: latent)
 HYPER = ("l1", "beta", "p", "weight_decay", "alpha", "k", "active")
-MEASURE_ELEMENTS = 1 << 23  # slots x samples x pixels per evaluation chunk (32 MiB of float32)
 
 # slot -> (epochs the slot has trained, its measures after that epoch)
 EpochResults = dict[int, tuple[int, dict[str, float]]]
@@ -68,17 +68,6 @@ class PackError(ValueError):
 def backend_compiles() -> bool:
     """Whether this backend runs compiled multi-step executions (TensorFlow and JAX do)."""
     return keras.backend.backend() in ("tensorflow", "jax")
-
-
-def _compiled(fn: Callable) -> Callable:
-    """``fn`` compiled by XLA on TensorFlow, reading the model's variables as they are at each
-    call (the per-epoch validation measures: eager, they took a fifth of a single trial's epoch).
-    Elsewhere ``fn`` itself: ``jax.jit`` would freeze the variables' values of its first call."""
-    if keras.backend.backend() != "tensorflow":
-        return fn
-    import tensorflow as tf
-
-    return tf.function(fn, jit_compile=True, reduce_retracing=True)
 
 
 class PackedAutoencoder(keras.Model):
@@ -203,8 +192,7 @@ class PackedTrainer:
         self._order = np.zeros((slots, len(data.x_train)), np.int32)
         self._streams: dict[int, np.random.Generator] = {}  # slot -> its batch order's stream
         self._initial: dict[tuple, list[np.ndarray]] = {}  # plain models' initial weights
-        self._val_variance = metrics.pixel_variance(data.x_val)
-        self._sums = _compiled(lambda x: self._chunk_sums(x, False))
+        self.measures = PackMeasures(self.model, data, slots)
 
     def busy(self) -> list[int]:
         return [k for k, cfg in enumerate(self.configs) if cfg is not None]
@@ -273,20 +261,6 @@ class PackedTrainer:
         """The slot's weights now, as the plain model's ``get_weights()`` lists them."""
         return [ops.convert_to_numpy(v.value[slot]) for v in self._weights()]
 
-    def measure(self, x: np.ndarray, bce: bool = False) -> dict[str, np.ndarray]:
-        """Every slot's measures on ``x`` (n, 784), each an array (slots,)."""
-        # the validation split is measured after every epoch: its variance is taken once
-        variance = self._val_variance if x is self.data.x_val else metrics.pixel_variance(x)
-        measures = metrics.Measures(bce=bce, variance=variance)
-        chunk = max(1, MEASURE_ELEMENTS // (self.slots * PIXELS))
-        for start in range(0, len(x), chunk):
-            part = x[start : start + chunk]
-            part = ops.convert_to_tensor(part, "float32")
-            # compiled for the per-epoch measures; the final ones (with the cross-entropy, once
-            # per trial and split) eagerly: a compilation per split's shape cost more than it saved
-            measures.add_sums(self._chunk_sums(part, True) if bce else self._sums(part), len(part))
-        return {key: np.asarray(value) for key, value in measures.result().items()}
-
     def final_measures(self, results: EpochResults) -> dict[int, dict[str, float]]:
         """What ``runner.final_measures`` gives of each slot's exported model, for every slot
         whose trial ended its last epoch in ``results``, in one pass over the validation and test
@@ -294,34 +268,7 @@ class PackedTrainer:
         slots = [
             slot for slot, (epoch, _) in results.items() if epoch == self._config(slot).train.epochs
         ]
-        if not slots:
-            return {}
-        splits = {
-            "val": self.measure(self.data.x_val, bce=True),
-            "test": self.measure(self.data.x_test, bce=True),
-        }
-        kernels = ops.convert_to_numpy(self.model.decoder_kernel)
-        return {
-            k: {
-                **{
-                    f"{split}_{name}": float(values[k])
-                    for split, measured in splits.items()
-                    for name, values in measured.items()
-                },
-                **metrics.decoder_norms(kernels[k]),
-            }
-            for k in slots
-        }
-
-    def _chunk_sums(self, x, bce: bool) -> dict:
-        codes = self.model.encode(x)
-        return metrics.chunk_sums(
-            x,
-            self.model.decode(codes),
-            codes,
-            metrics.unit_scale(self.model.decoder_kernel),
-            bce=bce,
-        )
+        return self.measures.final(slots)
 
     def run(self, on_epoch: Callable[[EpochResults], None]) -> None:
         """Train until every slot is free. Exceptions from ``on_epoch`` end the training."""
@@ -353,7 +300,7 @@ class PackedTrainer:
         busy = self.busy()
         slot_losses = np.asarray(logs["slot_loss"], np.float64)
         mses = np.asarray(logs["slot_mse"], np.float64)
-        val = self.measure(self.data.x_val)
+        val = self.measures.split(self.data.x_val)
         results: EpochResults = {}
         for k in busy:
             self.epochs[k] += 1
