@@ -181,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """``python -m study run``: the study, its helper workers, then the summary."""
+    from study import interrupt
+
+    with interrupt.remembered():
+        return _run_study(args)
+
+
+def _run_study(args: argparse.Namespace) -> int:
     try:
         spec = spec_from_args(args)
     except (ConfigError, StorageError) as err:

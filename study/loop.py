@@ -32,6 +32,7 @@ from experiments.data import Dataset
 from experiments.packed import PackedTrainer
 from experiments.runner import measured
 from experiments.train import EpochHook, History, TrainingDiverged, check_finite
+from study import interrupt
 from study.objective import Objective
 from study.workers import FAIL_REASON
 from tracking.store import TrackingFailed
@@ -148,6 +149,7 @@ class PackLoop:
         self.trainer.assign(slot, cfg)
 
     def _on_epoch(self, results) -> None:
+        interrupt.check()  # a Ctrl-C that something swallowed
         # the final measures of every trial at its last epoch, in one pass over the pack
         finals = self.trainer.final_measures(results)
         for slot, (epoch, values) in results.items():

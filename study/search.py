@@ -20,7 +20,7 @@ from tqdm import tqdm
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
 from experiments.slots import default_slots
-from study import confirm
+from study import confirm, interrupt
 from study.loop import PackLoop
 from study.objective import Objective
 from study.recording import StudyTracking
@@ -224,6 +224,7 @@ def run_study(
         loop.run()
         for proc in procs:
             proc.wait()
+        interrupt.check()  # before the confirmation, a Ctrl-C that something swallowed
         status = "FINISHED" if all(p.returncode == 0 for p in procs) else "FAILED"
         if worker == 0:  # a helper killed in its last trial leaves it to us
             reconciled += recover(study, track)

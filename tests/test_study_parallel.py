@@ -14,8 +14,10 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 from test_study import child_runs, spec
 
+from study import interrupt
 from study.cli import main
 from study.search import open_study, run_study
+from study.storage import open_storage
 
 
 @pytest.mark.slow
@@ -114,6 +116,24 @@ def test_killed_worker_is_reconciled_and_numbering_continues(sig, tiny_npz, trac
         assert retry.data.tags["retry_of"] == str(dead.number)
     else:  # Ctrl-C is the user's choice, not a fault
         assert "retry_of" not in after.user_attrs
+
+
+def test_a_swallowed_ctrl_c_still_stops_the_study(tiny_data, tmp_path):
+    # Python drops a KeyboardInterrupt raised inside a garbage-collector callback (JAX has one),
+    # and the study trained on as if Ctrl-C had not been pressed
+    storage = f"journal:{tmp_path / 'j.log'}"
+    with interrupt.remembered():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises here
+        except KeyboardInterrupt:
+            pass  # swallowed
+        with pytest.raises(KeyboardInterrupt):
+            run_study(spec(), tiny_data, storage, 3, tracking=False, progress=False)
+    trials = optuna.load_study(study_name="s", storage=open_storage(storage)).trials
+    # the pack's three trials stopped at the end of their first epoch, before reporting it
+    assert [(t.state, t.last_step) for t in trials] == [(TrialState.FAIL, None)] * 3
+    interrupt.check()  # forgotten once the block ends
 
 
 def _load(name, journal):
