@@ -234,6 +234,7 @@ def _chaos(drill, study, command, env, folder, workers, share, cycles, rng) -> d
     killed: dict[int, int] = {}
     kills = 0
     last = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+    newest = -1  # the highest trial number at the last kill
     deadline = time.monotonic() + PHASE_SECONDS
     while time.monotonic() < deadline:
         trials = study.get_trials(deepcopy=False)
@@ -251,8 +252,10 @@ def _chaos(drill, study, command, env, folder, workers, share, cycles, rng) -> d
         if kills == cycles or all(s.proc is None or s.proc.poll() == 0 for s in slots):
             break
         done = sum(t.state in FINISHED for t in trials)
-        # kill only after the study has moved on since the last kill, and only a worker that
-        # is inside a trial (its run exists: the model is training or being recorded)
+        # kill only after the study has moved on since the last kill (a trial finished, or one
+        # begun since: a worker's pack finishes its trials together, so the last worker left
+        # finishes nothing until its work is done), and only a worker that is inside a trial
+        # (its run exists: the model is training or being recorded)
         busy = [
             (s, t)
             for s in slots
@@ -262,7 +265,7 @@ def _chaos(drill, study, command, env, folder, workers, share, cycles, rng) -> d
             and s.owns(t, s.proc.pid)
             and "mlflow_run_id" in t.user_attrs
         ]
-        if done == last or not busy:
+        if not busy or (done == last and all(t.number <= newest for _, t in busy)):
             time.sleep(0.2)  # workers move on by themselves: poll the storage
             continue
         slot, trial = rng.choice(busy)
@@ -277,7 +280,7 @@ def _chaos(drill, study, command, env, folder, workers, share, cycles, rng) -> d
                 f"{trial.number}",
                 flush=True,
             )
-        last = done
+        last, newest = done, max(t.number for t in trials)
         slot.start(command, env, folder, study.get_trials(deepcopy=False))
     drill.check(
         kills == cycles,

@@ -17,7 +17,21 @@ from study.workers import RETRY_ATTR, WORKER_ATTR, retries_left
 @pytest.mark.slow
 def test_killed_workers_lose_no_trial_and_leave_no_run_running(tmp_path, capsys):
     assert (
-        main(["faults", "--workers", "2", "--trials", "2", "--cycles", "2", "--dir", str(tmp_path)])
+        main(
+            [
+                "faults",
+                "--workers",
+                "2",
+                "--trials",
+                "2",
+                "--cycles",
+                "2",
+                "--epochs",
+                "3",
+                "--dir",
+                str(tmp_path),
+            ]
+        )
         == 0
     )
     out = capsys.readouterr().out

@@ -18,6 +18,7 @@ with them still queued) or failed keeps ``recorded=false`` (docs/faults.md).
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import shutil
@@ -121,7 +122,15 @@ class Writer:
             initializer=_start_writer,
             initargs=(os.getpid(),),
         )
-        self._process.submit(int).result()
+        # what the process holds when it forks is frozen for the child's garbage collector: a
+        # cycle it collected could hold a TensorFlow function, whose finalizer calls into a
+        # runtime that does not survive a fork (a segmentation fault, seen in the tests, whose
+        # process holds many)
+        gc.freeze()
+        try:
+            self._process.submit(int).result()
+        finally:
+            gc.unfreeze()
 
     @property
     def failures(self) -> int:
