@@ -20,6 +20,12 @@ from study.search import open_study, run_study
 from study.storage import open_storage
 
 
+def _ctrl_c_heard() -> None:
+    # a process started in the background of a shell inherits SIGINT ignored (and Python then
+    # leaves it so); a study started from a terminal hears Ctrl-C
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_killed_worker_is_reconciled_and_numbering_continues(sig, tiny_npz, tracking_uri, tmp_path):
@@ -49,7 +55,11 @@ def test_killed_worker_is_reconciled_and_numbering_continues(sig, tiny_npz, trac
         "train.batch_size=64",
     ]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_ctrl_c_heard,
     )
     deadline = time.monotonic() + 120
     try:  # (100 trials of 400 epochs: the study cannot end before the signal comes)
@@ -122,6 +132,7 @@ def test_a_swallowed_ctrl_c_still_stops_the_study(tiny_data, tmp_path):
     # Python drops a KeyboardInterrupt raised inside a garbage-collector callback (JAX has one),
     # and the study trained on as if Ctrl-C had not been pressed
     storage = f"journal:{tmp_path / 'j.log'}"
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     with interrupt.remembered():
         try:
             os.kill(os.getpid(), signal.SIGINT)
@@ -134,6 +145,7 @@ def test_a_swallowed_ctrl_c_still_stops_the_study(tiny_data, tmp_path):
     # the pack's three trials stopped at the end of their first epoch, before reporting it
     assert [(t.state, t.last_step) for t in trials] == [(TrialState.FAIL, None)] * 3
     interrupt.check()  # forgotten once the block ends
+    signal.signal(signal.SIGINT, previous)
 
 
 def _load(name, journal):
