@@ -87,7 +87,7 @@ def reconstruction_grid(x, x_hat, n: int = 10) -> Figure:
     ax.set_xticks([])
     ax.set_yticks([pixels.SIDE / 2, 3 * pixels.SIDE / 2], ["original", "reconstruction"])
     ax.tick_params(length=0)
-    ax.set_title(f"{n} test digits and their reconstructions")
+    ax.set_title(f"{n} test images and their reconstructions")
     return fig
 
 
@@ -95,7 +95,7 @@ def latent_scatter(
     codes,
     labels,
     dims: tuple[int, int] = (0, 1),
-    title: str = "Latent codes of test digits",
+    title: str = "Latent codes of test images",
     axis_label: str = "z[{}]",
 ) -> Figure:
     """Scatter two code dimensions of the test codes, coloured by digit.
@@ -302,7 +302,7 @@ def activation_histogram(codes) -> Figure:
     mean_ax.set_xlabel("unit (sorted by mean activation)")
     mean_ax.set_ylabel("mean activation")
     mean_ax.set_title("Mean activation per unit")
-    fig.suptitle(f"Code activations of {codes.shape[0]} digits, {codes.shape[1]} units")
+    fig.suptitle(f"Code activations of {codes.shape[0]} images, {codes.shape[1]} units")
     return fig
 
 

@@ -178,7 +178,7 @@ def main(args: argparse.Namespace) -> int:
     samples = args.trials * args.epochs * len(data.x_train)
     default = default_slots()
     print(
-        f"bench: {args.trials} trials x {args.epochs} epochs of {len(data.x_train)} digits "
+        f"bench: {args.trials} trials x {args.epochs} epochs of {len(data.x_train)} images "
         f"({args.data}), Keras {keras.__version__} on {keras.backend.backend()}, "
         f"{os.cpu_count()} CPUs",
         flush=True,

@@ -33,7 +33,7 @@ from study.storage import mask
 from tracking import artifacts
 
 BEST_FIGURES = {  # figures of the winner's run, and what to look for in them
-    "reconstruction": "test digits (top) over their reconstructions",
+    "reconstruction": "test images (top) over their reconstructions",
     "receptive_fields": "encoder weights of each code unit (red +, blue −)",
     "activations": "its code activations on the test split: how sparse, how many units dead",
 }

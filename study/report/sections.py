@@ -143,7 +143,7 @@ def the_study(f: Findings) -> list[Block]:
     items = [
         f"name: `{f.study_name}`; storage: `{mask(f.storage)}`",
         f"data: `{s['data.name']}`, {sizes['train']:,} training / {sizes['val']:,} validation / "
-        f"{sizes['test']:,} test digits (content hash {f.data.content_hash})",
+        f"{sizes['test']:,} test images (content hash {f.data.content_hash})",
         f"families: {', '.join(f.families)}",
         f"objective: minimise `{OBJECTIVE}`; constraint: `{f.constraint.metric}` ≤ "
         f"{f.constraint.target:g}"

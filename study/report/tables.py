@@ -166,7 +166,7 @@ def comparison_table(f: Findings) -> list[Block]:
     blocks: list[Block] = [
         Heading("Comparison on the test split"),
         Paragraph(
-            f"All rows are measured on the same {len(f.data.x_test):,} test digits of "
+            f"All rows are measured on the same {len(f.data.x_test):,} test images of "
             f"`{s['data.name']}` (the code measures on their codes). The presets train "
             f"with everything the trials share: data, epochs ({s['train.epochs']}), batch "
             f"size, code size ({s['model.latent']}) and activation, loss, optimizer, "
