@@ -44,11 +44,10 @@ class PackMeasures:
     """The measures of a ``PackedAutoencoder``'s slots: after every epoch on the validation split
     (``split``), and at a trial's end on the validation and test splits (``final``)."""
 
-    def __init__(self, model: keras.Model, data: Dataset, slots: int):
-        self.model, self.data, self.slots = model, data, slots
+    def __init__(self, model: keras.Model, data: Dataset):
+        self.model, self.data = model, data
         self._val_variance = metrics.pixel_variance(data.x_val)  # the same after every epoch
-        read = [model.encoder_kernel, model.encoder_bias, model.decoder_kernel, model.decoder_bias]
-        read.append(model.hyper["k"])  # all the measures read
+        read = [*model.slot_weights(), model.hyper["k"]]  # all the measures read
         # the per-epoch measures compiled (eager, they took a fifth of a single trial's epoch);
         # the final ones, with the cross-entropy, once per trial and split: compiling them for
         # each split's shape costs TensorFlow more than it saves
@@ -61,7 +60,7 @@ class PackMeasures:
         """Every slot's measures on ``x`` (n, 784), each an array (slots,)."""
         variance = self._val_variance if x is self.data.x_val else metrics.pixel_variance(x)
         measures = metrics.Measures(bce=bce, variance=variance)
-        chunk = max(1, MEASURE_ELEMENTS // (self.slots * PIXELS))
+        chunk = max(1, MEASURE_ELEMENTS // (self.model.slots * PIXELS))
         for start in range(0, len(x), chunk):
             part = ops.convert_to_tensor(x[start : start + chunk], "float32")
             measures.add_sums(self._sums[bce](part), len(part))

@@ -98,6 +98,10 @@ class PackedAutoencoder(keras.Model):
         self.mse_tracker = SlotMean(slots, "slot_mse")
         self.built = True
 
+    def slot_weights(self) -> list:
+        """The stacked weights, in the order the plain model's ``get_weights()`` lists them."""
+        return [self.encoder_kernel, self.encoder_bias, self.decoder_kernel, self.decoder_bias]
+
     def encode(self, x):
         """Codes (slots, batch, latent) of images (batch, 784) shared by all slots, or
         (slots, batch, 784) of each slot's own."""
@@ -192,7 +196,7 @@ class PackedTrainer:
         self._order = np.zeros((slots, len(data.x_train)), np.int32)
         self._streams: dict[int, np.random.Generator] = {}  # slot -> its batch order's stream
         self._initial: dict[tuple, list[np.ndarray]] = {}  # plain models' initial weights
-        self.measures = PackMeasures(self.model, data, slots)
+        self.measures = PackMeasures(self.model, data)
 
     def busy(self) -> list[int]:
         return [k for k, cfg in enumerate(self.configs) if cfg is not None]
@@ -215,7 +219,7 @@ class PackedTrainer:
         if cfg.model.family == "topk" and not self.model.topk:
             raise PackError("this pack was made without the top-k step (topk=False)")
         model = self.model
-        for variable, value in zip(self._weights(), self._initial_weights(cfg), strict=True):
+        for variable, value in zip(model.slot_weights(), self._initial_weights(cfg), strict=True):
             set_row(variable, slot, value)
         m = cfg.model
         topk = m.family == "topk"
@@ -243,7 +247,7 @@ class PackedTrainer:
         model = self.model
         set_row(model.hyper["active"], slot, 0.0)
         set_row(model.optimizer.slot_lr, slot, 0.0)
-        for variable in self._weights():  # a diverged slot leaves no NaN behind
+        for variable in self.model.slot_weights():  # a diverged slot leaves no NaN behind
             set_row(variable, slot, 0.0)
         self.configs[slot] = None
 
@@ -259,7 +263,7 @@ class PackedTrainer:
 
     def weights(self, slot: int) -> list[np.ndarray]:
         """The slot's weights now, as the plain model's ``get_weights()`` lists them."""
-        return [ops.convert_to_numpy(v.value[slot]) for v in self._weights()]
+        return [ops.convert_to_numpy(v.value[slot]) for v in self.model.slot_weights()]
 
     def final_measures(self, results: EpochResults) -> dict[int, dict[str, float]]:
         """What ``runner.final_measures`` gives of each slot's exported model, for every slot
@@ -317,10 +321,6 @@ class PackedTrainer:
         self.model.order.assign(self._order)
         if not self.busy():
             self.model.stop_training = True
-
-    def _weights(self):
-        m = self.model
-        return [m.encoder_kernel, m.encoder_bias, m.decoder_kernel, m.decoder_bias]
 
     def _initial_weights(self, cfg: ExperimentConfig) -> list[np.ndarray]:
         # they depend on the seed and the family alone (the fixed shape; topk starts its decoder

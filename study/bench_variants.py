@@ -1,6 +1,6 @@
 """One measurement of ``make bench`` (study/bench.py), run in a process of its own: a variant
 (``matmul``, ``single-plain[:measured]``, ``single-packed``, ``study-plain``,
-``study:<pack>,<tracked|untracked>``) trained on the bench's trial configurations, and what the
+``study:<pack>,<tracked|off>``) trained on the bench's trial configurations, and what the
 model's arithmetic costs (``train_flops``) against the machine's (``matmul_rate``).
 """
 

@@ -17,7 +17,6 @@ from test_study import child_runs, spec
 from study import interrupt
 from study.cli import main
 from study.search import open_study, run_study
-from study.storage import open_storage
 
 
 def _ctrl_c_heard() -> None:
@@ -131,7 +130,7 @@ def test_killed_worker_is_reconciled_and_numbering_continues(sig, tiny_npz, trac
 def test_a_swallowed_ctrl_c_still_stops_the_study(tiny_data, tmp_path):
     # Python drops a KeyboardInterrupt raised inside a garbage-collector callback (JAX has one),
     # and the study trained on as if Ctrl-C had not been pressed
-    storage = f"journal:{tmp_path / 'j.log'}"
+    journal = tmp_path / "j.log"
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     with interrupt.remembered():
         try:
@@ -140,8 +139,8 @@ def test_a_swallowed_ctrl_c_still_stops_the_study(tiny_data, tmp_path):
         except KeyboardInterrupt:
             pass  # swallowed
         with pytest.raises(KeyboardInterrupt):
-            run_study(spec(), tiny_data, storage, 3, tracking=False, progress=False)
-    trials = optuna.load_study(study_name="s", storage=open_storage(storage)).trials
+            run_study(spec(), tiny_data, f"journal:{journal}", 3, tracking=False, progress=False)
+    trials = _load("s", journal).trials
     # the pack's three trials stopped at the end of their first epoch, before reporting it
     assert [(t.state, t.last_step) for t in trials] == [(TrialState.FAIL, None)] * 3
     interrupt.check()  # forgotten once the block ends
