@@ -81,16 +81,32 @@ def _initializers(seed: int):
         yield keras.initializers.GlorotUniform(seed=draws.randint(1, int(1e9)))
 
 
+def initial_weights(cfg: ExperimentConfig) -> list[np.ndarray]:
+    """The weights an autoencoder of ``cfg`` (not the VAE) starts from, as ``get_weights()``
+    lists them: each kernel drawn by its seeded initializer (``_initializers``), zero biases,
+    and topk's decoder columns at unit norm (where every step leaves them). They depend on the
+    seed and the family alone; no model is built (a pack starts its slots from them)."""
+    m = cfg.model
+    init = _initializers(cfg.train.seed)
+    encoder, decoder = next(init)((PIXELS, m.latent)), next(init)((m.latent, PIXELS))
+    if m.family == "topk":
+        constraint = decoder_constraint(cfg)
+        assert constraint is not None
+        decoder = constraint(decoder)
+    weights = (encoder, np.zeros(m.latent), decoder, np.zeros(PIXELS))
+    return [np.asarray(ops.convert_to_numpy(w), "float32") for w in weights]
+
+
 def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
     m = cfg.model
     penalty = _kernel_penalty(cfg)
-    init = _initializers(cfg.train.seed)
     pixels = keras.Input((PIXELS,), name="pixels")
+    # the weights are set below, from initial_weights
     code = keras.layers.Dense(
         m.latent,
         activation=m.activation,
         kernel_regularizer=penalty,
-        kernel_initializer=next(init),
+        kernel_initializer="zeros",
         name="code",
     )(pixels)
     if m.family == "topk":
@@ -105,17 +121,14 @@ def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
         PIXELS,
         activation="sigmoid",
         name="reconstruction",
-        kernel_initializer=next(init),
+        kernel_initializer="zeros",
         kernel_regularizer=penalty if m.penalty_layers == "both" else None,
         kernel_constraint=decoder_constraint(cfg),
     )(latent)
     decoder = keras.Model(latent, decoded, name="decoder")
 
-    if m.family == "topk":  # start where every step leaves it: each column at unit norm
-        dense = decoder.get_layer("reconstruction")
-        dense.kernel.assign(dense.kernel_constraint(dense.kernel))
-
     model = keras.Model(pixels, decoder(encoder(pixels)), name=m.family)
+    model.set_weights(initial_weights(cfg))
     model.compile(
         optimizer=_optimizer(cfg),
         loss=Reconstruction(cfg.train.loss),

@@ -19,7 +19,8 @@ How it stays fast and exact:
 - Per-slot Adam with its own step count (bias correction) and learning rate, so a slot freed by a
   pruned trial can take a new trial at an epoch boundary and train it as if it were alone.
 
-Slot weights start as ``models.build(cfg)``'s, and ``export`` gives a slot back as the same plain
+Slot weights start as ``models.build(cfg)``'s (``models.initial_weights``, drawn without building
+a model), and ``export`` gives a slot back as the same plain
 autoencoder, so saved models, figures and retraining all see an ordinary Keras model.
 """
 
@@ -36,7 +37,7 @@ from experiments import losses, models
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
 from experiments.pack_measures import PackMeasures
-from experiments.slots import OPTIMIZERS, SlotDecoderNorm, SlotMean, set_row
+from experiments.slots import OPTIMIZERS, Rows, SlotDecoderNorm, SlotMean
 from experiments.topk import DECODER_NORM, keep_top_k
 
 PIXELS = models.PIXELS
@@ -197,6 +198,7 @@ class PackedTrainer:
         self._streams: dict[int, np.random.Generator] = {}  # slot -> its batch order's stream
         self._initial: dict[tuple, list[np.ndarray]] = {}  # plain models' initial weights
         self.measures = PackMeasures(self.model, data)
+        self._rows = Rows()  # slots' rows set by assign and release, written before they are read
 
     def busy(self) -> list[int]:
         return [k for k, cfg in enumerate(self.configs) if cfg is not None]
@@ -214,13 +216,14 @@ class PackedTrainer:
                 raise PackError(f"{key}={value!r} differs from the pack's {mine[key]!r}")
 
     def assign(self, slot: int, cfg: ExperimentConfig) -> None:
-        """Start ``cfg`` in ``slot`` with the weights ``models.build(cfg)`` starts from."""
+        """Start ``cfg`` in ``slot`` with the weights ``models.build(cfg)`` starts from (written
+        with the slot's other rows before they are next read)."""
         self.check(cfg)
         if cfg.model.family == "topk" and not self.model.topk:
             raise PackError("this pack was made without the top-k step (topk=False)")
-        model = self.model
+        model, rows = self.model, self._rows
         for variable, value in zip(model.slot_weights(), self._initial_weights(cfg), strict=True):
-            set_row(variable, slot, value)
+            rows.set(variable, slot, value)
         m = cfg.model
         topk = m.family == "topk"
         for key, number in (
@@ -232,11 +235,11 @@ class PackedTrainer:
             ("k", m.k if topk else m.latent),
             ("active", 1.0),
         ):
-            set_row(model.hyper[key], slot, number)
-        model.optimizer.reset_slot(slot)
-        set_row(model.optimizer.slot_lr, slot, cfg.train.learning_rate)
-        set_row(model.optimizer.slot_floor, slot, DECODER_NORM if topk else 0.0)
-        set_row(model.optimizer.slot_ceiling, slot, DECODER_NORM if topk else m.decoder_norm)
+            rows.set(model.hyper[key], slot, number)
+        model.optimizer.reset_slot(slot, rows)
+        rows.set(model.optimizer.slot_lr, slot, cfg.train.learning_rate)
+        rows.set(model.optimizer.slot_floor, slot, DECODER_NORM if topk else 0.0)
+        rows.set(model.optimizer.slot_ceiling, slot, DECODER_NORM if topk else m.decoder_norm)
         self.configs[slot], self.epochs[slot] = cfg, 0
         self._streams[slot] = np.random.default_rng(cfg.train.seed)
         self._order[slot] = self._streams[slot].permutation(len(self.data.x_train))
@@ -244,11 +247,11 @@ class PackedTrainer:
 
     def release(self, slot: int) -> None:
         """Free ``slot``: it stops counting (no loss, frozen) until it is assigned again."""
-        model = self.model
-        set_row(model.hyper["active"], slot, 0.0)
-        set_row(model.optimizer.slot_lr, slot, 0.0)
-        for variable in self.model.slot_weights():  # a diverged slot leaves no NaN behind
-            set_row(variable, slot, 0.0)
+        model, rows = self.model, self._rows
+        rows.set(model.hyper["active"], slot, 0.0)
+        rows.set(model.optimizer.slot_lr, slot, 0.0)
+        for variable in model.slot_weights():  # a diverged slot leaves no NaN behind
+            rows.set(variable, slot, 0.0)
         self.configs[slot] = None
 
     def export(self, slot: int) -> keras.Model:
@@ -263,6 +266,7 @@ class PackedTrainer:
 
     def weights(self, slot: int) -> list[np.ndarray]:
         """The slot's weights now, as the plain model's ``get_weights()`` lists them."""
+        self._rows.write()
         return [ops.convert_to_numpy(v.value[slot]) for v in self.model.slot_weights()]
 
     def final_measures(self, results: EpochResults) -> dict[int, dict[str, float]]:
@@ -272,12 +276,14 @@ class PackedTrainer:
         slots = [
             slot for slot, (epoch, _) in results.items() if epoch == self._config(slot).train.epochs
         ]
+        self._rows.write()
         return self.measures.final(slots)
 
     def run(self, on_epoch: Callable[[EpochResults], None]) -> None:
         """Train until every slot is free. Exceptions from ``on_epoch`` end the training."""
         if not self.busy():
             return
+        self._rows.write()
         positions, batch_size = self._positions()
         self.model.fit(
             positions,
@@ -318,16 +324,17 @@ class PackedTrainer:
             cfg = self.configs[k]
             if cfg is not None and cfg is configs[k] and self.epochs[k] >= cfg.train.epochs:
                 self.release(k)
+        self._rows.write()
         self.model.order.assign(self._order)
         if not self.busy():
             self.model.stop_training = True
 
     def _initial_weights(self, cfg: ExperimentConfig) -> list[np.ndarray]:
-        # they depend on the seed and the family alone (the fixed shape; topk starts its decoder
-        # columns at unit norm): build each plain model once
+        # they depend on the seed and the family alone (topk starts its decoder columns at unit
+        # norm): drawn once for each
         key = (cfg.train.seed, cfg.model.family)
         if key not in self._initial:
-            self._initial[key] = models.build(cfg).get_weights()
+            self._initial[key] = models.initial_weights(cfg)
         return self._initial[key]
 
 

@@ -1,11 +1,13 @@
 """Packed training: every slot is the trial trained alone, which is the plain Keras model."""
 
+import keras
 import numpy as np
 import pytest
 
 from experiments import models
 from experiments.packed import PackedTrainer, PackError
 from experiments.runner import final_measures
+from experiments.slots import Rows
 from experiments.train import evaluate_split
 from tests.conftest import tiny
 
@@ -221,6 +223,19 @@ def test_a_refilled_slot_trains_as_if_alone(tiny_data):
         np.testing.assert_allclose(
             [v["loss"] for v in packed[i]], [v["loss"] for v in alone[0]], rtol=1e-4
         )
+
+
+def test_rows_are_written_together_and_the_last_value_of_a_row_wins():
+    variable = keras.Variable(np.zeros((3, 2), "float32"))
+    rows = Rows()
+    rows.set(variable, 0, 1.0)
+    rows.set(variable, 2, [4.0, 5.0])
+    rows.set(variable, 0, 2.0)  # a freed slot given a new trial
+    assert not np.any(keras.ops.convert_to_numpy(variable))  # nothing written yet
+    rows.write()
+    assert keras.ops.convert_to_numpy(variable).tolist() == [[2, 2], [0, 0], [4, 5]]
+    rows.write()  # nothing left to write: the variable as it is
+    assert keras.ops.convert_to_numpy(variable).tolist() == [[2, 2], [0, 0], [4, 5]]
 
 
 def test_export_is_the_plain_model_with_the_slots_weights(tiny_data):

@@ -1,5 +1,6 @@
 """The study: what Optuna and MLflow stored for small studies on tiny data."""
 
+import gc
 from pathlib import Path
 
 import keras
@@ -177,6 +178,7 @@ def test_without_tracking_nothing_is_written_to_mlflow(tiny_data, tracking_uri, 
     assert out.study.trials[0].state == TrialState.COMPLETE
     assert "mlflow_run_id" not in out.study.trials[0].user_attrs
     assert not Path(tracking_uri.removeprefix("sqlite:///")).exists()
+    assert gc.get_freeze_count() == 0  # the objects frozen for the study are collected again
 
 
 def test_missing_monitored_metric_is_an_error(tiny_data):
