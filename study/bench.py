@@ -22,8 +22,10 @@ pruning, so every variant does the same work:
   point operations per sample and training step (``train_flops``, from the config) against a
   large float32 matrix product timed in the same run (``matmul``).
 
-Ratios against the baseline of the same run are the figures that count (machines are noisy);
-absolute numbers are for information. Results: a table, and ``bench/results.json``.
+Each study variant runs ``--repeats`` times (default 3) and its median run is kept; the table
+prints every run's seconds, so the spread is in sight. Ratios against the baseline of the same
+bench are the figures that count (machines are noisy); absolute numbers are for information.
+Results: a table, and ``bench/results.json``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ from study import space
 from study.bench_variants import MATMUL_SIDE, measure, train_flops
 
 RESULTS = Path("bench/results.json")
+# a study variant runs this many times and its median run is kept: one run of the same variant
+# varied by up to a quarter on a shared 2-core machine
+REPEATS = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="other Keras backends to measure this project's trainer on "
         "(default: jax when it is installed)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=REPEATS,
+        help=f"runs of each study variant, the median kept (default {REPEATS})",
     )
     parser.add_argument("--out", default=str(RESULTS), help=f"results JSON (default {RESULTS})")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: one measurement
@@ -155,13 +166,23 @@ def _table(
     )
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run of median wall time (the slower middle one of an even number), with every run's
+    seconds as ``runs_s``."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    return ordered[len(ordered) // 2] | {
+        "runs_s": " ".join(f"{r['seconds']:.1f}" for r in runs),
+        "all_seconds": [r["seconds"] for r in runs],
+    }
+
+
 def main(args: argparse.Namespace) -> int:
     if args.variant:  # a child: configs come in through --out, the result goes back there
         configs = json.loads(Path(args.out).read_text())
         Path(args.out).write_text(json.dumps(measure(args.variant, configs, args.data)))
         return 0
-    if args.epochs < 2 or args.trials < 1 or min(args.packs) < 1:
-        print("error: --epochs must be >= 2, --trials and --packs >= 1", file=sys.stderr)
+    if args.epochs < 2 or min(args.trials, args.repeats, *args.packs) < 1:
+        print("error: --epochs must be >= 2, --trials, --packs and --repeats >= 1", file=sys.stderr)
         return 2
     from experiments import data as data_module
     from experiments.data import DataError
@@ -184,9 +205,13 @@ def main(args: argparse.Namespace) -> int:
         flush=True,
     )
 
-    def run(variant: str, backend: str | None = None) -> dict:
+    def run(variant: str, backend: str | None = None, repeats: int = 1) -> dict:
         print(f"  measuring {variant}{f' on {backend}' if backend else ''} ...", flush=True)
-        return _in_child(variant, configs, args.data, backend)
+        runs = [_in_child(variant, configs, args.data, backend) for _ in range(repeats)]
+        return _median_run(runs)
+
+    def study(variant: str, backend: str | None = None) -> dict:
+        return run(variant, backend, args.repeats)
 
     others = [
         b
@@ -199,13 +224,13 @@ def main(args: argparse.Namespace) -> int:
         "project trainer + validation": run("single-packed"),
         **{f"project trainer + validation ({b})": run("single-packed", b) for b in others},
     }
-    studies = {"sequential, plain fit": run("study-plain")}
+    studies = {"sequential, plain fit": study("study-plain")}
     for k in args.packs:
-        studies[f"pack {k}"] = run(f"study:{k},off")
-    studies |= {f"pack {default} ({b})": run(f"study:{default},off", b) for b in others}
+        studies[f"pack {k}"] = study(f"study:{k},off")
+    studies |= {f"pack {default} ({b})": study(f"study:{default},off", b) for b in others}
     tracked = {
-        "off": studies.get(f"pack {default}") or run(f"study:{default},off"),
-        "full": run(f"study:{default},tracked"),
+        "off": studies.get(f"pack {default}") or study(f"study:{default},off"),
+        "full": study(f"study:{default},tracked"),
     }
     rate = run("matmul")["flops_per_s"]
     flops = train_flops(from_flat(configs[0]))
@@ -225,11 +250,19 @@ def main(args: argparse.Namespace) -> int:
             (("first_epoch_s", ".2f"), ("peak_rss_mib", ",.0f")),
         ),
         (
-            ("study", "trial-samples/s", "trials/hour", "x sequential", "of limit", "peak MiB"),
+            (
+                "study",
+                "trial-samples/s",
+                "trials/hour",
+                "x sequential",
+                "of limit",
+                "runs, s (median kept)",
+                "peak MiB",
+            ),
             studies,
             "trial_samples_per_s",
             base_study,
-            (("trials_per_hour", ",.0f"), ("peak_rss_mib", ",.0f")),
+            (("trials_per_hour", ",.0f"), ("runs_s", "s"), ("peak_rss_mib", ",.0f")),
         ),
     )
     for header, rows, rate_key, base, extra in tables:
@@ -242,7 +275,8 @@ def main(args: argparse.Namespace) -> int:
         f"{tracked['off']['trial_seconds']:.2f} s without: {per_trial:+.1%}\n"
         f"  the study, start to end (every write done): "
         f"{tracked['full']['seconds']:.1f} s with, {tracked['off']['seconds']:.1f} s without: "
-        f"{overhead:+.1%}"
+        f"{overhead:+.1%} (medians; runs with: {tracked['full']['runs_s']} s, without: "
+        f"{tracked['off']['runs_s']} s)"
     )
     full, off = tracked["full"], tracked["off"]
     writer = full["children_cpu_s"] - off["children_cpu_s"]

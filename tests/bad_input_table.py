@@ -38,6 +38,8 @@ CASES = {
         "non-printable character '\\x1b'",
     ),
     "report: empty study name": (["report", "--study-name", ""], "--study-name must not be empty"),
+    "bench: no repeats": (["bench", "--repeats", "0"], "--packs and --repeats >= 1"),
+    "bench: a pack of 0": (["bench", "--packs", "1", "0"], "--packs and --repeats >= 1"),
     "no trials": (["run", "--n-trials", "0"], "--n-trials must be >= 1"),
     "negative timeout": (["run", "--timeout", "-5"], "--timeout must be > 0"),
     "no epochs": (["run", "--epochs", "0"], "train.epochs must be >= 1"),
