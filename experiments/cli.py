@@ -90,6 +90,9 @@ def _run(args: argparse.Namespace) -> int:
     from experiments import data as data_module
 
     configs = configs_from_args(args)
+    from experiments.packed import use_compile_cache
+
+    use_compile_cache()  # before anything compiles
     datasets = {
         c.data: data_module.load(c.data.name, c.data.val_fraction, c.data.seed) for c in configs
     }

@@ -27,7 +27,9 @@ autoencoder, so saved models, figures and retraining all see an ordinary Keras m
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -69,6 +71,24 @@ class PackError(ValueError):
 def backend_compiles() -> bool:
     """Whether this backend runs compiled multi-step executions (TensorFlow and JAX do)."""
     return keras.backend.backend() in ("tensorflow", "jax")
+
+
+def use_compile_cache() -> None:
+    """On JAX, keep what XLA compiles on disk (JAX's persistent compilation cache, in
+    ``$XDG_CACHE_HOME/sae-study/jax``, default ``~/.cache``, unless JAX_COMPILATION_CACHE_DIR
+    names another folder): a pack's training step and measures are compiled once per machine and
+    shape, not once per process (1.3 s of a 7 s study on 2 cores; every study, worker and
+    confirmation starts a process). Call it before anything compiles; nothing on the other
+    backends."""
+    if keras.backend.backend() != "jax":
+        return
+    import jax
+
+    if not jax.config.jax_compilation_cache_dir:  # type: ignore[attr-defined]  # from the env
+        home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        jax.config.update("jax_compilation_cache_dir", str(Path(home, "sae-study", "jax")))
+    # JAX keeps only what took a second to compile by default; a pack's step takes less
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 class PackedAutoencoder(keras.Model):

@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if args.command == "report":
         return _report(args)
+    from experiments.packed import use_compile_cache
+
+    use_compile_cache()  # before anything compiles
     if args.command == "bench":
         from study import bench
 

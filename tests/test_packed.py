@@ -1,5 +1,9 @@
 """Packed training: every slot is the trial trained alone, which is the plain Keras model."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -296,3 +300,18 @@ def test_only_slot_values_may_differ_within_a_pack(tiny_data):
         trainer.assign(0, TRIALS[0].replace(**{"model.latent": 8}))
     with pytest.raises(PackError, match="VAE"):
         PackedTrainer(tiny("vae"), tiny_data, 1)
+
+
+def test_a_study_on_jax_keeps_what_it_compiled_on_disk(tiny_npz, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env |= {"KERAS_BACKEND": "jax", "XDG_CACHE_HOME": str(tmp_path)}
+    study = [
+        *("run --family sparse_kl --epochs 1 --pruner none --n-trials 1 --pack 1".split()),
+        *("--no-tracking --confirm-seeds 0 --set train.batch_size=64".split()),
+        *("--data", tiny_npz, "--storage", f"journal:{tmp_path / 'j.log'}"),
+    ]
+    subprocess.run(
+        [sys.executable, "-m", "study", *study], env=env, capture_output=True, check=True
+    )
+    cache = tmp_path / "sae-study" / "jax"
+    assert cache.is_dir() and len(list(cache.iterdir())) >= 3  # the step and the measures
