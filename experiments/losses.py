@@ -19,6 +19,9 @@ Penalties (``[..., samples, units]`` codes, ``[..., rows, cols]`` kernels → ``
 - ``kl_sparsity``: Σ_j KL(p ‖ p̂_j) (or the mean over j), p̂_j unit j's mean over the samples;
 - ``weight_decay``: ½ · Σ W²; ``nonnegativity``: ½ · Σ min(W, 0)².
 
+Means over the samples take optional ``weights`` [samples] (``sample_mean``): 1 for a sample, 0
+for a row that only pads a batch to its full size (a pack's last batch of an epoch).
+
 Everything uses ``keras.ops`` and runs on any Keras 3 backend.
 """
 
@@ -68,14 +71,24 @@ def kl_divergence(p, p_hat):
     return kl + slope * (p_hat - q)
 
 
-def l1_activity(codes):
-    return ops.mean(ops.sum(ops.abs(codes), axis=-1), axis=-1)
+def sample_mean(values, weights=None, axis: int = -1):
+    """The mean over the samples (``axis`` of ``values``); with ``weights`` [samples], the mean
+    over those weighted 1, rows weighted 0 left out."""
+    if weights is None:
+        return ops.mean(values, axis=axis)
+    shape = [1] * len(values.shape)
+    shape[axis] = -1
+    return ops.sum(values * ops.reshape(weights, shape), axis=axis) / ops.sum(weights)
 
 
-def kl_sparsity(codes, p, reduction: str = "sum"):
+def l1_activity(codes, weights=None):
+    return sample_mean(ops.sum(ops.abs(codes), axis=-1), weights)
+
+
+def kl_sparsity(codes, p, reduction: str = "sum", weights=None):
     """KL(p ‖ p̂_j) of each unit's mean over the samples, summed (Ng) or averaged over units.
     KL is a statistic of the whole batch: not a per-sample term."""
-    kl = kl_divergence(p, ops.mean(codes, axis=-2))  # [..., units]
+    kl = kl_divergence(p, sample_mean(codes, weights, axis=-2))  # [..., units]
     return ops.sum(kl, axis=-1) if reduction == "sum" else ops.mean(kl, axis=-1)
 
 

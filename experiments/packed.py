@@ -140,26 +140,32 @@ class PackedAutoencoder(keras.Model):
         )
 
     def call(self, positions, training=False):
-        """Per-slot loss and per-pixel MSE (slots,) on the batch at ``positions``. They are
-        outputs, not recomputed in ``compute_metrics``, because by then the optimizer has moved
-        the weights that the penalties read."""
-        index = ops.take(self.order, ops.cast(positions, "int32"), axis=1)  # (slots, batch)
+        """Per-slot loss and per-pixel MSE (slots,) on the batch at ``positions`` (-1: a row that
+        pads the epoch's last batch, left out of both). They are outputs, not recomputed in
+        ``compute_metrics``, because by then the optimizer has moved the weights that the
+        penalties read."""
+        positions = ops.cast(positions, "int32")
+        index = ops.take(self.order, ops.maximum(positions, 0), axis=1)  # (slots, batch)
         x = ops.take(self.pixels, index, axis=0)  # (slots, batch, 784)
         codes = self.encode(x)
-        return self._slot_terms(x, codes, self.decode(codes))
+        return self._slot_terms(x, codes, self.decode(codes), _samples(positions))
 
-    def _slot_terms(self, x, codes, x_hat):
-        """Per-slot loss (slots,) as the plain model computes it, and per-pixel MSE (slots,)."""
+    def _slot_terms(self, x, codes, x_hat, weights):
+        """Per-slot loss (slots,) as the plain model computes it, and per-pixel MSE (slots,), over
+        the samples ``weights`` (batch,) marks 1."""
         h = self.hyper
-        mse = ops.mean(losses.squared_error(x, x_hat), axis=-1)
-        reconstruction = ops.mean(losses.RECONSTRUCTION[self.base.train.loss](x, x_hat), axis=-1)
+        mse = losses.sample_mean(losses.squared_error(x, x_hat), weights)
+        reconstruction = losses.sample_mean(
+            losses.RECONSTRUCTION[self.base.train.loss](x, x_hat), weights
+        )
         kernels = [self.encoder_kernel]
         if self.base.model.penalty_layers == "both":
             kernels.append(self.decoder_kernel)
         total = (
             reconstruction
-            + h["l1"] * losses.l1_activity(codes)
-            + h["beta"] * losses.kl_sparsity(codes, h["p"][:, None], self.base.model.kl_reduction)
+            + h["l1"] * losses.l1_activity(codes, weights)
+            + h["beta"]
+            * losses.kl_sparsity(codes, h["p"][:, None], self.base.model.kl_reduction, weights)
             + h["weight_decay"] * sum(losses.weight_decay(w) for w in kernels)
             + h["alpha"] * sum(losses.nonnegativity(w) for w in kernels)
         )
@@ -172,10 +178,15 @@ class PackedAutoencoder(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         total, mse = y_pred
-        batch = ops.cast(ops.shape(x)[0], "float32")
+        batch = ops.sum(_samples(ops.cast(x, "int32")))  # padding rows left out
         self.loss_tracker.update_state(total, batch)
         self.mse_tracker.update_state(mse, batch)
         return self.get_metrics_result()
+
+
+def _samples(positions):
+    """1 for a sample of the epoch, 0 for a row that pads its last batch (position -1)."""
+    return ops.cast(positions >= 0, "float32")
 
 
 class PackedTrainer:
@@ -316,14 +327,18 @@ class PackedTrainer:
 
     def _positions(self):
         """Positions 0..n-1 into the epoch, batched, the same every epoch, and the batch size to
-        give ``fit``. On TensorFlow a cached tf.data pipeline: from an array, Keras builds a new
-        one every epoch, which took a third of an epoch's time here."""
-        positions = np.arange(len(self.data.x_train), dtype=np.int32)
+        give ``fit``. The last batch, if short, is padded to the full size with -1 (rows the
+        model leaves out): one shape for every step, so the step compiles once, not twice. On
+        TensorFlow a cached tf.data pipeline: from an array, Keras builds a new one every epoch,
+        which took a third of an epoch's time here."""
+        n, size = len(self.data.x_train), self.base.train.batch_size
+        positions = np.full(math.ceil(n / size) * size, -1, np.int32)
+        positions[:n] = np.arange(n)
         if keras.backend.backend() != "tensorflow":
-            return positions, self.base.train.batch_size
+            return positions, size
         import tensorflow as tf
 
-        batches = tf.data.Dataset.from_tensor_slices(positions).batch(self.base.train.batch_size)
+        batches = tf.data.Dataset.from_tensor_slices(positions).batch(size)
         return batches.cache(), None
 
     def _epoch_end(self, logs: dict, on_epoch: Callable[[EpochResults], None]) -> None:
