@@ -97,11 +97,13 @@ def initial_weights(cfg: ExperimentConfig) -> list[np.ndarray]:
     return [np.asarray(ops.convert_to_numpy(w), "float32") for w in weights]
 
 
-def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
+def _build_autoencoder(
+    cfg: ExperimentConfig, weights: list[np.ndarray] | None = None
+) -> keras.Model:
     m = cfg.model
     penalty = _kernel_penalty(cfg)
     pixels = keras.Input((PIXELS,), name="pixels")
-    # the weights are set below, from initial_weights
+    # the weights are set below: ``weights``, or initial_weights
     code = keras.layers.Dense(
         m.latent,
         activation=m.activation,
@@ -128,7 +130,7 @@ def _build_autoencoder(cfg: ExperimentConfig) -> keras.Model:
     decoder = keras.Model(latent, decoded, name="decoder")
 
     model = keras.Model(pixels, decoder(encoder(pixels)), name=m.family)
-    model.set_weights(initial_weights(cfg))
+    model.set_weights(initial_weights(cfg) if weights is None else weights)
     model.compile(
         optimizer=_optimizer(cfg),
         loss=Reconstruction(cfg.train.loss),
@@ -259,9 +261,7 @@ def trained(cfg: ExperimentConfig, weights: list[np.ndarray]) -> keras.Model:
     """The model ``build(cfg)`` makes, holding ``weights`` (a packed slot's)."""
     if cfg.model.family == "vae":
         raise ValueError("the VAE is not packed: build it with build(cfg)")
-    model = _build_autoencoder(cfg)
-    model.set_weights(weights)
-    return model
+    return _build_autoencoder(cfg, weights)
 
 
 def _submodel(model: keras.Model, name: str) -> keras.Model:
