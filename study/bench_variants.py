@@ -145,7 +145,9 @@ def measure(variant: str, configs: list[dict], data_name: str) -> dict:
     from mlflow import MlflowClient
 
     from experiments import data as data_module
+    from experiments.packed import use_compile_cache
 
+    use_compile_cache()  # where the bench says (JAX_COMPILATION_CACHE_DIR), before compiling
     data = data_module.load(data_name)
     # the libraries are loaded before the clock starts: a process's start, not the work measured
     import experiments.runner  # noqa: F401

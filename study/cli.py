@@ -96,6 +96,7 @@ def _confirm(args: argparse.Namespace) -> int:
     """``python -m study confirm``: confirm an existing study's winners (for its own target or
     another) and train its baselines."""
     from experiments import data as data_module
+    from experiments.packed import use_compile_cache
     from experiments.slots import default_slots
     from study import confirm as confirming
     from study.report import ReportError
@@ -117,6 +118,7 @@ def _confirm(args: argparse.Namespace) -> int:
     except (ConfigError, DataError, StorageError, ReportError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    use_compile_cache()
     outcome = confirming.confirm(
         study,
         spec.base,
@@ -166,9 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if args.command == "report":
         return _report(args)
-    from experiments.packed import use_compile_cache
-
-    use_compile_cache()  # before anything compiles
     if args.command == "bench":
         from study import bench
 
@@ -198,8 +197,11 @@ def _run_study(args: argparse.Namespace) -> int:
         return 2
     from experiments import data as data_module
     from experiments import memory
+    from experiments.packed import use_compile_cache
     from experiments.slots import default_slots
     from study.search import StudyError, run_study
+
+    use_compile_cache()  # before anything compiles
 
     try:
         data = data_module.load(
