@@ -70,6 +70,23 @@ def test_build_neither_reads_nor_changes_the_process_random_state(name):
     assert not np.array_equal(first[0], other[0])
 
 
+def test_initial_weights_follow_the_seed_and_the_family_alone():
+    """A pack draws them once per (seed, family): the penalties and the learning rate must not
+    change them; topk starts its decoder columns at unit norm."""
+    kl = models.initial_weights(tiny("sparse_kl"))
+    other_penalties = models.initial_weights(
+        tiny("sparse_kl", **{"model.beta": 0.5, "model.p": 0.2, "train.learning_rate": 0.1})
+    )
+    assert all(np.array_equal(a, b) for a, b in zip(kl, other_penalties, strict=True))
+    assert not np.array_equal(
+        kl[0], models.initial_weights(tiny("sparse_kl", **{"train.seed": 1}))[0]
+    )
+    topk = models.initial_weights(tiny("topk"))
+    np.testing.assert_array_equal(topk[0], kl[0])
+    np.testing.assert_allclose(np.linalg.norm(topk[2], axis=1), 1.0, rtol=1e-5)
+    assert [w.shape for w in kl] == [w.shape for w in models.build(tiny("sparse_kl")).get_weights()]
+
+
 def test_vae_loss_is_summed_bce_plus_summed_kl():
     model = models.build(tiny("vae"))
     rng = np.random.default_rng(0)
