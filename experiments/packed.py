@@ -15,13 +15,14 @@ How it stays fast and exact:
 - ``fit`` runs one Keras epoch per pass over the training set, compiled (``jit_compile``) with
   ``steps_per_execution`` covering the whole pass on TensorFlow and JAX (PyTorch refuses more than
   one step per execution), so Python runs once per epoch: that is when the per-epoch validation
-  measures are taken and handed to the caller.
+  measures are taken and handed to the caller. A short last batch is padded to the full size
+  with rows weighted 0 in every mean, so all steps have one shape and compile once.
 - Per-slot Adam with its own step count (bias correction) and learning rate, so a slot freed by a
   pruned trial can take a new trial at an epoch boundary and train it as if it were alone.
 
 Slot weights start as ``models.build(cfg)``'s (``models.initial_weights``, drawn without building
-a model), and ``export`` gives a slot back as the same plain
-autoencoder, so saved models, figures and retraining all see an ordinary Keras model.
+a model), and ``export`` gives a slot back as the same plain autoencoder, so saved models,
+figures and retraining all see an ordinary Keras model.
 """
 
 from __future__ import annotations
