@@ -40,7 +40,7 @@ from experiments import losses, models
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
 from experiments.pack_measures import PackMeasures
-from experiments.slots import OPTIMIZERS, Rows, SlotDecoderNorm, SlotMean
+from experiments.slots import OPTIMIZERS, Rows, SlotDecoderNorm, SlotMean, host_zeros
 from experiments.topk import DECODER_NORM, keep_top_k
 
 PIXELS = models.PIXELS
@@ -105,17 +105,19 @@ class PackedAutoencoder(keras.Model):
         # the top-k step (a sort per digit) only in packs that may hold a topk trial
         self.slots, self.base, self.topk = slots, base, topk
         latent = m.latent
-        self.encoder_kernel = self.add_weight((slots, PIXELS, latent), "zeros", name="enc_w")
-        self.encoder_bias = self.add_weight((slots, latent), "zeros", name="enc_b")
+        self.encoder_kernel = self.add_weight((slots, PIXELS, latent), host_zeros, name="enc_w")
+        self.encoder_bias = self.add_weight((slots, latent), host_zeros, name="enc_b")
         # its constraint (SlotDecoderNorm) reads the optimizer: the trainer sets it
-        self.decoder_kernel = self.add_weight((slots, latent, PIXELS), "zeros", name="dec_w")
-        self.decoder_bias = self.add_weight((slots, PIXELS), "zeros", name="dec_b")
-        self.pixels = self.add_weight(pixels.shape, "zeros", trainable=False, name="pixels")
+        self.decoder_kernel = self.add_weight((slots, latent, PIXELS), host_zeros, name="dec_w")
+        self.decoder_bias = self.add_weight((slots, PIXELS), host_zeros, name="dec_b")
+        self.pixels = self.add_weight(pixels.shape, host_zeros, trainable=False, name="pixels")
         self.pixels.assign(pixels)
         self.order = self.add_weight(
-            (slots, len(pixels)), "zeros", dtype="int32", trainable=False, name="order"
+            (slots, len(pixels)), host_zeros, dtype="int32", trainable=False, name="order"
         )
-        self.hyper = {k: self.add_weight((slots,), "zeros", trainable=False, name=k) for k in HYPER}
+        self.hyper = {
+            k: self.add_weight((slots,), host_zeros, trainable=False, name=k) for k in HYPER
+        }
         self.loss_tracker = SlotMean(slots, "slot_loss")
         self.mse_tracker = SlotMean(slots, "slot_mse")
         self.built = True

@@ -16,6 +16,12 @@ import numpy as np
 from keras import ops
 
 
+def host_zeros(shape, dtype=None) -> np.ndarray:
+    """An initializer: zeros made by numpy. ``"zeros"`` makes them with ``keras.ops.zeros``,
+    which JAX compiles for each new shape (30-40 ms each, a tenth of a short study's set-up)."""
+    return np.zeros(shape, dtype or "float32")
+
+
 def default_slots() -> int:
     """Slots per pack when nobody says: on a CPU, enough to amortise the per-step overhead
     (8 measured best on 2 cores, see make bench); on an accelerator, enough to fill it."""
@@ -32,8 +38,8 @@ class SlotMean(keras.metrics.Metric):
 
     def __init__(self, slots: int, name: str):
         super().__init__(name=name)
-        self.total = self.add_variable(shape=(slots,), initializer="zeros", name="total")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+        self.total = self.add_variable(shape=(slots,), initializer=host_zeros, name="total")
+        self.count = self.add_variable(shape=(), initializer=host_zeros, name="count")
 
     def update_state(self, values, weight):
         self.total.assign_add(values * weight)
@@ -43,7 +49,7 @@ class SlotMean(keras.metrics.Metric):
         return self.total / ops.maximum(self.count, 1.0)
 
     def reset_state(self):
-        self.total.assign(ops.zeros(self.total.shape))
+        self.total.assign(host_zeros(self.total.shape))
         self.count.assign(0.0)
 
 
@@ -73,12 +79,22 @@ class _SlotSteps:
         if self.built:
             return
         super().build(variables)
-        self.slot_lr = self.add_variable((self.slots,), initializer="zeros", name="slot_lr")
-        self.slot_start = self.add_variable((self.slots,), initializer="zeros", name="slot_start")
-        self.slot_floor = self.add_variable((self.slots,), initializer="zeros", name="slot_floor")
-        self.slot_ceiling = self.add_variable(
-            (self.slots,), initializer="zeros", name="slot_ceiling"
+        self.slot_lr = self.add_variable((self.slots,), initializer=host_zeros, name="slot_lr")
+        self.slot_start = self.add_variable(
+            (self.slots,), initializer=host_zeros, name="slot_start"
         )
+        self.slot_floor = self.add_variable(
+            (self.slots,), initializer=host_zeros, name="slot_floor"
+        )
+        self.slot_ceiling = self.add_variable(
+            (self.slots,), initializer=host_zeros, name="slot_ceiling"
+        )
+
+    def add_variable_from_reference(self, reference_variable, name=None, initializer="zeros"):
+        # the moments of Keras's optimizers: zeros made on the host, as the slots' own
+        if initializer == "zeros":
+            initializer = host_zeros
+        return super().add_variable_from_reference(reference_variable, name, initializer)
 
     def _per_slot(self, vector, variable):
         return ops.reshape(
