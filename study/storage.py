@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -136,6 +137,8 @@ def _disconnected(err: BaseException | None) -> bool:
     """Whether ``err`` says the database connection is gone (then the call may be repeated):
     anywhere in its chain of causes, a lost connection, or a session left unusable by one
     (PendingRollbackError: Optuna's fallback read after a failed one meets it)."""
+    if "sqlalchemy.exc" not in sys.modules:  # no database in use (a journal file): nothing
+        return False  # of it can have failed, and importing it costs 0.15 s
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
 
     seen = set()
