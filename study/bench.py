@@ -25,8 +25,10 @@ pruning, so every variant does the same work:
   point operations per sample and training step (``train_flops``, from the config) against a
   large float32 matrix product timed in the same run (``matmul``).
 
-Each study variant runs ``--repeats`` times (default 3) and its median run is kept; the table
-prints every run's seconds, so the spread is in sight. Ratios against the baseline of the same
+The study variants run in ``--repeats`` rounds (default 3), each variant once per round, so that
+a machine whose speed drifts during the bench slows them all alike; each keeps its median run,
+and the table prints every run's seconds, so the spread is in sight. Tracking's cost is the
+median over the rounds of the tracked study against the same round's study without. Ratios against the baseline of the same
 bench are the figures that count (machines are noisy); absolute numbers are for information.
 Results: a table, and ``bench/results.json``.
 """
@@ -61,6 +63,7 @@ REPEATS = 3
 # JAX keeps what it compiles on disk (experiments.packed.use_compile_cache): a study after the
 # first on a machine starts without compiling; measured apart, every other variant starts cold
 WARM = "compile cache warm"
+TRACKED = "tracked"  # the plan's row of the study with MLflow
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -223,15 +226,9 @@ def main(args: argparse.Namespace) -> int:
         flush=True,
     )
 
-    def run(
-        variant: str, backend: str | None = None, repeats: int = 1, cache: str | None = None
-    ) -> dict:
+    def run(variant: str, backend: str | None = None, cache: str | None = None) -> dict:
         print(f"  measuring {variant}{f' on {backend}' if backend else ''} ...", flush=True)
-        runs = [_in_child(variant, configs, args.data, backend, cache) for _ in range(repeats)]
-        return _median_run(runs)
-
-    def repeated(variant: str, backend: str | None = None, cache: str | None = None) -> dict:
-        return run(variant, backend, args.repeats, cache)
+        return _in_child(variant, configs, args.data, backend, cache)
 
     others = [
         b
@@ -244,18 +241,28 @@ def main(args: argparse.Namespace) -> int:
         "project trainer + validation": run("single-packed"),
         **{f"project trainer + validation ({b})": run("single-packed", b) for b in others},
     }
-    studies = {"sequential, plain fit": repeated("study-plain")}
-    for k in args.packs:
-        studies[f"pack {k}"] = repeated(f"study:{k},off")
-    studies |= {f"pack {default} ({b})": repeated(f"study:{default},off", b) for b in others}
-    for b in [b for b in (keras.backend.backend(), *others) if b == "jax"]:
-        with tempfile.TemporaryDirectory(prefix="sae-bench-cache-") as cache:
-            run(f"study:{default},off", b, cache=cache)  # fills the cache: not counted
-            studies[f"pack {default} ({b}, {WARM})"] = repeated(f"study:{default},off", b, cache)
-    tracked = {
-        "off": studies.get(f"pack {default}") or repeated(f"study:{default},off"),
-        "full": repeated(f"study:{default},tracked"),
+    # the study variants: (variant, backend, JAX compilation cache) by row name
+    plan: dict[str, tuple[str, str | None, str | None]] = {
+        "sequential, plain fit": ("study-plain", None, None)
     }
+    for k in args.packs:
+        plan[f"pack {k}"] = (f"study:{k},off", None, None)
+    plan |= {f"pack {default} ({b})": (f"study:{default},off", b, None) for b in others}
+    with tempfile.TemporaryDirectory(prefix="sae-bench-cache-") as cache:
+        for b in [b for b in (keras.backend.backend(), *others) if b == "jax"]:
+            plan[f"pack {default} ({b}, {WARM})"] = (f"study:{default},off", b, cache)
+            run(f"study:{default},off", b, cache)  # fills the cache: not counted
+        plan.setdefault(f"pack {default}", (f"study:{default},off", None, None))
+        plan[TRACKED] = (f"study:{default},tracked", None, None)
+        # round after round, every variant once in each: a machine whose speed drifts while
+        # the bench runs slows all variants alike, not the ones measured last
+        rounds = [{name: run(*how) for name, how in plan.items()} for _ in range(args.repeats)]
+    studies = {name: _median_run([r[name] for r in rounds]) for name in plan}
+    tracked = {"off": studies[f"pack {default}"], "full": studies.pop(TRACKED)}
+    if default not in args.packs:
+        studies.pop(f"pack {default}")
+    # the cost of tracking in each round, against the same round's study without it
+    paired = sorted(r[TRACKED]["seconds"] / r[f"pack {default}"]["seconds"] - 1 for r in rounds)
     rate = run("matmul")["flops_per_s"]
     flops = train_flops(from_flat(configs[0]))
     limit = rate / flops  # trial-samples/s the arithmetic allows
@@ -291,16 +298,15 @@ def main(args: argparse.Namespace) -> int:
     )
     for header, rows, rate_key, base, extra in tables:
         print("\n" + _table(header, rows, rate_key, base, limit, extra))
-    overhead = tracked["full"]["seconds"] / tracked["off"]["seconds"] - 1
+    overhead = paired[len(paired) // 2]  # the median round (the higher middle one of two)
     per_trial = tracked["full"]["trial_seconds"] / tracked["off"]["trial_seconds"] - 1
     print(
         f"\ntracking (pack {default}, every trial complete, figures and model for each):\n"
         f"  a trial, asked to told: {tracked['full']['trial_seconds']:.2f} s with MLflow, "
         f"{tracked['off']['trial_seconds']:.2f} s without: {per_trial:+.1%}\n"
-        f"  the study, start to end (every write done): "
-        f"{tracked['full']['seconds']:.1f} s with, {tracked['off']['seconds']:.1f} s without: "
-        f"{overhead:+.1%} (medians; runs with: {tracked['full']['runs_s']} s, without: "
-        f"{tracked['off']['runs_s']} s)"
+        f"  the study, start to end (every write done): {overhead:+.1%} (the median of the "
+        f"rounds, each against the same round without: {' '.join(f'{p:+.1%}' for p in paired)}"
+        f"; runs with: {tracked['full']['runs_s']} s, without: {tracked['off']['runs_s']} s)"
     )
     full, off = tracked["full"], tracked["off"]
     writer = full["children_cpu_s"] - off["children_cpu_s"]
@@ -327,7 +333,7 @@ def main(args: argparse.Namespace) -> int:
         f"({best_rate:,.0f} vs {base_study:,.0f} trial-samples/s)\n"
         f"{warm}"
         f"  study with MLflow vs without (pack {default}): {overhead:+.1%} "
-        f"({full['seconds']:.1f} vs {off['seconds']:.1f} s)\n"
+        f"(median of {len(paired)} rounds)\n"
         f"arithmetic: {flops / 1e6:.2f} MFLOP per sample and training step "
         f"(784-{from_flat(configs[0]).model.latent}-784, forward and backward, matrix "
         f"products); a {MATMUL_SIDE}x{MATMUL_SIDE} float32 matrix product runs "
@@ -366,6 +372,7 @@ def main(args: argparse.Namespace) -> int:
             **{f"{k}_of_limit": r["trial_samples_per_s"] / limit for k, r in studies.items()},
             "tracking_overhead_per_trial": per_trial,
             "tracking_overhead_study": overhead,
+            "tracking_overhead_rounds": paired,
         },
     }
     out = Path(args.out)
