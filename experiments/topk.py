@@ -56,6 +56,9 @@ class TopK(keras.layers.Layer):
         super().__init__(**kwargs)
         self.k = int(k)
 
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
     def call(self, codes):
         return keep_top_k(codes, self.k)
 
