@@ -36,10 +36,11 @@ from mlflow import MlflowClient
 
 from tracking.runs import Run
 
-# metric values per run gathered before they are sent (MLflow takes 1,000 in a write): each
-# write to MLflow's SQL store costs about as much as 60 values in it, so a run's values are sent
-# every 240 (20 epochs of a study's trial), or every BATCH_S seconds while it trains
-BATCH, BATCH_S = 240, 30.0
+# metric values per run gathered before they are sent: each write to MLflow's SQL store costs
+# about as much as 60 values in it, so a run's values are sent as MLflow's limit of a write
+# fills (1,000: a trial's whole history up to 80 epochs, sent with its end), or every BATCH_S
+# seconds while it trains, for the user who watches it
+BATCH, BATCH_S = 1000, 30.0
 ORPHAN_POLL_S = 1.0  # how often the writer checks that its training process is alive
 
 _clients: dict[tuple[int, str], MlflowClient] = {}
