@@ -74,20 +74,33 @@ def backend_compiles() -> bool:
     return keras.backend.backend() in ("tensorflow", "jax")
 
 
+TF_CACHE_FLAG = "--tf_xla_persistent_cache_directory"  # TensorFlow's, in TF_XLA_FLAGS
+
+
 def use_compile_cache() -> None:
-    """On JAX, keep what XLA compiles on disk (JAX's persistent compilation cache, in
-    ``$XDG_CACHE_HOME/sae-study/jax``, default ``~/.cache``, unless JAX_COMPILATION_CACHE_DIR
-    names another folder): a pack's training step and measures are compiled once per machine and
-    shape, not once per process (1.3 s of a 7 s study on 2 cores; every study, worker and
-    confirmation starts a process). Call it before anything compiles; nothing on the other
-    backends."""
-    if keras.backend.backend() != "jax":
+    """Keep what XLA compiles on disk, in ``$XDG_CACHE_HOME/sae-study/<backend>`` (default
+    ``~/.cache``): a pack's training step and measures are compiled once per machine and shape,
+    not once per process (every study, worker and confirmation starts one): on JAX its
+    persistent compilation cache (unless JAX_COMPILATION_CACHE_DIR names another folder), on
+    TensorFlow XLA's (unless TF_XLA_FLAGS names one), in a folder of its version, since its
+    entries do not name it. Call it before anything compiles; TensorFlow reads the setting at
+    its first operation, and ignores it after. Nothing on other backends."""
+    backend = keras.backend.backend()
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "sae-study")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        flags = os.environ.get("TF_XLA_FLAGS", "")
+        if TF_CACHE_FLAG not in flags:
+            folder = home / f"tensorflow-{tf.__version__}"
+            os.environ["TF_XLA_FLAGS"] = f"{flags} {TF_CACHE_FLAG}={folder}".strip()
+        return
+    if backend != "jax":
         return
     import jax
 
     if not jax.config.jax_compilation_cache_dir:  # type: ignore[attr-defined]  # from the env
-        home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        jax.config.update("jax_compilation_cache_dir", str(Path(home, "sae-study", "jax")))
+        jax.config.update("jax_compilation_cache_dir", str(home / "jax"))
     # JAX keeps only what took a second to compile by default; a pack's step takes less
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out
-
 import numpy as np
 import pytest
 from servers import MlflowServer, Postgres, ServerUnavailable, unavailable
 
 from experiments import data as data_module
 from experiments.presets import PRESETS
+
+# what XLA compiles is kept on disk where a study runs (experiments.packed.use_compile_cache):
+# in the tests, in a folder of this test run, removed at its end, not in the user's cache
+_XLA_CACHE = tempfile.mkdtemp(prefix="sae-tests-xla-")
+atexit.register(shutil.rmtree, _XLA_CACHE, True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+os.environ["TF_XLA_FLAGS"] = " ".join(
+    [os.environ.get("TF_XLA_FLAGS", ""), f"--tf_xla_persistent_cache_directory={_XLA_CACHE}"]
+).strip()
 
 
 @pytest.fixture(scope="session")
