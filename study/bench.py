@@ -15,9 +15,9 @@ pruning, so every variant does the same work:
 - **study**: the trials as a study: one after another with plain ``fit`` and the same per-epoch
   measures (the baseline), then ``run_study`` with packs of K trials (K = 1 is one after another
   with this project's trainer). Trial-samples per second and trials per hour, start-up included.
-  On JAX also with its compilation cache warm (``experiments.packed.use_compile_cache``, filled
-  by one uncounted run first): what a study sees after the first on the machine. Every other
-  variant starts with an empty cache.
+  Also with XLA's compilation cache warm (``experiments.packed.use_compile_cache``, filled by one
+  uncounted run first; TensorFlow and JAX): what a study sees after the first on the machine.
+  Every other variant starts with an empty cache.
 - **tracking**: the same study (default pack) with full MLflow tracking against tracking off: a
   trial's time from ask to tell, and the study's from start to end (every write done), on a
   tracking store that exists already, as a user's does.
@@ -28,8 +28,9 @@ pruning, so every variant does the same work:
 The study variants run in ``--repeats`` rounds (default 3), each variant once per round, so that
 a machine whose speed drifts during the bench slows them all alike; each keeps its median run,
 and the table prints every run's seconds, so the spread is in sight. Tracking's cost is the
-median over the rounds of the tracked study against the same round's study without. Ratios against the baseline of the same
-bench are the figures that count (machines are noisy); absolute numbers are for information.
+median over the rounds of the tracked study against the same round's study without. Ratios
+against the baseline of the same bench are the figures that count (machines are noisy);
+absolute numbers are for information.
 Results: a table, and ``bench/results.json``.
 """
 
@@ -60,7 +61,7 @@ RESULTS = Path("bench/results.json")
 # a study variant runs this many times and its median run is kept: one run of the same variant
 # varied by up to a quarter on a shared 2-core machine
 REPEATS = 3
-# JAX keeps what it compiles on disk (experiments.packed.use_compile_cache): a study after the
+# XLA's compilations are kept on disk (experiments.packed.use_compile_cache): a study after the
 # first on a machine starts without compiling; measured apart, every other variant starts cold
 WARM = "compile cache warm"
 TRACKED = "tracked"  # the plan's row of the study with MLflow
@@ -118,12 +119,18 @@ def _in_child(
     backend: str | None = None,
     cache: str | None = None,
 ) -> dict:
-    """One measurement in a process of its own; JAX's compilation cache in ``cache``, or, by
-    default, in an empty folder: nothing compiled before."""
+    """One measurement in a process of its own; XLA's compilation cache (JAX's or TensorFlow's)
+    in ``cache``, or, by default, in an empty folder: nothing compiled before."""
+    from experiments.packed import TF_CACHE_FLAG
+
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(configs, f)
     fresh = tempfile.mkdtemp(prefix="sae-bench-cache-")
-    env = os.environ | {"JAX_COMPILATION_CACHE_DIR": cache or fresh}
+    flags = [f for f in os.environ.get("TF_XLA_FLAGS", "").split() if TF_CACHE_FLAG not in f]
+    env = os.environ | {
+        "JAX_COMPILATION_CACHE_DIR": cache or fresh,
+        "TF_XLA_FLAGS": " ".join([*flags, f"{TF_CACHE_FLAG}={cache or fresh}"]),
+    }
     env |= {"KERAS_BACKEND": backend} if backend else {}
     try:
         done = subprocess.run(
@@ -248,8 +255,9 @@ def main(args: argparse.Namespace) -> int:
     for k in args.packs:
         plan[f"pack {k}"] = (f"study:{k},off", None, None)
     plan |= {f"pack {default} ({b})": (f"study:{default},off", b, None) for b in others}
-    with tempfile.TemporaryDirectory(prefix="sae-bench-cache-") as cache:
-        for b in [b for b in (keras.backend.backend(), *others) if b == "jax"]:
+    with tempfile.TemporaryDirectory(prefix="sae-bench-cache-") as caches:
+        for b in [b for b in (keras.backend.backend(), *others) if b in ("tensorflow", "jax")]:
+            cache = str(Path(caches, b))
             plan[f"pack {default} ({b}, {WARM})"] = (f"study:{default},off", b, cache)
             run(f"study:{default},off", b, cache)  # fills the cache: not counted
         plan.setdefault(f"pack {default}", (f"study:{default},off", None, None))
