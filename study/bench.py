@@ -248,7 +248,7 @@ def main(args: argparse.Namespace) -> int:
         "project trainer + validation": run("single-packed"),
         **{f"project trainer + validation ({b})": run("single-packed", b) for b in others},
     }
-    # the study variants: (variant, backend, JAX compilation cache) by row name
+    # the study variants: (variant, backend, XLA compilation cache) by row name
     plan: dict[str, tuple[str, str | None, str | None]] = {
         "sequential, plain fit": ("study-plain", None, None)
     }
