@@ -77,6 +77,15 @@ def backend_compiles() -> bool:
 TF_CACHE_FLAG = "--tf_xla_persistent_cache_directory"  # TensorFlow's, in TF_XLA_FLAGS
 
 
+def tf_cache_flags(folder: str | Path) -> str:
+    """TF_XLA_FLAGS as they are now, with TensorFlow's XLA compilation cache in ``folder`` (a
+    folder they named before replaced)."""
+    kept = [
+        f for f in os.environ.get("TF_XLA_FLAGS", "").split() if not f.startswith(TF_CACHE_FLAG)
+    ]
+    return " ".join([*kept, f"{TF_CACHE_FLAG}={folder}"])
+
+
 def use_compile_cache() -> None:
     """Keep what XLA compiles on disk, in ``$XDG_CACHE_HOME/sae-study/<backend>`` (default
     ``~/.cache``): a pack's training step and measures are compiled once per machine and shape,
@@ -90,10 +99,8 @@ def use_compile_cache() -> None:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        flags = os.environ.get("TF_XLA_FLAGS", "")
-        if TF_CACHE_FLAG not in flags:
-            folder = home / f"tensorflow-{tf.__version__}"
-            os.environ["TF_XLA_FLAGS"] = f"{flags} {TF_CACHE_FLAG}={folder}".strip()
+        if TF_CACHE_FLAG not in os.environ.get("TF_XLA_FLAGS", ""):
+            os.environ["TF_XLA_FLAGS"] = tf_cache_flags(home / f"tensorflow-{tf.__version__}")
         return
     if backend != "jax":
         return

@@ -121,16 +121,12 @@ def _in_child(
 ) -> dict:
     """One measurement in a process of its own; XLA's compilation cache (JAX's or TensorFlow's)
     in ``cache``, or, by default, in an empty folder: nothing compiled before."""
-    from experiments.packed import TF_CACHE_FLAG
+    from experiments.packed import tf_cache_flags
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(configs, f)
-    fresh = tempfile.mkdtemp(prefix="sae-bench-cache-")
-    flags = [f for f in os.environ.get("TF_XLA_FLAGS", "").split() if TF_CACHE_FLAG not in f]
-    env = os.environ | {
-        "JAX_COMPILATION_CACHE_DIR": cache or fresh,
-        "TF_XLA_FLAGS": " ".join([*flags, f"{TF_CACHE_FLAG}={cache or fresh}"]),
-    }
+    folder = cache or tempfile.mkdtemp(prefix="sae-bench-cache-")
+    env = os.environ | {"JAX_COMPILATION_CACHE_DIR": folder, "TF_XLA_FLAGS": tf_cache_flags(folder)}
     env |= {"KERAS_BACKEND": backend} if backend else {}
     try:
         done = subprocess.run(
@@ -159,7 +155,8 @@ def _in_child(
         return json.loads(Path(f.name).read_text())
     finally:
         os.unlink(f.name)
-        shutil.rmtree(fresh, ignore_errors=True)
+        if cache is None:  # the empty folder made for this run
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _table(

@@ -14,6 +14,7 @@ import pytest
 from servers import MlflowServer, Postgres, ServerUnavailable, unavailable
 
 from experiments import data as data_module
+from experiments.packed import tf_cache_flags
 from experiments.presets import PRESETS
 
 # what XLA compiles is kept on disk where a study runs (experiments.packed.use_compile_cache):
@@ -21,9 +22,7 @@ from experiments.presets import PRESETS
 _XLA_CACHE = tempfile.mkdtemp(prefix="sae-tests-xla-")
 atexit.register(shutil.rmtree, _XLA_CACHE, True)
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
-os.environ["TF_XLA_FLAGS"] = " ".join(
-    [os.environ.get("TF_XLA_FLAGS", ""), f"--tf_xla_persistent_cache_directory={_XLA_CACHE}"]
-).strip()
+os.environ["TF_XLA_FLAGS"] = tf_cache_flags(_XLA_CACHE)
 
 
 @pytest.fixture(scope="session")
