@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 # options passed through to the commands (empty means the command's own default)
 DATA ?=
