@@ -5,6 +5,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,7 +101,9 @@ def test_the_writer_ends_with_a_killed_training_process(tracking_uri):
     assert not _alive(writers[0]), "the writer outlived its training process"
 
 
-def test_a_run_is_marked_recorded_only_when_every_write_to_it_succeeded(tracking_uri, capsys):
+def test_a_run_is_marked_recorded_only_when_every_write_to_it_succeeded(
+    tracking_uri, capsys, tmp_path, monkeypatch
+):
     tracker = Tracker("marks")
     clean, broken = (
         tracker.start_run(name, tags={RECORDED: "false"}) for name in ("clean", "broken")
@@ -125,6 +128,13 @@ def test_a_run_is_marked_recorded_only_when_every_write_to_it_succeeded(tracking
             QueuedRun(writer, clean.run_id, what="trial 0").set_tags({"late": 1})
             writer.flush()
         assert writer.failures >= 3 and "trial 0 (log_metric_steps)" in writer.summary()
+        # nor does a file sent after leave its copy behind
+        (tmp_path / "tmp").mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+        (tmp_path / "model.keras").write_text("a model")
+        QueuedRun(writer, clean.run_id).log_file(tmp_path / "model.keras", "model")
+        writer.flush()
+        assert not list((tmp_path / "tmp").iterdir())
     finally:
         writer.close()
     client = MlflowClient(tracking_uri)

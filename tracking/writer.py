@@ -112,7 +112,8 @@ class Writer:
     def __init__(self, uri: str):
         self.uri = uri
         self.failed: list[Failure] = []
-        self._futures: list[tuple[Future, str, str]] = []  # (future, what, method)
+        # (future, what, method, the folder to remove after it)
+        self._futures: list[tuple[Future, str, str, str | None]] = []
         self._lock = threading.Lock()
         # forked now, while nothing of the study runs yet; spawned (a fresh interpreter) where
         # fork is not offered
@@ -147,10 +148,10 @@ class Writer:
         try:
             future = self._process.submit(_call, self.uri, run_id, method, args, remove)
         except RuntimeError as err:  # the writer's process died (BrokenProcessPool) or ended
-            self._failed(what, method, err)
+            self._failed(what, method, err, remove)
             return
         with self._lock:
-            self._futures.append((future, what, method))
+            self._futures.append((future, what, method, remove))
         self._report(wait=False)
 
     def flush(self) -> None:
@@ -180,18 +181,22 @@ class Writer:
         )
 
     def _report(self, wait: bool) -> None:
-        done: list[tuple[Future, str, str]] = []
+        done: list[tuple[Future, str, str, str | None]] = []
         with self._lock:  # one look at each future: done ones are reported, the rest kept
-            pending: list[tuple[Future, str, str]] = []
+            pending: list[tuple[Future, str, str, str | None]] = []
             for item in self._futures:
                 (done if wait or item[0].done() else pending).append(item)
             self._futures = pending
-        for future, what, method in done:
+        for future, what, method, remove in done:
             err = future.exception()
             if err is not None:
-                self._failed(what, method, err)
+                self._failed(what, method, err, remove)
 
-    def _failed(self, what: str, method: str, err: BaseException) -> None:
+    def _failed(
+        self, what: str, method: str, err: BaseException, remove: str | None = None
+    ) -> None:
+        if remove:  # the write's copy, left when the writer's process died before it ran
+            shutil.rmtree(remove, ignore_errors=True)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         self.failed.append(Failure(what, method, f"{type(err).__name__}: {first}"))
         print(
