@@ -31,6 +31,8 @@ DEFAULT_MEASURE = "mean_activation"
 RUN_ATTR = "mlflow_run_id"  # trial user attr: the trial's MLflow run
 SPEC_ATTR = "spec"  # study user attr: families, target and fixed config it was created with
 TOP, SEEDS = 3, 3  # defaults of --confirm-top and --confirm-seeds
+ROUNDS = 3  # a family whose confirmed configurations all miss the target on a seed gets its next
+# --confirm-top, this many times at most
 DEFAULT_TARGET = 0.05  # the literature's p; measured on the frontier in README's results
 
 

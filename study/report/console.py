@@ -70,7 +70,7 @@ def confirmation_lines(
     )
     lines.append(
         f"confirmed on fresh seeds {', '.join(map(str, seeds))} (mean ± sd; worst "
-        f"seed), feasible when the mean over the seeds meets {constraint.describe()}:"
+        f"seed), a configuration holding when every seed meets {constraint.describe()}:"
     )
 
     def line(c: confirm.Confirmed) -> str:
@@ -81,7 +81,9 @@ def confirmation_lines(
             f"(worst {s.worst('val_mean_activation'):.4f}) l0={s.mean('val_l0'):.1f}"
         )
 
-    lines += _per_family(families, outcome.winners, line, "no configuration confirmed feasible")
+    lines += _per_family(
+        families, outcome.winners, line, "no confirmed configuration meets the target on each seed"
+    )
     if outcome.missing:
         lines.append(
             f"  not confirmed (a seed diverged): trial(s) {', '.join(map(str, outcome.missing))}"

@@ -124,8 +124,8 @@ def gather(
     found = confirm.stored(study, trials)
     seeds = _confirmation_seeds(found, study)
     top = int(study.user_attrs.get(confirm.TOP_ATTR, TOP))
-    chosen = confirm.candidates(trials, families, constraint, top)
     on_seeds = {n: c for n, c in found.items() if c.seeded.seeds == seeds}
+    chosen = confirm.candidates(trials, families, constraint, top, on_seeds)
     winners = confirm.winners(on_seeds, families, constraint, among=chosen)
     winner = confirm.overall(winners)
     search_best = best_per_family(trials, families, constraint)

@@ -58,7 +58,7 @@ def summary(f: Findings) -> list[Block]:
             f"activation {num(w.seeded.mean('val_mean_activation'))} (worst "
             f"{num(w.seeded.worst('val_mean_activation'))}), L0 "
             f"{num(w.seeded.mean('val_l0'), 1)} active units per digit; constraint: {c}, "
-            f"met on average over the seeds. In the search, on the study's seed alone, it "
+            f"met on every seed. In the search, on the study's seed alone, it "
             f"scored val MSE {num(a['val_mse'])}, test MSE {num(a['test_mse'])}."
         )
         cost = cost_sentence(f)
