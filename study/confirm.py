@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -172,6 +172,8 @@ class Outcome:
     trained: int  # trainings this call ran (0: all was stored already)
     missing: list[int]  # candidate trials that could not be confirmed (diverged)
     registered: str | None = None  # "name/version" when the registry got a new version
+    # configurations confirmed per family, those that hold or not (0: no feasible trial)
+    confirmed: dict[str, int] = field(default_factory=dict)
 
 
 def _unguarded(what: str, call: Callable, default):
@@ -373,7 +375,8 @@ def confirm(
                 lambda: register(recorder, winner, models, constraint),
                 None,
             )
-    return Outcome(family_winners, winner, have, trained, missing, registered)
+    counts = {f: sum(family(t) == f and t.number in done for t in chosen) for f in families}
+    return Outcome(family_winners, winner, have, trained, missing, registered, counts)
 
 
 def register(

@@ -8,6 +8,7 @@ from test_study import spec
 
 from study import baselines, confirm
 from study.cli import main
+from study.report import console
 from study.results import ROUNDS, Constraint, Seeded, StudySpec
 from study.search import run_study
 
@@ -107,7 +108,7 @@ def test_a_configuration_missing_the_target_on_a_fresh_seed_gives_way_to_the_nex
                 value=val_mse,
                 params={},
                 distributions={},
-                user_attrs={"config": cfg.flat(), "val_mse": val_mse, "val_l0": 5.0},
+                user_attrs={"config": cfg.flat(), "val_mse": val_mse, "val_l0": 1.0},
             )
         )
     said: list[str] = []
@@ -119,6 +120,14 @@ def test_a_configuration_missing_the_target_on_a_fresh_seed_gives_way_to_the_nex
     assert study.user_attrs["confirmed:1"]["finals"][0]["val_l0"] <= 10
     assert out.trained == 2 + 3 * len(baselines.lr_grid()) + 3
     assert any("confirming the next 1" in line for line in said), said
+    assert out.confirmed == {"sparse_kl": 2}
+    # a target neither meets on its fresh seed (about 20 and 2 units): no winner, nothing trained
+    strict = Constraint("l0", 1.5)
+    again = confirm.confirm(study, dense, tiny_data, ["sparse_kl", "ncae"], strict, 1, 1)
+    assert again.trained == 0 and again.winners == {} and again.winner is None
+    lines = console.confirmation_lines(again, ["sparse_kl", "ncae"], strict, [])
+    assert "sparse_kl none of its 2 confirmed configuration(s) meets the target" in lines[1]
+    assert "ncae      no feasible trial to confirm" in lines[2]
 
 
 def test_confirmation_and_baselines_are_stored_tracked_and_reused(

@@ -45,14 +45,16 @@ def search_lines(
 
     return [
         "search, best feasible per family (the study's seed only):",
-        *_per_family(families, best, line, "no feasible trial"),
+        *_per_family(families, best, line, lambda _: "no feasible trial"),
     ]
 
 
-def _per_family(families: list[str], found: dict, line: Callable, missing: str) -> list[str]:
-    """One line per family: ``line(found[family])``, or ``missing``."""
+def _per_family(
+    families: list[str], found: dict, line: Callable, missing: Callable[[str], str]
+) -> list[str]:
+    """One line per family: ``line(found[family])``, or ``missing(family)``."""
     return [
-        f"  {family:9s} " + (line(found[family]) if family in found else missing)
+        f"  {family:9s} " + (line(found[family]) if family in found else missing(family))
         for family in families
     ]
 
@@ -81,9 +83,12 @@ def confirmation_lines(
             f"(worst {s.worst('val_mean_activation'):.4f}) l0={s.mean('val_l0'):.1f}"
         )
 
-    lines += _per_family(
-        families, outcome.winners, line, "no confirmed configuration meets the target on each seed"
-    )
+    def absent(name: str) -> str:
+        if n := outcome.confirmed.get(name, 0):
+            return f"none of its {n} confirmed configuration(s) meets the target on every seed"
+        return "no feasible trial to confirm"
+
+    lines += _per_family(families, outcome.winners, line, absent)
     if outcome.missing:
         lines.append(
             f"  not confirmed (a seed diverged): trial(s) {', '.join(map(str, outcome.missing))}"
