@@ -12,7 +12,8 @@ the target; a family none of whose confirmed configurations holds gets its next 
 family's winner, shown as mean ± sd with its worst seed. The baselines (study/baselines.py) get
 their learning rate searched and are trained on the same fresh seeds.
 
-Everything is stored with the study (user attrs ``confirmed:<trial number>`` and
+Everything is stored with the study (user attrs ``confirmed:<trial number>``,
+``diverged:<trial number>`` for a candidate whose training diverged on a fresh seed, and
 ``baseline:<preset>``), so a resumed study, ``python -m study confirm`` and the report reuse it;
 a study resumed with more trials confirms only what is new. Each training of a fresh seed is also
 an MLflow run under the study's parent run, tagged ``confirms=<trial number>`` (or
@@ -45,6 +46,7 @@ from study.results import (
 )
 
 ATTR = "confirmed:"  # study user attr prefix: confirmed:<trial number>
+DIVERGED_ATTR = "diverged:"  # study user attr prefix: a candidate that diverged on a fresh seed
 TOP_ATTR = "confirm_top"  # study user attr: the --confirm-top it was last confirmed with
 
 
@@ -107,6 +109,15 @@ def stored(
                 tuple(value.get("run_ids", ())),
             )
     return out
+
+
+def diverged(study: optuna.Study, seeds: tuple[int, ...]) -> set[int]:
+    """The candidates whose training diverged on one of ``seeds``: not confirmed, not retried."""
+    return {
+        int(key.removeprefix(DIVERGED_ATTR))
+        for key, value in study.user_attrs.items()
+        if key.startswith(DIVERGED_ATTR) and tuple(value["seeds"]) == seeds
+    }
 
 
 def candidates(
@@ -245,7 +256,7 @@ def confirm(
         for lr in baselines.lr_grid()
     ]
     models: dict[tuple[int, int], Result] = {}
-    missing: list[int] = []  # a seed diverged: the configuration is not confirmed
+    missing = sorted(diverged(study, seeds))  # a seed diverged: the configuration is not confirmed
     trained = 0
     grid_results: list[Result | None] = []
     while True:  # a round each time a family's candidates all miss the target on a seed
@@ -281,6 +292,7 @@ def confirm(
             mine = [(cfg, r) for cfg, r in outcomes if isinstance(r, Result)]
             if len(mine) < len(outcomes):
                 missing.append(t.number)
+                study.set_user_attr(DIVERGED_ATTR + str(t.number), {"seeds": list(seeds)})
                 continue
             run_ids = (
                 ()
@@ -376,6 +388,7 @@ def confirm(
                 None,
             )
     counts = {f: sum(family(t) == f and t.number in done for t in chosen) for f in families}
+    missing = [t.number for t in chosen if t.number in missing]
     return Outcome(family_winners, winner, have, trained, missing, registered, counts)
 
 

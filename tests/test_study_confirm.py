@@ -11,6 +11,7 @@ from study.cli import main
 from study.report import console
 from study.results import ROUNDS, Constraint, Seeded, StudySpec
 from study.search import run_study
+from study.storage import open_storage
 
 
 def _trial(family, val_mse, activation):
@@ -92,8 +93,9 @@ def test_a_family_gets_its_next_candidates_while_none_holds():
 def test_a_configuration_missing_the_target_on_a_fresh_seed_gives_way_to_the_next(
     tiny_data, tmp_path
 ):
-    """The search's seed put both under the target; on the fresh seed the dense one misses it,
-    so the next configuration of the family is confirmed, and wins."""
+    """The search ranked a configuration that diverges first, and put the other two under the
+    target; on the fresh seed the dense one misses it, so the next configuration of the family
+    is confirmed, and wins. The diverged one is stored: not trained again."""
     study = optuna.create_study(
         study_name="rounds",
         storage=optuna.storages.JournalStorage(
@@ -102,7 +104,8 @@ def test_a_configuration_missing_the_target_on_a_fresh_seed_gives_way_to_the_nex
     )
     dense = tiny("sparse_kl", **{"model.beta": 1e-4})  # about 20 active units per digit
     sparse = tiny("sparse_kl", **{"model.beta": 3.0, "model.p": 0.01})  # about 2
-    for val_mse, cfg in ((0.20, dense), (0.23, sparse)):
+    overflows = tiny("sparse_kl_wd", **{"train.learning_rate": 1e20})  # weight decay overflows
+    for val_mse, cfg in ((0.10, overflows), (0.20, dense), (0.23, sparse)):
         study.add_trial(
             optuna.trial.create_trial(
                 value=val_mse,
@@ -115,17 +118,21 @@ def test_a_configuration_missing_the_target_on_a_fresh_seed_gives_way_to_the_nex
     out = confirm.confirm(
         study, dense, tiny_data, ["sparse_kl"], Constraint("l0", 10.0), 1, 1, say=said.append
     )
-    assert out.winners["sparse_kl"].number == 1 and out.winner is out.winners["sparse_kl"]
-    assert study.user_attrs["confirmed:0"]["finals"][0]["val_l0"] > 10
-    assert study.user_attrs["confirmed:1"]["finals"][0]["val_l0"] <= 10
-    assert out.trained == 2 + 3 * len(baselines.lr_grid()) + 3
-    assert any("confirming the next 1" in line for line in said), said
+    assert out.winners["sparse_kl"].number == 2 and out.winner is out.winners["sparse_kl"]
+    assert out.missing == [0] and "confirmed:0" not in study.user_attrs
+    assert study.user_attrs["confirmed:1"]["finals"][0]["val_l0"] > 10
+    assert study.user_attrs["confirmed:2"]["finals"][0]["val_l0"] <= 10
+    assert out.trained == 3 + 3 * len(baselines.lr_grid()) + 3
+    assert sum("confirming the next 1" in line for line in said) == 2, said
     assert out.confirmed == {"sparse_kl": 2}
+    # asked again: everything stored, the diverged one included; the same winner
+    again = confirm.confirm(study, dense, tiny_data, ["sparse_kl"], Constraint("l0", 10.0), 1, 1)
+    assert again.trained == 0 and again.missing == [0] and again.winner.number == 2
     # a target neither meets on its fresh seed (about 20 and 2 units): no winner, nothing trained
     strict = Constraint("l0", 1.5)
-    again = confirm.confirm(study, dense, tiny_data, ["sparse_kl", "ncae"], strict, 1, 1)
-    assert again.trained == 0 and again.winners == {} and again.winner is None
-    lines = console.confirmation_lines(again, ["sparse_kl", "ncae"], strict, [])
+    none = confirm.confirm(study, dense, tiny_data, ["sparse_kl", "ncae"], strict, 1, 1)
+    assert none.trained == 0 and none.winners == {} and none.winner is None
+    lines = console.confirmation_lines(none, ["sparse_kl", "ncae"], strict, [])
     assert "sparse_kl none of its 2 confirmed configuration(s) meets the target" in lines[1]
     assert "ncae      no feasible trial to confirm" in lines[2]
 
@@ -278,3 +285,45 @@ def test_a_fresh_seed_retrains_best_config_within_the_confirmed_spread(
             mean,
             sd,
         )
+
+
+def test_a_candidate_diverging_on_a_fresh_seed_is_kept_as_such(
+    tiny_npz, tracking_uri, tmp_path, monkeypatch, capsys
+):
+    """The search's best diverges on its fresh seed (a fault put into its training): the next
+    configuration is confirmed instead and wins; the report says which one diverged, and a
+    second confirmation trains nothing again."""
+    import json
+
+    from experiments import runner
+
+    where = ["--study-name", "d", "--storage", f"journal:{tmp_path / 'j.log'}"]
+    where += ["--tracking-uri", tracking_uri]
+    search = ["--family", "sparse_kl", "--data", tiny_npz, "--epochs", "1", "--n-trials", "3"]
+    search += ["--pruner", "none", "--target", "1.0", "--confirm-seeds", "0"]
+    assert main(["run", *where, *search]) == 0
+    study = optuna.load_study(study_name="d", storage=open_storage(where[3]))
+    first, second = sorted(study.trials, key=lambda t: t.value)[:2]
+    real, calls = runner.train_all, []
+
+    def first_diverges(cfgs, data, slots=None):
+        results = real(cfgs, data, slots)
+        calls.append(len(cfgs))
+        return [None, *results[1:]] if len(calls) == 1 else results  # its seed 1: jobs first
+
+    monkeypatch.setattr(runner, "train_all", first_diverges)
+    confirming = ["--confirm-top", "1", "--confirm-seeds", "1"]
+    assert main(["confirm", *where, *confirming]) == 0
+    out = capsys.readouterr().out
+    assert f"not confirmed (a seed diverged): trial(s) {first.number}" in out
+    assert f"confirmed winner: trial {second.number} " in out
+    assert main(["report", *where, "--out", str(tmp_path / "r")]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["winner"]["trial"] == second.number
+    assert summary["unconfirmed_candidates"] == []
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert f"trial(s) {first.number} diverged on a fresh seed" in report
+    monkeypatch.setattr(runner, "train_all", real)
+    capsys.readouterr()
+    assert main(["confirm", *where, *confirming]) == 0
+    assert "confirming" not in capsys.readouterr().out  # nothing trained again

@@ -54,6 +54,7 @@ class Findings:
     winners: dict[str, Confirmed]  # each family's confirmed winner
     winner: Confirmed | None
     unconfirmed: list[FrozenTrial]  # candidates not confirmed on those seeds
+    diverged: list[int]  # candidates whose training diverged on one of those seeds
     confirm_command: str  # what confirms them
     baselines: dict[str, Baseline]
     references: list[Reference]  # PCA, then the mean image
@@ -125,7 +126,8 @@ def gather(
     seeds = _confirmation_seeds(found, study)
     top = int(study.user_attrs.get(confirm.TOP_ATTR, TOP))
     on_seeds = {n: c for n, c in found.items() if c.seeded.seeds == seeds}
-    chosen = confirm.candidates(trials, families, constraint, top, on_seeds)
+    diverged = confirm.diverged(study, seeds)
+    chosen = confirm.candidates(trials, families, constraint, top, on_seeds, diverged)
     winners = confirm.winners(on_seeds, families, constraint, among=chosen)
     winner = confirm.overall(winners)
     search_best = best_per_family(trials, families, constraint)
@@ -146,7 +148,8 @@ def gather(
         confirmed=[on_seeds[t.number] for t in chosen if t.number in on_seeds],
         winners=winners,
         winner=winner,
-        unconfirmed=[t for t in chosen if t.number not in on_seeds],
+        unconfirmed=[t for t in chosen if t.number not in on_seeds and t.number not in diverged],
+        diverged=[t.number for t in chosen if t.number in diverged],
         confirm_command=confirm_command(
             study, storage_url, uri, constraint, top, len(seeds) or SEEDS
         ),

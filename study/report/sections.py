@@ -84,7 +84,8 @@ def summary(f: Findings) -> list[Block]:
 
 def warnings(f: Findings) -> list[Block]:
     """Edges of the search space, winners that learned nothing or whose code is mostly dead,
-    unconfirmed candidates, and a sparsity measure or a decoder open to rescaling."""
+    diverged and unconfirmed candidates, and a sparsity measure or a decoder open to
+    rescaling."""
     lines = edge_warnings(f.search_best)
     latent = int(f.spec["model.latent"])
     for fam, c in f.winners.items():
@@ -101,6 +102,10 @@ def warnings(f: Findings) -> list[Block]:
                 f"{fam}: {dead:.0f} of the {latent} code units of trial {c.number} are "
                 f"dead on average (never active on the validation split)"
             )
+    if f.diverged:
+        lines.append(
+            f"trial(s) {', '.join(map(str, f.diverged))} diverged on a fresh seed: not confirmed"
+        )
     if f.unconfirmed and f.winner is not None:
         lines.append(
             f"trial(s) {', '.join(str(t.number) for t in f.unconfirmed)} are among "
