@@ -14,7 +14,7 @@ from experiments.cli import OneLineParser
 from experiments.config import ConfigError, parse_override
 from experiments.data import SOURCES
 from experiments.presets import DEFAULT
-from study.results import DEFAULT_MEASURE, DEFAULT_TARGET, SEEDS, TOP, StudySpec
+from study.results import DEFAULT_MEASURE, DEFAULT_TARGET, ROUNDS, SEEDS, TOP, StudySpec
 from study.space import DEFAULT_FAMILIES, PRUNERS, SEARCHED_FAMILIES, SEARCHED_KEYS, check_families
 from study.storage import DEFAULT_STORAGE, check_url, check_workers, for_helpers
 
@@ -90,7 +90,8 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=TOP,
         help=f"after the search, train the best N feasible configurations of each "
-        f"family again on fresh seeds (default {TOP}; 0 skips)",
+        f"family again on fresh seeds, the next N while none meets the target on every seed, "
+        f"{ROUNDS} rounds at most (default {TOP}; 0 skips)",
     )
     run.add_argument(
         "--confirm-seeds",
@@ -107,7 +108,10 @@ def parser() -> argparse.ArgumentParser:
     _add_study(conf)
     _add_targets(conf, default=False)
     conf.add_argument(
-        "--confirm-top", type=int, default=TOP, help=f"configurations per family (default {TOP})"
+        "--confirm-top",
+        type=int,
+        default=TOP,
+        help=f"configurations per family and round (default {TOP}; {ROUNDS} rounds at most)",
     )
     conf.add_argument(
         "--confirm-seeds", type=int, default=SEEDS, help=f"fresh seeds each (default {SEEDS})"
