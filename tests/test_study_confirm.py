@@ -327,3 +327,40 @@ def test_a_candidate_diverging_on_a_fresh_seed_is_kept_as_such(
     capsys.readouterr()
     assert main(["confirm", *where, *confirming]) == 0
     assert "confirming" not in capsys.readouterr().out  # nothing trained again
+
+
+def test_a_study_none_of_whose_configurations_holds_says_so(
+    tiny_npz, tracking_uri, tmp_path, monkeypatch, capsys
+):
+    """Every fresh-seed training comes out above the target (a fault put into the measures):
+    every round is confirmed, nothing holds, and the report and the summary say that, without
+    offering a confirmation that would train nothing."""
+    import dataclasses
+    import json
+
+    from experiments import runner
+
+    where = ["--study-name", "n", "--storage", f"journal:{tmp_path / 'j.log'}"]
+    where += ["--tracking-uri", tracking_uri]
+    search = ["--family", "sparse_kl", "--data", tiny_npz, "--epochs", "1", "--n-trials", "4"]
+    search += ["--pruner", "none", "--target", "1.0", "--confirm-seeds", "0"]
+    assert main(["run", *where, *search]) == 0
+    real = runner.train_all
+
+    def dense(cfgs, data, slots=None):
+        return [
+            dataclasses.replace(r, final={**r.final, "val_mean_activation": 2.0})
+            for r in real(cfgs, data, slots)
+        ]
+
+    monkeypatch.setattr(runner, "train_all", dense)
+    assert main(["confirm", *where, "--confirm-top", "1", "--confirm-seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "sparse_kl none of its 3 confirmed configuration(s) meets the target" in out
+    assert main(["report", *where, "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "to confirm it" not in out, out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["winner"] is None and summary["unconfirmed_candidates"] == []
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "No confirmed winner: none of the 3 configuration(s)" in report

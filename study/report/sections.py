@@ -63,6 +63,18 @@ def summary(f: Findings) -> list[Block]:
         )
         cost = cost_sentence(f)
         return [Paragraph(text), *([Paragraph(cost)] if cost else [])]
+    if f.confirmed and not f.unconfirmed:
+        closest = min(f.confirmed, key=lambda c: c.seeded.worst(f.constraint.metric))
+        return [
+            Paragraph(
+                f"No confirmed winner: none of the {len(f.confirmed)} configuration(s) trained "
+                f"again on fresh seeds {', '.join(map(str, closest.seeded.seeds))} met {c} on "
+                f"every seed; the closest, trial {closest.number} ({family(closest.trial)}), "
+                f"reached {num(closest.seeded.worst(f.constraint.metric))} on its worst seed. "
+                f"The search's numbers below are one seed's; a looser target or a longer "
+                f"search may find configurations that hold."
+            )
+        ]
     if f.search_overall is not None:
         t, a = f.search_overall, f.search_overall.user_attrs
         return [

@@ -227,5 +227,5 @@ def write(
         dest,
         f.winner.trial if f.winner else f.search_overall,
         parent,
-        f.confirm_command if f.unconfirmed or not f.winner else None,
+        f.confirm_command if f.unconfirmed or not (f.winner or f.confirmed) else None,
     )
