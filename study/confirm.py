@@ -257,32 +257,33 @@ def confirm(
     ]
     models: dict[tuple[int, int], Result] = {}
     missing = sorted(diverged(study, seeds))  # a seed diverged: the configuration is not confirmed
-    trained = 0
+    trained, first = 0, True  # the first round also searches the baselines' learning rates
     grid_results: list[Result | None] = []
     while True:  # a round each time a family's candidates all miss the target on a seed
         chosen = candidates(trials, families, constraint, top, done, missing)
         todo = [t for t in chosen if t.number not in done and t.number not in missing]
-        if not todo and (trained or not grid):
+        now = grid if first else []
+        if not todo and not now:
             break
         jobs = [
             (t, from_flat({**t.user_attrs["config"], "train.seed": s})) for t in todo for s in seeds
         ]
-        now = grid if not trained else []
-        if trained:
-            say(
-                f"no configuration confirmed so far holds on every seed in "
-                f"{', '.join(sorted({family(t) for t in todo}))}: confirming the next "
-                f"{len(todo)}: {len(jobs)} trainings"
-            )
-        else:
+        if first:
             say(
                 f"confirming {len(todo)} configuration(s) on seeds {', '.join(map(str, seeds))}"
                 f" and searching the learning rate of {len(grid_todo)} baseline(s): "
                 f"{len(jobs) + len(now)} trainings"
             )
+        else:
+            say(
+                f"no configuration confirmed so far holds on every seed in "
+                f"{', '.join(sorted({family(t) for t in todo}))}: confirming the next "
+                f"{len(todo)}: {len(jobs)} trainings"
+            )
         results = train_all([cfg for _, cfg in jobs] + [cfg for *_, cfg in now], data, pack)
         trained += len(jobs) + len(now)
-        grid_results = grid_results or results[len(jobs) :]
+        if first:
+            grid_results, first = results[len(jobs) :], False
         for t in todo:
             outcomes = [
                 (cfg, r)
