@@ -1,11 +1,15 @@
 """The study's confirmation of its winners on fresh seeds, and its baselines."""
 
+import dataclasses
+import json
+
 import optuna
 from conftest import tiny
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 from test_study import spec
 
+from experiments import runner
 from study import baselines, confirm
 from study.cli import main
 from study.report import console
@@ -212,8 +216,6 @@ def test_a_fresh_seed_retrains_best_config_within_the_confirmed_spread(
     """What a user does with the report: retrain ``best_config.json`` with seeds the study never
     used. Each lands within the confirmed mean ± 3 sd and within 10 % of it (a budget long enough
     to train: ten epochs of 300 digits, four confirmation seeds)."""
-    import json
-
     from experiments import cli as experiments_cli
 
     where = [
@@ -287,21 +289,23 @@ def test_a_fresh_seed_retrains_best_config_within_the_confirmed_spread(
         )
 
 
+def _searched(name, n_trials, tiny_npz, tracking_uri, tmp_path) -> list[str]:
+    """A sparse_kl study searched but not confirmed; the options that name it."""
+    where = ["--study-name", name, "--storage", f"journal:{tmp_path / 'j.log'}"]
+    where += ["--tracking-uri", tracking_uri]
+    search = ["--family", "sparse_kl", "--data", tiny_npz, "--epochs", "1"]
+    search += ["--n-trials", str(n_trials), "--pruner", "none", "--target", "1.0"]
+    assert main(["run", *where, *search, "--confirm-seeds", "0"]) == 0
+    return where
+
+
 def test_a_candidate_diverging_on_a_fresh_seed_is_kept_as_such(
     tiny_npz, tracking_uri, tmp_path, monkeypatch, capsys
 ):
     """The search's best diverges on its fresh seed (a fault put into its training): the next
     configuration is confirmed instead and wins; the report says which one diverged, and a
     second confirmation trains nothing again."""
-    import json
-
-    from experiments import runner
-
-    where = ["--study-name", "d", "--storage", f"journal:{tmp_path / 'j.log'}"]
-    where += ["--tracking-uri", tracking_uri]
-    search = ["--family", "sparse_kl", "--data", tiny_npz, "--epochs", "1", "--n-trials", "3"]
-    search += ["--pruner", "none", "--target", "1.0", "--confirm-seeds", "0"]
-    assert main(["run", *where, *search]) == 0
+    where = _searched("d", 3, tiny_npz, tracking_uri, tmp_path)
     study = optuna.load_study(study_name="d", storage=open_storage(where[3]))
     first, second = sorted(study.trials, key=lambda t: t.value)[:2]
     real, calls = runner.train_all, []
@@ -335,16 +339,7 @@ def test_a_study_none_of_whose_configurations_holds_says_so(
     """Every fresh-seed training comes out above the target (a fault put into the measures):
     every round is confirmed, nothing holds, and the report and the summary say that, without
     offering a confirmation that would train nothing."""
-    import dataclasses
-    import json
-
-    from experiments import runner
-
-    where = ["--study-name", "n", "--storage", f"journal:{tmp_path / 'j.log'}"]
-    where += ["--tracking-uri", tracking_uri]
-    search = ["--family", "sparse_kl", "--data", tiny_npz, "--epochs", "1", "--n-trials", "4"]
-    search += ["--pruner", "none", "--target", "1.0", "--confirm-seeds", "0"]
-    assert main(["run", *where, *search]) == 0
+    where = _searched("n", 4, tiny_npz, tracking_uri, tmp_path)
     real = runner.train_all
 
     def dense(cfgs, data, slots=None):
